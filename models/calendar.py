@@ -1,0 +1,135 @@
+"""Local time, contact windows and allowed hours: the calendar shared by simulator, features and rules.
+
+Every instant in cureflow is a UTC timestamp; local time follows from the account's IANA time zone.
+A contact window is a named slot of the local week (weekday morning, weekday afternoon, weekday evening,
+weekend) with an hour range; `next_window` finds its next occurrence inside the hours the law allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_TIMEZONE = "Asia/Tokyo"
+
+
+@dataclass(frozen=True)
+class Window:
+    """One contact window: weekday or weekend days, local hours [start, end)."""
+
+    name: str
+    weekend: bool
+    start: time
+    end: time
+
+    def contains(self, local: pd.Timestamp) -> bool:
+        """Whether a local (naive or aware) timestamp falls inside this window."""
+        is_weekend = local.dayofweek >= 5
+        return is_weekend == self.weekend and self.start <= local.time() < self.end
+
+
+def _hhmm(text: str) -> time:
+    hours, minutes = (int(part) for part in str(text).split(":"))
+    return time(hours, minutes)
+
+
+def parse_windows(calendar_params: dict) -> tuple[Window, ...]:
+    """The windows of params.yaml's `calendar.windows`, in their declared order."""
+    return tuple(
+        Window(name, spec["days"] == "weekend", _hhmm(spec["start"]), _hhmm(spec["end"]))
+        for name, spec in calendar_params["windows"].items()
+    )
+
+
+@lru_cache(maxsize=512)
+def zone(name: str | None) -> ZoneInfo | None:
+    """The ZoneInfo for an IANA name (None and '' mean the default zone); None when the name is invalid."""
+    if name is None or (isinstance(name, float) and np.isnan(name)) or name == "":
+        name = DEFAULT_TIMEZONE
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
+        return None
+
+
+def is_valid_timezone(name: str | None) -> bool:
+    """True for a known IANA name or a missing one (which means the default zone)."""
+    return zone(name) is not None
+
+
+def effective_timezones(tz: pd.Series) -> pd.Series:
+    """Each account's zone name, the default where missing or invalid (features need *a* clock)."""
+    names = tz.astype(object).where(tz.notna(), DEFAULT_TIMEZONE)
+    valid = names.map(lambda n: zone(n) is not None)
+    return names.where(valid, DEFAULT_TIMEZONE).astype(object)
+
+
+def to_local(instants: pd.Series, tz_names: pd.Series) -> pd.Series:
+    """Naive local wall-clock times of UTC `instants`, each in its own zone (vectorised by zone)."""
+    out = pd.Series(np.empty(len(instants), dtype="datetime64[ns]"), index=instants.index)
+    tz_names = pd.Series(np.asarray(tz_names, dtype=object), index=instants.index)
+    utc = instants.dt.tz_convert("UTC")
+    for name, idx in tz_names.groupby(tz_names, sort=False).groups.items():
+        out.loc[idx] = utc.loc[idx].dt.tz_convert(name).dt.tz_localize(None).astype("datetime64[ns]")
+    return out
+
+
+def local_midnight_utc(dates: pd.Series, tz_names: pd.Series) -> pd.Series:
+    """The UTC instant at which each calendar date begins in its zone (a due date falls due then)."""
+    out = pd.Series(np.empty(len(dates), dtype="datetime64[ns, UTC]"), index=dates.index)
+    tz_names = pd.Series(np.asarray(tz_names, dtype=object), index=dates.index)
+    naive = dates.astype("datetime64[ns]")
+    for name, idx in tz_names.groupby(tz_names, sort=False).groups.items():
+        localized = naive.loc[idx].dt.tz_localize(name, ambiguous="NaT", nonexistent="shift_forward")
+        out.loc[idx] = localized.dt.tz_convert("UTC")
+    return out
+
+
+def window_codes(local: pd.Series, windows: tuple[Window, ...]) -> np.ndarray:
+    """For each local time, the index of the window it falls in, or -1 when in none."""
+    local = pd.Series(local)
+    minutes = (local.dt.hour * 60 + local.dt.minute).to_numpy()
+    weekend = (local.dt.dayofweek >= 5).to_numpy()
+    codes = np.full(len(local), -1, dtype=np.int64)
+    for code, win in enumerate(windows):
+        lo = win.start.hour * 60 + win.start.minute
+        hi = win.end.hour * 60 + win.end.minute
+        hit = (weekend == win.weekend) & (minutes >= lo) & (minutes < hi) & (codes < 0)
+        codes[hit] = code
+    return codes
+
+
+def next_window(
+    earliest_local: pd.Timestamp, window: Window, hours: tuple[time, time], horizon_days: int = 14
+) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The next [start, end) of `window` at or after `earliest_local`, clipped to the allowed `hours`.
+
+    `earliest_local` is a naive local wall-clock time. Returns naive local times, or None when the window
+    has no allowed minute at all (for example a window wholly outside the hours).
+    """
+    lo = max(window.start, hours[0])
+    hi = min(window.end, hours[1])
+    if lo >= hi:
+        return None
+    day = earliest_local.normalize()
+    for offset in range(horizon_days + 1):
+        current = day + timedelta(days=offset)
+        if (current.dayofweek >= 5) != window.weekend:
+            continue
+        start = current + timedelta(hours=lo.hour, minutes=lo.minute)
+        end = current + timedelta(hours=hi.hour, minutes=hi.minute)
+        start = max(start, earliest_local.ceil("min"))
+        if start >= end:
+            continue
+        return start, end
+    return None
+
+
+def within_hours(local: pd.Timestamp, hours: tuple[time, time]) -> bool:
+    """R-HOURS: 20:59 is inside 08:00-21:00, 21:00 is not."""
+    return hours[0] <= local.time() < hours[1]

@@ -1,0 +1,23 @@
+"""The contract's vocabularies: every category a table or an answer may hold (../shared/CONTRACT.md)."""
+
+from __future__ import annotations
+
+TABLES = ("accounts", "installments", "payments", "contacts")
+
+EMPLOYMENT = ("salaried", "self_employed", "part_time", "shift_worker", "retired", "student", "unknown")
+PAYMENT_METHODS = ("direct_debit", "bank_transfer", "card", "convenience_store", "other")
+CHANNELS = ("phone", "sms", "email", "letter", "ivr", "none")
+CONTACT_CHANNELS = ("phone", "sms", "email", "letter", "ivr")  # every channel but the hold-out
+DIRECTIONS = ("outbound", "inbound")
+OUTCOMES = (
+    "no_answer", "voicemail", "reached", "promise_to_pay", "refused", "wrong_party",
+    "delivered", "bounced", "opened", "clicked", "replied", "held_out",
+)
+OFFERS = ("reminder", "instalment_plan", "settlement", "hardship_referral", "legal_review", "none")
+
+# outcomes that mean the customer was reached (a conversation, or a message read or answered)
+REACHED_OUTCOMES = ("reached", "promise_to_pay", "refused", "opened", "clicked", "replied")
+# outcomes that count as a phone conversation for R-AFTER-CONVERSATION
+CONVERSATION_OUTCOMES = ("reached", "promise_to_pay", "refused")
+# channels that need consent, and the consent column each one needs (R-CONSENT); letters need none
+CONSENT_COLUMN = {"phone": "consent_phone", "ivr": "consent_phone", "sms": "consent_sms", "email": "consent_email"}
