@@ -29,7 +29,7 @@ class Window:
 
     def contains(self, local: pd.Timestamp) -> bool:
         """Whether a local (naive or aware) timestamp falls inside this window."""
-        is_weekend = local.dayofweek >= 5
+        is_weekend = local.day_of_week >= 5
         return is_weekend == self.weekend and self.start <= local.time() < self.end
 
 
@@ -81,12 +81,15 @@ def to_local(instants: pd.Series, tz_names: pd.Series) -> pd.Series:
 
 def local_midnight_utc(dates: pd.Series, tz_names: pd.Series) -> pd.Series:
     """The UTC instant at which each calendar date begins in its zone (a due date falls due then)."""
-    out = pd.Series(np.empty(len(dates), dtype="datetime64[ns, UTC]"), index=dates.index)
+    # (numpy has no "datetime64[ns, UTC]" dtype; a midnight repeated by a DST change starts at its first
+    # occurrence, a skipped one at the first instant after the gap: never NaT)
+    out = pd.Series(pd.NaT, index=dates.index, dtype="datetime64[ns, UTC]")
     tz_names = pd.Series(np.asarray(tz_names, dtype=object), index=dates.index)
     naive = dates.astype("datetime64[ns]")
     for name, idx in tz_names.groupby(tz_names, sort=False).groups.items():
-        localized = naive.loc[idx].dt.tz_localize(name, ambiguous="NaT", nonexistent="shift_forward")
-        out.loc[idx] = localized.dt.tz_convert("UTC")
+        first = np.ones(len(idx), dtype=bool)
+        localized = naive.loc[idx].dt.tz_localize(name, ambiguous=first, nonexistent="shift_forward")
+        out.loc[idx] = localized.dt.tz_convert("UTC").dt.as_unit("ns")
     return out
 
 
@@ -94,7 +97,7 @@ def window_codes(local: pd.Series, windows: tuple[Window, ...]) -> np.ndarray:
     """For each local time, the index of the window it falls in, or -1 when in none."""
     local = pd.Series(local)
     minutes = (local.dt.hour * 60 + local.dt.minute).to_numpy()
-    weekend = (local.dt.dayofweek >= 5).to_numpy()
+    weekend = (local.dt.day_of_week >= 5).to_numpy()
     codes = np.full(len(local), -1, dtype=np.int64)
     for code, win in enumerate(windows):
         lo = win.start.hour * 60 + win.start.minute
@@ -119,7 +122,7 @@ def next_window(
     day = earliest_local.normalize()
     for offset in range(horizon_days + 1):
         current = day + timedelta(days=offset)
-        if (current.dayofweek >= 5) != window.weekend:
+        if (current.day_of_week >= 5) != window.weekend:
             continue
         start = current + timedelta(hours=lo.hour, minutes=lo.minute)
         end = current + timedelta(hours=hi.hour, minutes=hi.minute)

@@ -1,0 +1,40 @@
+# cureflow: `make demo` runs the whole product on a simulated portfolio, `make test` runs the test suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO_DATA := data/portfolio
+AS_OF  ?= 2026-11-01T00:00:00+09:00
+
+.PHONY: install demo test lint mlflow-ui clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	@start=$$(date +%s); \
+	$(BIN)/cureflow simulate --accounts 20000 --months 24 --seed 7 --out $(DEMO_DATA) && \
+	$(BIN)/cureflow train --data $(DEMO_DATA) --out outputs/train && \
+	$(BIN)/cureflow score --data $(DEMO_DATA) --as-of $(AS_OF) --out outputs/work_queue.parquet --top 15 && \
+	echo "" && \
+	echo "work queue:      outputs/work_queue.parquet" && \
+	echo "holdout metrics: outputs/train/metrics.json (plots: outputs/train/*.png)" && \
+	echo "MLflow store:    $$(pwd)/mlflow.db (artifacts in mlartifacts/)" && \
+	echo "MLflow UI:       make mlflow-ui, then open http://127.0.0.1:5000" && \
+	echo "demo wall time:  $$(( $$(date +%s) - start ))s"
+
+test: install
+	$(BIN)/pytest -q -n 2
+
+lint: install
+	$(BIN)/ruff check models pipelines serving tests benchmarks
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$$(pwd)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf outputs mlflow.db mlartifacts $(DEMO_DATA)

@@ -1,0 +1,86 @@
+"""The contract's real-time request and answer, as plain dicts, and their mapping to tables and batch rows.
+
+A request carries one account's rows; `tables_from_requests` stacks many requests into the four contract
+tables (filling each row's account_id from its account), so the API validates and scores exactly as the
+batch does. `answer_from_row` nests a flattened batch row into the answer, `row_from_answer` flattens back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from models.vocab import TABLES
+
+CHILD_TABLES = ("installments", "payments", "contacts")
+
+
+def tables_from_requests(requests: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """The four contract tables holding every request's rows; a child row's account_id defaults to its account's."""
+    rows: dict[str, list[dict]] = {name: [] for name in TABLES}
+    for req in requests:
+        account = dict(req["account"])
+        rows["accounts"].append(account)
+        for name in CHILD_TABLES:
+            for row in req.get(name) or []:
+                rows[name].append({**row, "account_id": row.get("account_id") or account.get("account_id")})
+    return {name: pd.DataFrame.from_records(rows[name]) if rows[name] else None for name in TABLES}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def answer_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Nest one flattened batch row into the contract's real-time answer."""
+    window = None
+    if row.get("window_start") is not None:
+        window = {"start": row["window_start"], "end": row["window_end"]}
+    return {
+        "account_id": row["account_id"],
+        "as_of": row["as_of"],
+        "model_version": row["model_version"],
+        "cure_probability": float(row["cure_probability"]),
+        "priority": float(row["priority"]),
+        "tier": row["tier"],
+        "action": {
+            "channel": row["channel"],
+            "contact_window": window,
+            "offer": row["offer"],
+            "template": _clean(row["template"]),
+            "expected_gain": float(row["expected_gain"]),
+        },
+        "reasons": json.loads(row["reasons"]),
+        "blocked": json.loads(row["blocked"]),
+        "decision_id": row["decision_id"],
+        "propensity": _clean(row["propensity"]),
+    }
+
+
+def row_from_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """Flatten a real-time answer into the batch row's columns (the inverse of answer_from_row)."""
+    action = answer["action"]
+    window = action.get("contact_window") or {}
+    return {
+        "account_id": answer["account_id"],
+        "as_of": answer["as_of"],
+        "model_version": answer["model_version"],
+        "cure_probability": answer["cure_probability"],
+        "priority": answer["priority"],
+        "tier": answer["tier"],
+        "channel": action["channel"],
+        "window_start": window.get("start"),
+        "window_end": window.get("end"),
+        "offer": action["offer"],
+        "template": action["template"],
+        "expected_gain": action["expected_gain"],
+        "reasons": json.dumps(answer["reasons"], ensure_ascii=False),
+        "blocked": json.dumps(answer["blocked"], ensure_ascii=False),
+        "decision_id": answer["decision_id"],
+        "propensity": answer["propensity"],
+    }

@@ -1,0 +1,124 @@
+"""The cure model's estimator: LightGBM, calibrated on out-of-fold predictions.
+
+`CalibratedLGBM` follows the scikit-learn contract (`__init__` stores, `fit` returns self). Fitting:
+1. K folds (grouped by account when groups are given, so one customer's days never sit on both sides);
+   in each, a booster is trained with early stopping on a slice of its own training part and predicts
+   the held-out fold: out-of-fold raw scores for every example.
+2. A calibrator (isotonic or sigmoid) maps out-of-fold raw scores to probabilities.
+3. The final booster is trained on all examples with the median best iteration of the folds.
+Serving keeps only the booster and the calibrator as arrays (`np.interp`), no wrapper objects.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+
+class CalibratedLGBM(ClassifierMixin, BaseEstimator):
+    """LightGBM binary classifier with out-of-fold calibration (isotonic or sigmoid)."""
+
+    def __init__(self, lgbm_params: dict | None = None, n_folds: int = 5, calibration: str = "isotonic",
+                 monotone: dict | None = None, categorical: tuple[str, ...] = (),
+                 early_stopping_rounds: int = 50, random_state: int = 0):
+        self.lgbm_params = lgbm_params
+        self.n_folds = n_folds
+        self.calibration = calibration
+        self.monotone = monotone
+        self.categorical = categorical
+        self.early_stopping_rounds = early_stopping_rounds
+        self.random_state = random_state
+
+    def _train_params(self, columns: list[str]) -> tuple[dict, int]:
+        params = dict(self.lgbm_params or {})
+        rounds = int(params.pop("n_estimators", 400))
+        params.setdefault("objective", "binary")
+        params.setdefault("verbose", -1)
+        params["seed"] = self.random_state
+        params["deterministic"] = True
+        params["num_threads"] = params.get("num_threads", 2)
+        if self.monotone:
+            params["monotone_constraints"] = [int(self.monotone.get(c, 0)) for c in columns]
+        return params, rounds
+
+    def _dataset(self, X: pd.DataFrame, y: np.ndarray) -> lgb.Dataset:
+        cats = [c for c in self.categorical if c in X.columns]
+        return lgb.Dataset(X, label=y, categorical_feature=cats or "auto", free_raw_data=False)
+
+    def _fit_booster(self, X: pd.DataFrame, y: np.ndarray, rounds: int, params: dict,
+                     stop: bool) -> lgb.Booster:
+        """One booster; with `stop`, early stopping on a stratified 10% slice of X."""
+        if not stop:
+            return lgb.train(params, self._dataset(X, y), num_boost_round=rounds)
+        X_fit, X_val, y_fit, y_val = train_test_split(
+            X, y, test_size=0.1, stratify=y, random_state=self.random_state)
+        train = self._dataset(X_fit, y_fit)
+        valid = lgb.Dataset(X_val, label=y_val, reference=train)
+        callbacks = [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]
+        return lgb.train(params, train, num_boost_round=rounds, valid_sets=[valid], callbacks=callbacks)
+
+    def _folds(self, X: pd.DataFrame, y: np.ndarray, groups) -> list[tuple[np.ndarray, np.ndarray]]:
+        if groups is None:
+            cv = StratifiedKFold(self.n_folds, shuffle=True, random_state=self.random_state)
+            return list(cv.split(X, y))
+        cv = StratifiedGroupKFold(self.n_folds, shuffle=True, random_state=self.random_state)
+        return list(cv.split(X, y, groups))
+
+    def fit(self, X: pd.DataFrame, y, groups=None) -> CalibratedLGBM:
+        """Out-of-fold raw scores -> calibrator; then the final booster on everything."""
+        y = np.asarray(y, dtype=np.int64)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.classes_ = np.array([0, 1])
+        params, rounds = self._train_params(list(X.columns))
+        oof = np.zeros(len(y))
+        best = []
+        for train_idx, test_idx in self._folds(X, y, groups):
+            booster = self._fit_booster(X.iloc[train_idx], y[train_idx], rounds, params, stop=True)
+            best.append(booster.best_iteration or rounds)
+            oof[test_idx] = booster.predict(X.iloc[test_idx], raw_score=True,
+                                            num_iteration=booster.best_iteration or None)
+        self.n_iterations_ = max(int(np.median(best)), 1)
+        self.oof_raw_ = oof
+        self._fit_calibrator(oof, y)
+        self.booster_ = self._fit_booster(X, y, self.n_iterations_, params, stop=False)
+        return self
+
+    def _fit_calibrator(self, raw: np.ndarray, y: np.ndarray) -> None:
+        if self.calibration == "isotonic":
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
+            self.calib_x_ = np.asarray(iso.X_thresholds_, dtype=np.float64)
+            self.calib_y_ = np.asarray(iso.y_thresholds_, dtype=np.float64)
+        elif self.calibration == "sigmoid":
+            lr = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), y)
+            self.calib_x_ = np.array([float(lr.coef_[0, 0]), float(lr.intercept_[0])])
+            self.calib_y_ = np.empty(0)
+        else:
+            raise ValueError(f"calibration must be 'isotonic' or 'sigmoid', not {self.calibration!r}")
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Raw booster scores -> calibrated probabilities."""
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.calibration == "isotonic":
+            return np.interp(raw, self.calib_x_, self.calib_y_)
+        slope, intercept = self.calib_x_
+        return 1.0 / (1.0 + np.exp(-(slope * raw + intercept)))
+
+    def predict_raw(self, X) -> np.ndarray:
+        """The booster's raw margin (log-odds before calibration)."""
+        return self.booster_.predict(X, raw_score=True)
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = self.calibrate(self.predict_raw(X))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
+
+    def contributions(self, X) -> np.ndarray:
+        """Per-feature contributions to the raw score (LightGBM pred_contrib); last column is the bias."""
+        return self.booster_.predict(X, pred_contrib=True)

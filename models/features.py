@@ -1,0 +1,297 @@
+"""Point-in-time payment-behaviour features: one implementation for training, batch and real-time scoring.
+
+`prepare` turns a validated Portfolio into sorted numpy arrays once (account codes, due instants, local
+contact windows); `features_at` computes every feature at an as-of instant `t` from rows strictly before
+`t` (due instant < t, paid_at < t, contacted_at < t), so rows at or after `t` can never change a feature.
+Everything is vectorised over accounts with bincount/searchsorted; there is no per-account Python loop,
+so the same code serves one account in the API and a million in the nightly batch.
+
+Conventions: an instalment falls due at local midnight at the start of its due date; payments settle
+the oldest instalment first (FIFO); an instalment is "missed" when it was not fully paid by the end of
+its due day (the contract has no failed-debit event: a missed due-day debit *is* the failed debit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models import calendar, vocab
+from models.contract import Portfolio
+
+DAY_NS = 86_400 * 10**9
+EPOCH = pd.Timestamp("2000-01-01", tz="UTC")
+CATEGORICAL = ("employment", "last_payment_method")
+# outbound channels whose timing is the customer's choice to answer (letters arrive whenever)
+TIMED_CHANNELS = ("phone", "sms", "email", "ivr")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The `features` and `calendar` sections of params.yaml, frozen."""
+
+    lookback_months: tuple[int, ...]
+    contact_lookback_days: int
+    window_lookback_days: int
+    partial_payment_ratio: float
+    windows: tuple[calendar.Window, ...]
+
+    @classmethod
+    def from_params(cls, params: dict) -> FeatureConfig:
+        feat = params["features"]
+        return cls(
+            tuple(feat["lookback_months"]),
+            int(feat["contact_lookback_days"]),
+            int(feat["window_lookback_days"]),
+            float(feat["partial_payment_ratio"]),
+            calendar.parse_windows(params["calendar"]),
+        )
+
+
+def feature_names(config: FeatureConfig) -> list[str]:
+    """The model's columns, in order."""
+    names = ["arrears", "arrears_instalments", "days_past_due", "monthly_amount", "tenure_months",
+             "remaining_term_months", "age", "employment"]
+    for m in config.lookback_months:
+        names += [f"missed_{m}m", f"paid_late_{m}m"]
+    names += ["days_late_mean_12m", "days_late_max_12m", "partial_payments_6m", "manual_payments_12m",
+              "paid_90d_instalments", "days_since_last_payment", "last_payment_method"]
+    for ch in vocab.CONTACT_CHANNELS:
+        names += [f"{ch}_attempts_{config.contact_lookback_days}d", f"{ch}_reached_{config.contact_lookback_days}d"]
+    for win in config.windows:
+        names += [f"{win.name}_attempts", f"{win.name}_reach_rate"]
+    names += ["promises_made_90d", "promises_kept_90d", "days_since_last_contact", "days_since_last_reach"]
+    return names
+
+
+@dataclass
+class Prepared:
+    """A portfolio as sorted arrays, independent of the as-of time (built once, queried many times)."""
+
+    account_id: np.ndarray
+    opened: np.ndarray          # ns since epoch, UTC instant of local midnight of opened_on
+    term: np.ndarray
+    monthly: np.ndarray         # float yen
+    birth_year: np.ndarray
+    employment: np.ndarray      # int code into vocab.EMPLOYMENT
+    inst_acc: np.ndarray
+    inst_due: np.ndarray        # ns, sorted by (acc, due)
+    inst_cents: np.ndarray      # int64 minor units
+    pay_acc: np.ndarray
+    pay_at: np.ndarray          # ns, sorted by (acc, paid_at)
+    pay_cents: np.ndarray
+    pay_method: np.ndarray
+    con_acc: np.ndarray
+    con_at: np.ndarray          # ns, sorted by (acc, contacted_at)
+    con_channel: np.ndarray     # code into vocab.CHANNELS
+    con_outcome: np.ndarray     # code into vocab.OUTCOMES
+    con_outbound: np.ndarray
+    con_window: np.ndarray      # code into config.windows, -1 when outside every window
+
+    @property
+    def n(self) -> int:
+        return len(self.account_id)
+
+
+def _codes(values: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
+    return pd.Categorical(values.astype(object), categories=list(vocabulary)).codes.astype(np.int16)
+
+
+def _ns(series: pd.Series) -> np.ndarray:
+    """Nanoseconds since the epoch of a tz-aware datetime series."""
+    return pd.DatetimeIndex(series).tz_convert("UTC").as_unit("ns").asi8.copy()
+
+
+def _sorted_by(acc: np.ndarray, when: np.ndarray) -> np.ndarray:
+    return np.lexsort((when, acc))
+
+
+def prepare(portfolio: Portfolio, config: FeatureConfig) -> Prepared:
+    """Sort and encode the four tables once; local windows and due instants use each account's zone."""
+    acc = portfolio.accounts
+    zones = calendar.effective_timezones(acc["timezone"]).to_numpy()
+    code_of = pd.Index(acc["account_id"].to_numpy())
+    inst, pay, con = portfolio.installments, portfolio.payments, portfolio.contacts
+
+    i_acc = code_of.get_indexer(inst["account_id"]).astype(np.int64)
+    i_due = _ns(calendar.local_midnight_utc(inst["due_date"], pd.Series(zones[i_acc], index=inst.index)))
+    i_order = _sorted_by(i_acc, i_due)
+    p_acc = code_of.get_indexer(pay["account_id"]).astype(np.int64)
+    p_at = _ns(pay["paid_at"])
+    p_order = _sorted_by(p_acc, p_at)
+    c_acc = code_of.get_indexer(con["account_id"]).astype(np.int64)
+    c_at = _ns(con["contacted_at"])
+    c_local = calendar.to_local(con["contacted_at"], pd.Series(zones[c_acc], index=con.index))
+    c_window = calendar.window_codes(c_local, config.windows)
+    c_order = _sorted_by(c_acc, c_at)
+    opened = _ns(calendar.local_midnight_utc(acc["opened_on"], pd.Series(zones, index=acc.index)))
+    return Prepared(
+        account_id=acc["account_id"].to_numpy(dtype=object),
+        opened=opened,
+        term=acc["term_months"].to_numpy(dtype=np.float64),
+        monthly=acc["monthly_amount"].to_numpy(dtype=np.float64),
+        birth_year=acc["birth_year"].to_numpy(dtype=np.float64),
+        employment=_codes(acc["employment"], vocab.EMPLOYMENT),
+        inst_acc=i_acc[i_order], inst_due=i_due[i_order],
+        inst_cents=np.rint(inst["amount_due"].to_numpy(dtype=np.float64) * 100).astype(np.int64)[i_order],
+        pay_acc=p_acc[p_order], pay_at=p_at[p_order],
+        pay_cents=np.rint(pay["amount"].to_numpy(dtype=np.float64) * 100).astype(np.int64)[p_order],
+        pay_method=_codes(pay["method"], vocab.PAYMENT_METHODS)[p_order],
+        con_acc=c_acc[c_order], con_at=c_at[c_order],
+        con_channel=_codes(con["channel"], vocab.CHANNELS)[c_order],
+        con_outcome=_codes(con["outcome"], vocab.OUTCOMES)[c_order],
+        con_outbound=(con["direction"].to_numpy(dtype=object) == "outbound")[c_order],
+        con_window=c_window[c_order],
+    )
+
+
+def _count(acc: np.ndarray, mask: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    w = None if weights is None else weights[mask]
+    return np.bincount(acc[mask], weights=w, minlength=n).astype(np.float64)
+
+
+def _last(acc: np.ndarray, values: np.ndarray, mask: np.ndarray, n: int, empty: float = np.nan) -> np.ndarray:
+    """Per account, the value of the last masked row (rows are sorted by account, then time)."""
+    out = np.full(n, empty, dtype=np.float64)
+    rows = np.flatnonzero(mask)
+    last = rows[np.append(acc[rows][1:] != acc[rows][:-1], True)] if len(rows) else rows
+    out[acc[last]] = values[last]
+    return out
+
+
+def _within_offsets(acc: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Per row, the sum of `totals` over all earlier accounts (rows sorted by account)."""
+    before = np.concatenate([[0], np.cumsum(totals)[:-1]])
+    return before[acc]
+
+
+def _fifo_paid_at(prep: Prepared, t: int, i_mask: np.ndarray, p_mask: np.ndarray) -> np.ndarray:
+    """For each instalment due before t, when payments before t fully covered it (FIFO); int64 max if not."""
+    n = prep.n
+    due_tot = np.bincount(prep.inst_acc[i_mask], weights=prep.inst_cents[i_mask], minlength=n).astype(np.int64)
+    pay_tot = np.bincount(prep.pay_acc[p_mask], weights=prep.pay_cents[p_mask], minlength=n).astype(np.int64)
+    offset = np.concatenate([[0], np.cumsum(np.maximum(due_tot, pay_tot))[:-1]])
+    i_acc, i_cents = prep.inst_acc[i_mask], prep.inst_cents[i_mask]
+    p_acc, p_cents = prep.pay_acc[p_mask], prep.pay_cents[p_mask]
+    cum_due = np.cumsum(i_cents) - _within_offsets(i_acc, due_tot) + offset[i_acc]
+    cum_pay = np.cumsum(p_cents) - _within_offsets(p_acc, pay_tot) + offset[p_acc]
+    j = np.searchsorted(cum_pay, cum_due, side="left")
+    found = j < len(cum_pay)
+    found[found] &= p_acc[j[found]] == i_acc[found]
+    paid_at = np.full(len(i_acc), np.iinfo(np.int64).max, dtype=np.int64)
+    paid_at[found] = prep.pay_at[p_mask][j[found]]
+    paid_at[i_cents == 0] = prep.inst_due[i_mask][i_cents == 0]
+    return paid_at
+
+
+def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str, np.ndarray]:
+    """Arrears, days past due, missed and late instalments, days late."""
+    n = prep.n
+    i_mask = prep.inst_due < t
+    p_mask = prep.pay_at < t
+    paid_at = _fifo_paid_at(prep, t, i_mask, p_mask)
+    acc, due = prep.inst_acc[i_mask], prep.inst_due[i_mask]
+    due_sum = _count(prep.inst_acc, i_mask, n, prep.inst_cents)
+    paid_sum = _count(prep.pay_acc, p_mask, n, prep.pay_cents)
+    arrears = np.maximum(due_sum - paid_sum, 0.0) / 100.0
+    unpaid = paid_at == np.iinfo(np.int64).max
+    oldest = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(oldest, acc[unpaid], due[unpaid])
+    dpd = np.where((arrears > 0) & (oldest < t), (t - oldest) / DAY_NS, 0.0)
+    late = paid_at >= due + DAY_NS
+    days_late = np.floor(np.maximum(np.minimum(paid_at, t) - due, 0) / DAY_NS)
+    out = {"arrears": arrears, "days_past_due": np.floor(dpd)}
+    for m in config.lookback_months:
+        recent = due >= t - int(round(m * 30.4375)) * DAY_NS
+        out[f"missed_{m}m"] = np.bincount(acc[recent & late], minlength=n).astype(np.float64)
+        out[f"paid_late_{m}m"] = np.bincount(acc[recent & late & ~unpaid], minlength=n).astype(np.float64)
+    year = due >= t - 365 * DAY_NS
+    count = np.bincount(acc[year], minlength=n)
+    total = np.bincount(acc[year], weights=days_late[year], minlength=n)
+    out["days_late_mean_12m"] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    worst = np.full(n, -np.inf)
+    np.maximum.at(worst, acc[year], days_late[year])
+    out["days_late_max_12m"] = np.where(count > 0, worst, np.nan)
+    return out
+
+
+def _payment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str, np.ndarray]:
+    """Recency, method, partial and manual payments, money paid in the last 90 days."""
+    n, acc, at = prep.n, prep.pay_acc, prep.pay_at
+    before = at < t
+    monthly_of_row = prep.monthly[acc] * 100
+    partial = before & (at >= t - 182 * DAY_NS) & (prep.pay_cents < config.partial_payment_ratio * monthly_of_row)
+    manual_code = vocab.PAYMENT_METHODS.index("direct_debit")
+    manual = before & (at >= t - 365 * DAY_NS) & (prep.pay_method != manual_code)
+    recent = before & (at >= t - 90 * DAY_NS)
+    last_at = _last(acc, at.astype(np.float64), before, n)
+    return {
+        "partial_payments_6m": _count(acc, partial, n),
+        "manual_payments_12m": _count(acc, manual, n),
+        "paid_90d_instalments": _count(acc, recent, n, prep.pay_cents) / 100.0 / prep.monthly,
+        "days_since_last_payment": (t - last_at) / DAY_NS,
+        "last_payment_method": _last(acc, prep.pay_method.astype(np.float64), before, n),
+    }
+
+
+def _promises_kept(prep: Prepared, t: int, promise: np.ndarray) -> np.ndarray:
+    """Per promise row, whether a payment arrived within 7 days of it and before t."""
+    p_mask = prep.pay_at < t
+    pay_key = prep.pay_acc[p_mask] * (1 << 33) + (prep.pay_at[p_mask] - EPOCH.value) // 10**9
+    rows = np.flatnonzero(promise)
+    key = prep.con_acc[rows] * (1 << 33) + (prep.con_at[rows] - EPOCH.value) // 10**9
+    j = np.searchsorted(pay_key, key, side="left")
+    kept = np.zeros(len(rows), dtype=bool)
+    ok = j < len(pay_key)
+    pay_acc, pay_at = prep.pay_acc[p_mask], prep.pay_at[p_mask]
+    kept[ok] = (pay_acc[j[ok]] == prep.con_acc[rows][ok]) & (pay_at[j[ok]] < prep.con_at[rows][ok] + 7 * DAY_NS)
+    out = np.zeros(len(promise), dtype=bool)
+    out[rows] = kept
+    return out
+
+
+def _contact_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str, np.ndarray]:
+    """Attempts and reach by channel and by time window, promises made and kept, contact recency."""
+    n, acc, at = prep.n, prep.con_acc, prep.con_at
+    before = (at < t) & prep.con_outbound & (prep.con_channel != vocab.CHANNELS.index("none"))
+    reached = np.isin(prep.con_outcome, [vocab.OUTCOMES.index(o) for o in vocab.REACHED_OUTCOMES])
+    days = config.contact_lookback_days
+    recent = before & (at >= t - days * DAY_NS)
+    out: dict[str, np.ndarray] = {}
+    for code, ch in enumerate(vocab.CHANNELS[:-1]):
+        on = recent & (prep.con_channel == code)
+        out[f"{ch}_attempts_{days}d"] = _count(acc, on, n)
+        out[f"{ch}_reached_{days}d"] = _count(acc, on & reached, n)
+    timed = np.isin(prep.con_channel, [vocab.CHANNELS.index(c) for c in TIMED_CHANNELS])
+    lookback = before & timed & (at >= t - config.window_lookback_days * DAY_NS)
+    for code, win in enumerate(config.windows):
+        on = lookback & (prep.con_window == code)
+        attempts = _count(acc, on, n)
+        out[f"{win.name}_attempts"] = attempts
+        out[f"{win.name}_reach_rate"] = np.where(attempts > 0, _count(acc, on & reached, n) / np.maximum(attempts, 1), np.nan)
+    promise = (at < t) & (at >= t - 90 * DAY_NS) & (prep.con_outcome == vocab.OUTCOMES.index("promise_to_pay"))
+    out["promises_made_90d"] = _count(acc, promise, n)
+    out["promises_kept_90d"] = _count(acc, _promises_kept(prep, t, promise), n)
+    out["days_since_last_contact"] = (t - _last(acc, at.astype(np.float64), before, n)) / DAY_NS
+    out["days_since_last_reach"] = (t - _last(acc, at.astype(np.float64), before & reached, n)) / DAY_NS
+    return out
+
+
+def features_at(prep: Prepared, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
+    """Every feature of every account at `as_of` (one row per account, in the accounts' order)."""
+    t = int(pd.Timestamp(as_of).tz_convert("UTC").value)
+    cols = _instalment_features(prep, t, config)
+    cols.update(_payment_features(prep, t, config))
+    cols.update(_contact_features(prep, t, config))
+    cols["arrears_instalments"] = cols["arrears"] / prep.monthly
+    cols["monthly_amount"] = prep.monthly
+    tenure = (t - prep.opened) / DAY_NS / 30.4375
+    cols["tenure_months"] = tenure
+    cols["remaining_term_months"] = np.maximum(prep.term - tenure, 0.0)
+    cols["age"] = pd.Timestamp(as_of).tz_convert("UTC").year - prep.birth_year
+    cols["employment"] = prep.employment.astype(np.float64)
+    frame = pd.DataFrame({name: cols[name] for name in feature_names(config)})
+    frame.insert(0, "account_id", prep.account_id)
+    return frame

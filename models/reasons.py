@@ -1,0 +1,68 @@
+"""Reasons in a collector's words, from the cure model's own contributions (LightGBM pred_contrib)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from models import vocab
+
+_PHRASES = {
+    "days_past_due": "{v:.0f} days past due",
+    "arrears": "JPY {v:,.0f} in arrears",
+    "arrears_instalments": "{v:.1f} instalments in arrears",
+    "monthly_amount": "monthly amount JPY {v:,.0f}",
+    "tenure_months": "customer for {v:.0f} months",
+    "remaining_term_months": "{v:.0f} months left on the contract",
+    "age": "aged {v:.0f}",
+    "days_late_mean_12m": "on average {v:.0f} days late over 12 months",
+    "days_late_max_12m": "up to {v:.0f} days late in the last 12 months",
+    "partial_payments_6m": "{v:.0f} partial payments in 6 months",
+    "manual_payments_12m": "{v:.0f} payments outside direct debit in 12 months",
+    "paid_90d_instalments": "paid {v:.1f} instalments' worth in 90 days",
+    "days_since_last_payment": "last payment {v:.0f} days ago",
+    "promises_made_90d": "{v:.0f} promises to pay in 90 days",
+    "promises_kept_90d": "{v:.0f} promises kept in 90 days",
+    "days_since_last_contact": "last contacted {v:.0f} days ago",
+    "days_since_last_reach": "last reached {v:.0f} days ago",
+}
+_MISSING = {
+    "days_since_last_payment": "no payment on record",
+    "days_since_last_contact": "never contacted",
+    "days_since_last_reach": "never reached",
+    "age": "age unknown",
+}
+
+
+def describe(name: str, value: float) -> str:
+    """One feature value in plain words."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return _MISSING.get(name, f"no {name.replace('_', ' ')} on record")
+    if name == "employment":
+        return f"employment: {vocab.EMPLOYMENT[int(value)].replace('_', ' ')}"
+    if name == "last_payment_method":
+        return f"last paid by {vocab.PAYMENT_METHODS[int(value)].replace('_', ' ')}"
+    for prefix, label in (("missed_", "missed debits"), ("paid_late_", "instalments paid late")):
+        if name.startswith(prefix):
+            return f"{value:.0f} {label} in {name[len(prefix):-1]} months"
+    if name.endswith("_reach_rate"):
+        return f"reached {value:.0%} of the time on {name[:-11].replace('_', ' ')}s"
+    if name in _PHRASES:
+        return _PHRASES[name].format(v=value)
+    return f"{name.replace('_', ' ')}: {value:g}"
+
+
+def top_reasons(contrib: np.ndarray, values: np.ndarray, names: list[str], k: int = 3) -> list[list[str]]:
+    """For each row, the k features that moved the cure chance most, with their direction."""
+    out = []
+    order = np.argsort(-np.abs(contrib[:, : len(names)]), axis=1, kind="stable")[:, :k]
+    for row, idx in enumerate(order):
+        items = []
+        for j in idx:
+            if contrib[row, j] == 0:
+                continue
+            effect = "raises" if contrib[row, j] > 0 else "lowers"
+            items.append(f"{describe(names[j], float(values[row, j]))} ({effect} the chance of cure)")
+        out.append(items)
+    return out

@@ -1,0 +1,85 @@
+"""The `cureflow` command: thin typer commands, paths in and paths out, logic imported from the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="cureflow: delinquency risk and next-best-action for collections.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def simulate(
+    accounts: Annotated[int, typer.Option(help="number of contracts")] = 20_000,
+    months: Annotated[int, typer.Option(help="months of history")] = 24,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same portfolio)")] = 7,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("data/portfolio"),
+    end: Annotated[str | None, typer.Option(help="history end (ISO 8601 with offset); default params.yaml")] = None,
+) -> None:
+    """Simulate a car-lease portfolio in the data contract, with its ground truth under OUT/truth."""
+    from pipelines.simulate import main
+
+    main(accounts=accounts, months=months, seed=seed, out=out, end=end)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="directory with the four contract tables")] = Path("data/portfolio"),
+    out: Annotated[Path, typer.Option(help="where the bundle, metrics and plots go")] = Path("outputs/train"),
+    register: Annotated[bool, typer.Option(help="log to MLflow and register the model")] = True,
+    history_end: Annotated[str | None, typer.Option(help="end of the observed history (ISO 8601)")] = None,
+) -> None:
+    """Train the cure model and response arms from any directory in the contract; log and register them."""
+    from models.contract import ContractError
+    from pipelines.train import run
+
+    try:
+        run(data, out, register=register, history_end_at=history_end)
+    except ContractError as err:
+        _fail(err)
+
+
+@app.command()
+def score(
+    data: Annotated[Path, typer.Option(help="directory with the four contract tables")] = Path("data/portfolio"),
+    as_of: Annotated[str | None, typer.Option(help="as-of instant, ISO 8601 with offset; default: end of history")] = None,
+    out: Annotated[Path, typer.Option(help="output file, .parquet or .csv")] = Path("outputs/work_queue.parquet"),
+    model: Annotated[str, typer.Option(help="model URI or bundle path")] = "models:/cureflow@champion",
+    top: Annotated[int, typer.Option(help="print the top N of the work queue")] = 0,
+) -> None:
+    """Score every overdue account as of AS_OF and write the work queue, highest priority first."""
+    from models.contract import ContractError
+    from serving.batch import print_queue, score_dir
+
+    try:
+        queue = score_dir(data, out, as_of=as_of, model_uri=model)
+    except ContractError as err:
+        _fail(err)
+    if top:
+        print_queue(queue, top)
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="model URI or bundle path")] = "models:/cureflow@champion",
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Run the real-time scoring API (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from serving.api import create_app
+
+    uvicorn.run(create_app(model), host=host, port=port, log_level="info")
+
+
+if __name__ == "__main__":
+    app()

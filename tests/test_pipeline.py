@@ -1,0 +1,117 @@
+"""Training to registry to batch: a real MLflow store, the registered pyfunc, the `cureflow` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from models.bundle import BATCH_COLUMNS
+from models.config import load_params
+from models.contract import read_dir
+from models.features import FeatureConfig, prepare
+from models.scoring import example_request
+from pipelines.train import cure_examples, example_dates, quality_gate, time_split
+
+pytestmark = pytest.mark.slow
+
+
+def test_training_run_is_logged_and_registered_with_the_champion_alias(trained):
+    mlflow.set_tracking_uri(trained["tracking_uri"])
+    client = MlflowClient(trained["tracking_uri"])
+    run = client.get_run(trained["info"]["run_id"])
+    assert run.data.metrics["holdout_roc_auc"] > 0.6
+    assert {"holdout_brier", "holdout_ece", "holdout_ks", "holdout_pr_auc", "holdout_truth_mae"} <= set(run.data.metrics)
+    assert run.data.params["cure.horizon_days"] == "30"
+    assert len(run.data.tags["data_fingerprint"]) == 64 and run.data.tags["git_commit"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/calibration.png", "evaluation/roc.png", "evaluation/gains.png",
+            "evaluation/importance.png"} <= artifacts
+    champion = client.get_model_version_by_alias("cureflow", "champion")
+    assert str(champion.version) == trained["info"]["version"]
+    assert champion.tags["quality_gate"] == "passed"
+
+
+def test_registered_pyfunc_answers_a_contract_request(trained):
+    mlflow.set_tracking_uri(trained["tracking_uri"])
+    model = mlflow.pyfunc.load_model("models:/cureflow@champion")
+    assert model.metadata.signature is not None
+    out = model.predict(pd.DataFrame({"request": [json.dumps(example_request())]}))
+    answer = json.loads(out["answer"].iloc[0])
+    assert answer["account_id"] == "A-EXAMPLE" and 0 <= answer["cure_probability"] <= 1
+
+
+def test_holdout_dates_are_later_than_training_dates_with_a_label_gap(sim_dir):
+    params = load_params()
+    config = FeatureConfig.from_params(params)
+    prep = prepare(read_dir(sim_dir), config)
+    end = pd.Timestamp("2026-11-01T00:00:00+09:00")
+    dates = example_dates(prep, end, 30, 14)
+    assert max(dates) + pd.Timedelta(days=30) <= end
+    examples = cure_examples(prep, config, dates, 30)
+    assert (examples["arrears"] > 0).all()
+    train, holdout = time_split(examples, 0.25, 30)
+    assert train["as_of"].max() + pd.Timedelta(days=30) <= holdout["as_of"].min()
+
+
+def test_quality_gate_names_what_failed():
+    ok, why = quality_gate({"roc_auc": 0.65, "ece": 0.01}, {"min_roc_auc": 0.7, "max_ece": 0.05})
+    assert not ok and "roc_auc" in why
+    assert quality_gate({"roc_auc": 0.8, "ece": 0.01}, {"min_roc_auc": 0.7, "max_ece": 0.05}) == (True, "")
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_score_command_writes_the_work_queue_in_priority_order(trained, tmp_path, suffix):
+    out = tmp_path / f"queue{suffix}"
+    done = _cli("score", "--data", str(trained["data"]), "--as-of", "2026-11-01T00:00:00+09:00",
+                "--out", str(out), "--model", "models:/cureflow@champion",
+                env={"MLFLOW_TRACKING_URI": trained["tracking_uri"]})
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
+    assert list(rows.columns) == list(BATCH_COLUMNS)
+    assert rows["priority"].is_monotonic_decreasing
+    assert rows["account_id"].is_unique
+    assert (rows["model_version"] == f"cureflow/{trained['info']['version']}").all()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_score_command_names_the_table_column_and_rows_of_bad_input(trained, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    p = read_dir(trained["data"])
+    for name, frame in p.tables.items():
+        if name == "payments":
+            frame = frame.copy()
+            frame.loc[3, "amount"] = -5.0
+        frame.to_parquet(bad / f"{name}.parquet")
+    done = _cli("score", "--data", str(bad), "--out", str(tmp_path / "q.parquet"), "--model",
+                str(trained["bundle_path"]))
+    assert done.returncode == 2
+    assert "payments.amount" in done.stderr and "3" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "q.parquet").exists()
+
+
+def test_same_data_model_and_as_of_give_the_same_queue(trained):
+    from models.registry import load_bundle
+    from serving.batch import score_portfolio
+
+    bundle = load_bundle(str(trained["bundle_path"])).bundle
+    portfolio = read_dir(trained["data"])
+    as_of = pd.Timestamp("2026-10-20T12:00:00+09:00")
+    a = score_portfolio(bundle, portfolio, as_of, progress=False)
+    b = score_portfolio(bundle, portfolio, as_of, chunk_size=97, progress=False)
+    pd.testing.assert_frame_equal(a, b)
+    assert np.isfinite(a["cure_probability"]).all()

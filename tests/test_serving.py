@@ -1,0 +1,189 @@
+"""The API in-process and as a real server process; a batch row equals the real-time answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from models.answers import row_from_answer
+from models.contract import read_dir
+from models.registry import load_bundle
+from models.scoring import example_request
+from serving.api import create_app
+from serving.batch import score_portfolio
+
+pytestmark = pytest.mark.slow
+
+
+def _requests_for(data: Path, account_ids: list[str], as_of: str) -> list[dict]:
+    """Contract requests built from the portfolio's own rows (as the CRM would send them)."""
+    p = read_dir(data)
+    out = []
+    for account_id in account_ids:
+        sub = p.subset([account_id])
+        acc = sub.accounts.iloc[0].to_dict()
+        acc["opened_on"] = acc["opened_on"].strftime("%Y-%m-%d")
+        acc["birth_year"] = None if pd.isna(acc["birth_year"]) else int(acc["birth_year"])
+        inst = [{"due_date": r.due_date.strftime("%Y-%m-%d"), "amount_due": r.amount_due}
+                for r in sub.installments.itertuples()]
+        pays = [{"paid_at": r.paid_at.isoformat(), "amount": r.amount, "method": r.method}
+                for r in sub.payments.itertuples()]
+        cons = []
+        for r in sub.contacts.itertuples():
+            cons.append({"contact_id": r.contact_id, "contacted_at": r.contacted_at.isoformat(), "channel": r.channel,
+                         "direction": r.direction, "template": r.template, "outcome": r.outcome,
+                         "experiment_id": r.experiment_id,
+                         "propensity": None if pd.isna(r.propensity) else float(r.propensity)})
+        out.append({"as_of": as_of, "account": acc, "installments": inst, "payments": pays, "contacts": cons})
+    return out
+
+
+@pytest.fixture(scope="module")
+def client(trained):
+    with TestClient(create_app(str(trained["bundle_path"]))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def batch(trained):
+    bundle = load_bundle(str(trained["bundle_path"])).bundle
+    as_of = pd.Timestamp("2026-11-01T00:00:00+09:00")
+    return as_of, score_portfolio(bundle, read_dir(trained["data"]), as_of, progress=False)
+
+
+def test_batch_row_and_realtime_answer_are_identical(client, trained, batch):
+    as_of, rows = batch
+    assert len(rows) > 10
+    picks = rows.iloc[[0, len(rows) // 2, len(rows) - 1]]
+    reqs = _requests_for(trained["data"], picks["account_id"].tolist(), as_of.isoformat())
+    for req, (_, row) in zip(reqs, picks.iterrows(), strict=True):
+        resp = client.post("/v1/score", json=req)
+        assert resp.status_code == 200, resp.text
+        expected = {k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.to_dict().items()}
+        assert row_from_answer(resp.json()) == expected
+
+
+def test_batch_endpoint_answers_in_request_order(client, trained, batch):
+    _, rows = batch
+    ids = rows["account_id"].head(3).tolist()[::-1]
+    reqs = _requests_for(trained["data"], ids, "2026-11-01T00:00:00+09:00")
+    resp = client.post("/v1/score/batch", json={"requests": reqs})
+    assert resp.status_code == 200
+    assert [a["account_id"] for a in resp.json()["answers"]] == ids
+
+
+def test_every_answer_has_every_contract_field(client):
+    answer = client.post("/v1/score", json=example_request()).json()
+    assert set(answer) == {"account_id", "as_of", "model_version", "cure_probability", "priority", "tier", "action",
+                           "reasons", "blocked", "decision_id", "propensity"}
+    assert set(answer["action"]) == {"channel", "contact_window", "offer", "template", "expected_gain"}
+    assert 0.0 <= answer["cure_probability"] <= 1.0
+
+
+def test_a_legal_hold_suppresses_every_contact_and_says_why(client):
+    req = example_request()
+    req["account"]["legal_representative"] = True
+    answer = client.post("/v1/score", json=req).json()
+    assert answer["action"]["channel"] == "none"
+    assert answer["tier"] == "hold: legal"
+    assert any(b["rule"] == "R-REPRESENTED" for b in answer["blocked"])
+
+
+def test_contact_window_is_inside_the_allowed_hours_in_local_time(client):
+    req = example_request()
+    req["as_of"] = "2026-11-02T20:30:00+09:00"
+    answer = client.post("/v1/score", json=req).json()
+    window = answer["action"]["contact_window"]
+    if answer["action"]["channel"] != "none":
+        start, end = pd.Timestamp(window["start"]), pd.Timestamp(window["end"])
+        assert start.utcoffset() == pd.Timedelta(hours=9)
+        assert 8 <= start.hour and (end.hour, end.minute) <= (21, 0) and start < end
+        assert start >= pd.Timestamp(req["as_of"])
+
+
+def test_unknown_field_is_rejected_with_its_name(client):
+    req = example_request()
+    req["account"]["favourite_colour"] = "blue"
+    resp = client.post("/v1/score", json=req)
+    assert resp.status_code == 422
+    assert "favourite_colour" in resp.text
+
+
+def test_naive_timestamp_is_rejected(client):
+    req = example_request()
+    req["payments"][0]["paid_at"] = "2026-01-27T10:00:00"
+    resp = client.post("/v1/score", json=req)
+    assert resp.status_code == 422
+    assert "paid_at" in resp.text
+
+
+def test_duplicate_contact_id_is_a_contract_error_naming_table_and_rows(client):
+    req = example_request()
+    req["contacts"].append(dict(req["contacts"][0]))
+    resp = client.post("/v1/score", json=req)
+    assert resp.status_code == 422
+    detail = resp.json()["detail"][0]
+    assert detail["loc"] == ["body", "contacts", "contact_id"] and detail["rows"]
+
+
+def test_not_overdue_account_gets_no_action(client):
+    req = example_request()
+    req["installments"] = req["installments"][:8]
+    answer = client.post("/v1/score", json=req).json()
+    assert answer["tier"] == "not overdue" and answer["action"]["channel"] == "none"
+
+
+def test_model_endpoint_names_the_version(client, trained):
+    info = client.get("/v1/model").json()
+    assert info["run_id"] == trained["info"]["run_id"]
+    assert "days_past_due" in info["feature_names"]
+
+
+def test_missing_model_keeps_the_process_up_but_not_ready(tmp_path):
+    with TestClient(create_app(str(tmp_path / "nothing.joblib"))) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/readyz").status_code == 503
+        assert c.post("/v1/score", json=example_request()).status_code == 503
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_process_serves_the_registered_champion(trained):
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["tracking_uri"]}
+    cmd = [sys.executable, "-m", "pipelines.cli", "serve", "--model", "models:/cureflow@champion",
+           "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.5)
+        else:
+            pytest.fail("server never became ready")
+        answer = httpx.post(f"{base}/v1/score", json=example_request(), timeout=30).json()
+        assert answer["model_version"] == f"cureflow/{trained['info']['version']}"
+        assert json.loads(json.dumps(answer))["decision_id"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
