@@ -6,9 +6,12 @@ contact windows); `features_at` computes every feature at an as-of instant `t` f
 Everything is vectorised over accounts with bincount/searchsorted; there is no per-account Python loop,
 so the same code serves one account in the API and a million in the nightly batch.
 
-Conventions: an instalment falls due at local midnight at the start of its due date; payments settle
-the oldest instalment first (FIFO); an instalment is "missed" when it was not fully paid by the end of
-its due day (the contract has no failed-debit event: a missed due-day debit *is* the failed debit).
+Conventions: an instalment counts at t once its due date is before t's local calendar date, that is from
+the local midnight that ends its due day (at a local midnight this is exactly the contract's
+`due_date < t`; during the due day itself the debit has not failed yet, so a customer whose direct debit
+runs at 10:00 is not overdue at 09:00). Days past due count from the start of the due date. Payments
+settle the oldest instalment first (FIFO); an instalment is "missed" when it was not fully paid by the
+end of its due day (the contract has no failed-debit event: a missed due-day debit *is* the failed debit).
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ class Prepared:
     birth_year: np.ndarray
     employment: np.ndarray      # int code into vocab.EMPLOYMENT
     inst_acc: np.ndarray
-    inst_due: np.ndarray        # ns, sorted by (acc, due)
+    inst_due: np.ndarray        # ns, local midnight starting the due date; sorted by (acc, due)
+    inst_end: np.ndarray        # ns, local midnight ending the due date: the instalment counts from here
     inst_cents: np.ndarray      # int64 minor units
     pay_acc: np.ndarray
     pay_at: np.ndarray          # ns, sorted by (acc, paid_at)
@@ -116,7 +120,9 @@ def prepare(portfolio: Portfolio, config: FeatureConfig) -> Prepared:
     inst, pay, con = portfolio.installments, portfolio.payments, portfolio.contacts
 
     i_acc = code_of.get_indexer(inst["account_id"]).astype(np.int64)
-    i_due = _ns(calendar.local_midnight_utc(inst["due_date"], pd.Series(zones[i_acc], index=inst.index)))
+    inst_zones = pd.Series(zones[i_acc], index=inst.index)
+    i_due = _ns(calendar.local_midnight_utc(inst["due_date"], inst_zones))
+    i_end = _ns(calendar.local_midnight_utc(inst["due_date"] + pd.Timedelta(days=1), inst_zones))
     i_order = _sorted_by(i_acc, i_due)
     p_acc = code_of.get_indexer(pay["account_id"]).astype(np.int64)
     p_at = _ns(pay["paid_at"])
@@ -134,7 +140,7 @@ def prepare(portfolio: Portfolio, config: FeatureConfig) -> Prepared:
         monthly=acc["monthly_amount"].to_numpy(dtype=np.float64),
         birth_year=acc["birth_year"].to_numpy(dtype=np.float64),
         employment=_codes(acc["employment"], vocab.EMPLOYMENT),
-        inst_acc=i_acc[i_order], inst_due=i_due[i_order],
+        inst_acc=i_acc[i_order], inst_due=i_due[i_order], inst_end=i_end[i_order],
         inst_cents=np.rint(inst["amount_due"].to_numpy(dtype=np.float64) * 100).astype(np.int64)[i_order],
         pay_acc=p_acc[p_order], pay_at=p_at[p_order],
         pay_cents=np.rint(pay["amount"].to_numpy(dtype=np.float64) * 100).astype(np.int64)[p_order],
@@ -189,10 +195,10 @@ def _fifo_paid_at(prep: Prepared, t: int, i_mask: np.ndarray, p_mask: np.ndarray
 def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str, np.ndarray]:
     """Arrears, days past due, missed and late instalments, days late."""
     n = prep.n
-    i_mask = prep.inst_due < t
+    i_mask = prep.inst_end <= t
     p_mask = prep.pay_at < t
     paid_at = _fifo_paid_at(prep, t, i_mask, p_mask)
-    acc, due = prep.inst_acc[i_mask], prep.inst_due[i_mask]
+    acc, due, due_end = prep.inst_acc[i_mask], prep.inst_due[i_mask], prep.inst_end[i_mask]
     due_sum = _count(prep.inst_acc, i_mask, n, prep.inst_cents)
     paid_sum = _count(prep.pay_acc, p_mask, n, prep.pay_cents)
     arrears = np.maximum(due_sum - paid_sum, 0.0) / 100.0
@@ -200,7 +206,7 @@ def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[
     oldest = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(oldest, acc[unpaid], due[unpaid])
     dpd = np.where((arrears > 0) & (oldest < t), (t - oldest) / DAY_NS, 0.0)
-    late = paid_at >= due + DAY_NS
+    late = paid_at >= due_end
     days_late = np.floor(np.maximum(np.minimum(paid_at, t) - due, 0) / DAY_NS)
     out = {"arrears": arrears, "days_past_due": np.floor(dpd)}
     for m in config.lookback_months:
@@ -270,7 +276,8 @@ def _contact_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str
         on = lookback & (prep.con_window == code)
         attempts = _count(acc, on, n)
         out[f"{win.name}_attempts"] = attempts
-        out[f"{win.name}_reach_rate"] = np.where(attempts > 0, _count(acc, on & reached, n) / np.maximum(attempts, 1), np.nan)
+        hits = _count(acc, on & reached, n)
+        out[f"{win.name}_reach_rate"] = np.where(attempts > 0, hits / np.maximum(attempts, 1), np.nan)
     promise = (at < t) & (at >= t - 90 * DAY_NS) & (prep.con_outcome == vocab.OUTCOMES.index("promise_to_pay"))
     out["promises_made_90d"] = _count(acc, promise, n)
     out["promises_kept_90d"] = _count(acc, _promises_kept(prep, t, promise), n)

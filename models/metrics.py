@@ -24,7 +24,8 @@ def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def gains_table(y: np.ndarray, p: np.ndarray, groups: int = 10) -> pd.DataFrame:
-    """Deciles by predicted probability (highest first): count, mean prediction, observed rate, cumulative share of positives."""
+    """Deciles by predicted probability, highest first: count, mean prediction, observed rate, lift and
+    the cumulative share of positives."""
     frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "p": np.asarray(p, dtype=float)})
     frame = frame.sort_values("p", ascending=False, kind="stable").reset_index(drop=True)
     frame["decile"] = np.arange(len(frame)) * groups // max(len(frame), 1) + 1

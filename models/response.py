@@ -56,7 +56,8 @@ def fit_arm_table(examples: pd.DataFrame, windows: tuple[str, ...], prior: float
     for c, ch in enumerate(chans):
         for w, win in enumerate(windows):
             for o, off in enumerate(ARM_OFFERS):
-                cell = (ex["channel"].to_numpy() == ch) & (ex["window"].to_numpy() == win) & (ex["offer"].to_numpy() == off)
+                cell = ((ex["channel"].to_numpy() == ch) & (ex["window"].to_numpy() == win)
+                        & (ex["offer"].to_numpy() == off))
                 pooled = ex.loc[cell, "label"].mean() if cell.any() else overall_none
                 for s in range(len(segs)):
                     rows = ex["label"][cell & (seg == s)]

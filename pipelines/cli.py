@@ -50,7 +50,8 @@ def train(
 @app.command()
 def score(
     data: Annotated[Path, typer.Option(help="directory with the four contract tables")] = Path("data/portfolio"),
-    as_of: Annotated[str | None, typer.Option(help="as-of instant, ISO 8601 with offset; default: end of history")] = None,
+    as_of: Annotated[str | None, typer.Option(help="as-of instant, ISO 8601 with offset; default: end of history")
+                     ] = None,
     out: Annotated[Path, typer.Option(help="output file, .parquet or .csv")] = Path("outputs/work_queue.parquet"),
     model: Annotated[str, typer.Option(help="model URI or bundle path")] = "models:/cureflow@champion",
     top: Annotated[int, typer.Option(help="print the top N of the work queue")] = 0,

@@ -8,66 +8,57 @@ import numpy as np
 import pandas as pd
 
 
-def _pyplot():
+def _axes(size: tuple[float, float]):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    return plt.subplots(figsize=size)
 
 
-def calibration_plot(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -> Path:
-    plt = _pyplot()
-    order = np.argsort(p, kind="stable")
-    parts = [idx for idx in np.array_split(order, bins) if len(idx)]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
-    ax.plot([p[i].mean() for i in parts], [y[i].mean() for i in parts], "o-", label="holdout")
-    ax.set(xlabel="predicted chance of cure", ylabel="observed cure rate", title="Calibration (equal-mass bins)")
-    ax.legend()
+def _save(fig, ax, path: Path, legend: bool = True, **labels) -> Path:
+    """Label, lay out, write and close one figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set(**labels)
+    if legend:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def calibration_plot(y: np.ndarray, p: np.ndarray, path: Path, bins: int = 10) -> Path:
+    parts = [idx for idx in np.array_split(np.argsort(p, kind="stable"), bins) if len(idx)]
+    fig, ax = _axes((5, 5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    ax.plot([p[i].mean() for i in parts], [y[i].mean() for i in parts], "o-", label="holdout")
+    return _save(fig, ax, path, xlabel="predicted chance of cure", ylabel="observed cure rate",
+                 title="Calibration (equal-mass bins)")
 
 
 def roc_plot(y: np.ndarray, p: np.ndarray, path: Path) -> Path:
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _pyplot()
     fpr, tpr, _ = roc_curve(y, p)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _axes((5, 5))
     ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, p):.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on the time holdout")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, xlabel="false positive rate", ylabel="true positive rate",
+                 title="ROC on the time holdout")
 
 
 def gains_plot(gains: pd.DataFrame, path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes((6, 4))
     ax.bar(gains["decile"], gains["rate"], label="observed cure rate")
     ax.plot(gains["decile"], gains["mean_p"], "o-", color="black", label="mean prediction")
-    ax.set(xlabel="decile (highest predicted first)", ylabel="cure rate", title="Gains by decile")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, xlabel="decile (highest predicted first)", ylabel="cure rate", title="Gains by decile")
 
 
 def importance_plot(names: list[str], gain: np.ndarray, path: Path, top: int = 20) -> Path:
-    plt = _pyplot()
     order = np.argsort(gain)[::-1][:top][::-1]
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = _axes((6, 6))
     ax.barh([names[i] for i in order], gain[order])
-    ax.set(xlabel="total gain", title="Feature importance (cure model)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path, legend=False, xlabel="total gain", title="Feature importance (cure model)")

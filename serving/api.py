@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -72,15 +72,15 @@ def create_app(model_uri: str) -> FastAPI:
         return score_requests(loaded.bundle, payload)
 
     @app.post("/v1/score", response_model=Answer, summary="Score one overdue account")
-    def score(body: ScoreRequest, loaded: LoadedModel = Depends(model)) -> dict[str, Any]:
+    def score(body: ScoreRequest, loaded: Annotated[LoadedModel, Depends(model)]) -> dict[str, Any]:
         return _score(loaded, [body])[0]
 
     @app.post("/v1/score/batch", response_model=BatchAnswer, summary="Score several accounts")
-    def score_batch(body: BatchRequest, loaded: LoadedModel = Depends(model)) -> dict[str, Any]:
+    def score_batch(body: BatchRequest, loaded: Annotated[LoadedModel, Depends(model)]) -> dict[str, Any]:
         return {"answers": _score(loaded, body.requests)}
 
     @app.get("/v1/model", response_model=ModelInfo)
-    def model_info(loaded: LoadedModel = Depends(model)) -> dict[str, Any]:
+    def model_info(loaded: Annotated[LoadedModel, Depends(model)]) -> dict[str, Any]:
         bundle = loaded.bundle
         return {"model_uri": loaded.uri, "model_version": loaded.version, "run_id": loaded.run_id,
                 "policy_version": bundle.policy_config.version, "feature_names": bundle.feature_names}

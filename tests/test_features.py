@@ -54,11 +54,13 @@ def test_a_late_payment_counts_as_missed_and_paid_late():
     assert row["days_late_max_12m"] == 6
 
 
-def test_instalment_due_at_the_as_of_instant_is_not_yet_due():
+def test_instalment_counts_only_once_its_due_day_has_ended_in_local_time():
     p = portfolio([account()], monthly_schedule("A1", ["2026-11"], day=1))
     assert _features(p).iloc[0]["arrears"] == 0
-    later = _features(p, AS_OF + pd.Timedelta(seconds=1)).iloc[0]
-    assert later["arrears"] == 40000
+    assert _features(p, AS_OF + pd.Timedelta(hours=9)).iloc[0]["arrears"] == 0   # 09:00 on the due day
+    assert _features(p, AS_OF + pd.Timedelta(hours=23, minutes=59)).iloc[0]["arrears"] == 0
+    next_midnight = _features(p, AS_OF + pd.Timedelta(days=1)).iloc[0]
+    assert next_midnight["arrears"] == 40000 and next_midnight["days_past_due"] == 1
 
 
 def test_contact_windows_use_the_accounts_local_time():

@@ -28,7 +28,8 @@ def test_training_run_is_logged_and_registered_with_the_champion_alias(trained):
     client = MlflowClient(trained["tracking_uri"])
     run = client.get_run(trained["info"]["run_id"])
     assert run.data.metrics["holdout_roc_auc"] > 0.6
-    assert {"holdout_brier", "holdout_ece", "holdout_ks", "holdout_pr_auc", "holdout_truth_mae"} <= set(run.data.metrics)
+    expected = {"holdout_brier", "holdout_ece", "holdout_ks", "holdout_pr_auc", "holdout_truth_mae"}
+    assert expected <= set(run.data.metrics)
     assert run.data.params["cure.horizon_days"] == "30"
     assert len(run.data.tags["data_fingerprint"]) == 64 and run.data.tags["git_commit"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}

@@ -107,7 +107,7 @@ def test_contact_window_is_inside_the_allowed_hours_in_local_time(client):
     if answer["action"]["channel"] != "none":
         start, end = pd.Timestamp(window["start"]), pd.Timestamp(window["end"])
         assert start.utcoffset() == pd.Timedelta(hours=9)
-        assert 8 <= start.hour and (end.hour, end.minute) <= (21, 0) and start < end
+        assert start.hour >= 8 and (end.hour, end.minute) <= (21, 0) and start < end
         assert start >= pd.Timestamp(req["as_of"])
 
 
