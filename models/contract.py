@@ -119,16 +119,17 @@ _ISO_NAIVE = rf"^\d{{4}}-\d{{2}}-\d{{2}}({_ISO_TIME})?$"
 class ContractError(ValueError):
     """A table that breaks the contract: the table, the column, the problem and the first offending rows.
 
-    `rows` are 0-based data row positions (header excluded), at most the first five; `count` is how
-    many rows break the check. The message shows the offending values of that column only, truncated.
+    Built as `ContractError(table, column, rows, problem, count=None, values=())`. `rows` are 0-based
+    data row positions (header excluded), at most the first five; `count` is how many rows break the
+    check (default: len(rows)). The message shows the offending values of that column only, truncated.
     """
 
     def __init__(
         self,
         table: str,
         column: str | None,
-        problem: str,
         rows: Sequence[int] = (),
+        problem: str = "breaks the contract",
         count: int | None = None,
         values: Sequence[object] = (),
     ) -> None:
@@ -141,7 +142,7 @@ class ContractError(ValueError):
         super().__init__(self._message())
 
     def __reduce__(self):  # picklable across processes (joblib, Spark) despite the custom signature
-        return (type(self), (self.table, self.column, self.problem, self.rows, self.count, self.values))
+        return (type(self), (self.table, self.column, self.rows, self.problem, self.count, self.values))
 
     def _message(self) -> str:
         where = self.table if self.column is None else f"{self.table}.{self.column}"
@@ -244,9 +245,9 @@ def validate(tables: Mapping[str, pd.DataFrame]) -> Portfolio:
     frames, distinct = {}, {}
     for name in TABLES:
         if name not in tables:
-            raise ContractError(name, None, "table missing")
+            raise ContractError(name, None, problem="table missing")
         if not isinstance(tables[name], pd.DataFrame):
-            raise ContractError(name, None, f"not a DataFrame but {type(tables[name]).__name__}")
+            raise ContractError(name, None, problem=f"not a DataFrame but {type(tables[name]).__name__}")
         frames[name] = _validate_table(name, tables[name], distinct)
     for table, column, parent, parent_column in REFERENCES:
         codes, uniques = distinct[(table, column)]
@@ -266,9 +267,9 @@ def _validate_table(
     for column, rule in spec.items():
         present = int((frame.columns == column).sum())
         if present > 1:
-            raise ContractError(name, column, f"column appears {present} times")
+            raise ContractError(name, column, problem=f"column appears {present} times")
         if rule.required and not present:
-            raise ContractError(name, column, "required column missing")
+            raise ContractError(name, column, problem="required column missing")
     out = {}
     for column, rule in spec.items():
         if column not in frame.columns:
@@ -298,7 +299,7 @@ def _error(table: str, column: str, bad: _Bad) -> ContractError:
     positions = np.flatnonzero(bad.bad)
     rows = positions[:MAX_ROWS]
     values = [] if bad.raw is None else bad.raw.iloc[rows].tolist()
-    return ContractError(table, column, bad.problem, rows.tolist(), len(positions), values)
+    return ContractError(table, column, rows.tolist(), bad.problem, len(positions), values)
 
 
 def _plain(raw: pd.Series) -> pd.Series:
@@ -513,7 +514,7 @@ def _check_paired(frame: pd.DataFrame, table: str, column: str, value: str, othe
         first = frame.iloc[positions[:MAX_ROWS]]
         pairs = [f"{mine} with {other} {theirs}" for mine, theirs in zip(first[column], first[other], strict=True)]
         problem = f"{column} {value} must go with {other} {other_value}, and only with it"
-        raise ContractError(table, column, problem, positions[:MAX_ROWS], len(positions), pairs)
+        raise ContractError(table, column, positions[:MAX_ROWS], problem, len(positions), pairs)
 
 
 def _check_reference(
@@ -528,8 +529,8 @@ def _check_reference(
         raise ContractError(
             table,
             column,
-            f"not found in {parent}",
             positions[:MAX_ROWS],
+            f"not found in {parent}",
             len(positions),
             values.tolist(),
         )
@@ -560,9 +561,11 @@ def read_dir(path: str | Path) -> Portfolio:
     for name in TABLES:
         found = [path / f"{name}.{fmt}" for fmt in FORMATS if (path / f"{name}.{fmt}").is_file()]
         if not found:
-            raise ContractError(name, None, f"table missing: no {name}.parquet or {name}.csv in {path}")
+            raise ContractError(name, None, problem=f"table missing: no {name}.parquet or {name}.csv in {path}")
         if len(found) > 1:
-            raise ContractError(name, None, f"table present twice: both {name}.parquet and {name}.csv in {path}")
+            raise ContractError(
+                name, None, problem=f"table present twice: both {name}.parquet and {name}.csv in {path}"
+            )
         frames[name] = _read_table(name, found[0])
     return validate(frames)
 
@@ -590,8 +593,8 @@ def _read_table(name: str, file: Path) -> pd.DataFrame:
             parse = pv.ParseOptions(newlines_in_values=True)
             return pv.read_csv(file, parse_options=parse, convert_options=convert).to_pandas()
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise ContractError(name, None, f"cannot read {file.name}: {exc}") from exc
-    raise ContractError(name, twice[0], f"column appears {header.count(twice[0])} times in {file.name}")
+        raise ContractError(name, None, problem=f"cannot read {file.name}: {exc}") from exc
+    raise ContractError(name, twice[0], problem=f"column appears {header.count(twice[0])} times in {file.name}")
 
 
 def write_dir(portfolio: Portfolio, path: str | Path, fmt: str = "parquet") -> None:

@@ -65,7 +65,8 @@ def feature_names(config: FeatureConfig) -> list[str]:
         names += [f"{ch}_attempts_{config.contact_lookback_days}d", f"{ch}_reached_{config.contact_lookback_days}d"]
     for win in config.windows:
         names += [f"{win.name}_attempts", f"{win.name}_reach_rate"]
-    names += ["promises_made_90d", "promises_kept_90d", "days_since_last_contact", "days_since_last_reach"]
+    names += ["timed_attempts", "timed_reach_rate", "promises_made_90d", "promises_kept_90d",
+              "days_since_last_contact", "days_since_last_reach"]
     return names
 
 
@@ -278,6 +279,10 @@ def _contact_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str
         out[f"{win.name}_attempts"] = attempts
         hits = _count(acc, on & reached, n)
         out[f"{win.name}_reach_rate"] = np.where(attempts > 0, hits / np.maximum(attempts, 1), np.nan)
+    attempts = _count(acc, lookback, n)
+    out["timed_attempts"] = attempts
+    hits = _count(acc, lookback & reached, n)
+    out["timed_reach_rate"] = np.where(attempts > 0, hits / np.maximum(attempts, 1), np.nan)
     promise = (at < t) & (at >= t - 90 * DAY_NS) & (prep.con_outcome == vocab.OUTCOMES.index("promise_to_pay"))
     out["promises_made_90d"] = _count(acc, promise, n)
     out["promises_kept_90d"] = _count(acc, _promises_kept(prep, t, promise), n)

@@ -29,6 +29,9 @@ class PolicyConfig:
     settlement_min_days_past_due: float
     legal_review_min_days_past_due: float
     version: str
+    explore: float = 0.0
+    phone_capacity: int | None = None
+    calls_per_hour: float = 12.0
 
     @classmethod
     def from_params(cls, policy: dict) -> PolicyConfig:
@@ -40,7 +43,20 @@ class PolicyConfig:
             settlement_min_days_past_due=float(offers["settlement_min_days_past_due"]),
             legal_review_min_days_past_due=float(offers["legal_review_min_days_past_due"]),
             version=str(policy.get("version", "policy-1")),
+            explore=float(policy.get("explore", 0.0)),
+            phone_capacity=parse_capacity(policy.get("phone_capacity", "unlimited")),
+            calls_per_hour=float(policy.get("calls_per_hour", 12)),
         )
+
+
+def parse_capacity(value) -> int | None:
+    """`unlimited` (or None) means no limit; otherwise a whole number of calls a day, at least 0."""
+    if value is None or str(value).strip().lower() == "unlimited":
+        return None
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"phone capacity must be a whole number >= 0 or 'unlimited', not {value!r}")
+    return number
 
 
 def staged_offer(arrears_instalments: np.ndarray, days_past_due: np.ndarray, broken_promises: np.ndarray,
@@ -56,30 +72,120 @@ def staged_offer(arrears_instalments: np.ndarray, days_past_due: np.ndarray, bro
     return offer
 
 
-def arm_offer_index(offer: np.ndarray) -> np.ndarray:
-    """Which learned arm an offer resembles: a reminder, or a payment arrangement (every other offer)."""
-    return np.where(offer == "reminder", 0, 1)
+def arm_offers_allowed(staged: np.ndarray, rule_offer_allowed: np.ndarray) -> np.ndarray:
+    """(n, 2) which learned arms an account may get: a reminder (0) or a payment arrangement (1).
 
-
-def best_actions(lift: np.ndarray, stake: np.ndarray, allowed: np.ndarray, offer_idx: np.ndarray,
-                 config: PolicyConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Among allowed channels x windows, the highest expected value = lift x stake - cost.
-
-    lift: (n, channels, windows, arm offers); allowed: (n, channels). Returns channel index (-1 = none),
-    window index (-1 = none), the gain in payment chance and the expected value in money.
+    A customer still at the reminder stage may get a plan instead when the response model says a plan
+    works better (the signs that they cannot pay in one go); every later stage is an arrangement (a plan,
+    a settlement or a hardship referral all ask for a payment the customer can make). The rules' offer
+    mask (columns reminder, instalment_plan, ...) removes what they forbid.
     """
+    reminder_stage = staged == "reminder"
+    allowed = np.column_stack([reminder_stage, np.ones(len(staged), dtype=bool)])
+    allowed[:, 0] &= rule_offer_allowed[:, 0]
+    allowed[:, 1] &= rule_offer_allowed[:, 1] | ~reminder_stage
+    return allowed
+
+
+def final_offer(staged: np.ndarray, arm: np.ndarray) -> np.ndarray:
+    """The offer named in the answer: a reminder, a plan chosen over a reminder, or the staged offer."""
+    plan_instead = (staged == "reminder") & (arm == 1)
+    return np.where(arm == 0, "reminder", np.where(plan_instead, "instalment_plan", staged)).astype(object)
+
+
+@dataclass
+class Choice:
+    """The chosen action per account (indices into channels, windows, arms; -1 = no contact), its gain in
+    payment chance, its expected value, the probability the policy gave it, and the best action without
+    a phone call (what the account gets when the day's calls run out)."""
+
+    channel: np.ndarray
+    window: np.ndarray
+    arm: np.ndarray
+    gain: np.ndarray
+    value: np.ndarray
+    propensity: np.ndarray
+    explored: np.ndarray
+    alt: tuple[np.ndarray, ...] = ()
+
+
+def action_values(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm_allowed: np.ndarray,
+                  config: PolicyConfig) -> np.ndarray:
+    """(n, channels x windows x arms) expected value = gain x stake - cost, -inf where a rule forbids."""
     n = len(stake)
-    gain = lift[np.arange(n), :, :, offer_idx]                     # (n, channels, windows)
     cost = np.array([config.costs[c] for c in vocab.CONTACT_CHANNELS])
-    value = gain * stake[:, None, None] - cost[None, :, None]
-    value = np.where(allowed[:, :, None], value, -np.inf)
-    flat = value.reshape(n, -1).argmax(axis=1)
-    channel, window = np.divmod(flat, gain.shape[2])
-    best_value = value.reshape(n, -1)[np.arange(n), flat]
-    best_gain = gain.reshape(n, -1)[np.arange(n), flat]
-    contact = np.isfinite(best_value) & (best_value > 0)
-    return (np.where(contact, channel, -1), np.where(contact, window, -1),
-            np.where(contact, best_gain, 0.0), np.where(contact, best_value, 0.0))
+    value = gain * stake[:, None, None, None] - cost[None, :, None, None]
+    ok = channel_allowed[:, :, None, None] & arm_allowed[:, None, None, :]
+    return np.where(ok, value, -np.inf).reshape(n, -1)
+
+
+def _greedy(value: np.ndarray) -> np.ndarray:
+    """Flat index of the best action, -1 (no contact) when nothing beats doing nothing."""
+    if value.shape[1] == 0:
+        return np.full(len(value), -1)
+    flat = value.argmax(axis=1)
+    best = value[np.arange(len(value)), flat]
+    return np.where(np.isfinite(best) & (best > 0), flat, -1)
+
+
+def _explore(value: np.ndarray, greedy: np.ndarray, u: np.ndarray, v: np.ndarray, eps: float):
+    """With probability eps an allowed action (or no contact) drawn uniformly; returns flat index and
+    the probability the exploring policy gave the action it took."""
+    allowed = np.isfinite(value)
+    k = allowed.sum(axis=1) + 1                       # every allowed action, plus no contact
+    pick = np.minimum((v * k).astype(np.int64), k - 1)
+    drawn = np.where(pick < k - 1, (np.cumsum(allowed, axis=1) > pick[:, None]).argmax(axis=1), -1)
+    explored = u < eps
+    chosen = np.where(explored, drawn, greedy)
+    propensity = np.where(chosen == greedy, 1.0 - eps, 0.0) + eps / k
+    return chosen, propensity, explored
+
+
+def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm_allowed: np.ndarray,
+           config: PolicyConfig, u: np.ndarray, v: np.ndarray, eps: float) -> Choice:
+    """The highest expected value among allowed actions (no contact when nothing beats it), explored
+    with probability `eps` using the account's own uniforms `u` and `v`."""
+    shape = gain.shape
+    value = action_values(gain, stake, channel_allowed, arm_allowed, config)
+    flat, propensity, explored = _explore(value, _greedy(value), u, v, eps)
+    no_phone = channel_allowed.copy()
+    no_phone[:, vocab.CONTACT_CHANNELS.index("phone")] = False
+    alt_value = action_values(gain, stake, no_phone, arm_allowed, config)
+    return Choice(*_unflatten(flat, value, gain, shape), propensity=propensity, explored=explored,
+                  alt=tuple(_unflatten(_greedy(alt_value), alt_value, gain, shape)))
+
+
+def _unflatten(flat: np.ndarray, value: np.ndarray, gain: np.ndarray, shape: tuple[int, ...]):
+    """(channel, window, arm, gain, value) arrays of flat action indices, no contact as -1 and zeros."""
+    n, rows = len(flat), np.arange(len(flat))
+    safe = np.maximum(flat, 0)
+    channel, rest = np.divmod(safe, shape[2] * shape[3])
+    window, arm = np.divmod(rest, shape[3])
+    contact = flat >= 0
+    g = np.where(contact, gain.reshape(n, -1)[rows, safe] if n else 0.0, 0.0)
+    val = np.where(contact, value[rows, safe] if n else 0.0, 0.0)
+    return (np.where(contact, channel, -1), np.where(contact, window, -1), np.where(contact, arm, -1), g, val)
+
+
+def capacity_keep(is_call: np.ndarray, value: np.ndarray, alt_value: np.ndarray, capacity: int | None) -> np.ndarray:
+    """Which proposed calls keep their call when only `capacity` fit in the day: those where a call adds
+    the most over the account's best other action. None means unlimited."""
+    keep = is_call.copy()
+    if capacity is None or is_call.sum() <= capacity:
+        return keep
+    calls = np.flatnonzero(is_call)
+    order = calls[np.argsort(-(value[calls] - alt_value[calls]), kind="stable")]
+    keep[order[capacity:]] = False
+    return keep
+
+
+def marginal_call_value(is_call: np.ndarray, value: np.ndarray, alt_value: np.ndarray, capacity: int | None,
+                        calls_per_hour: float) -> float:
+    """What one more collector-hour would add: the value of the next `calls_per_hour` calls past capacity."""
+    if capacity is None:
+        return 0.0
+    extra = np.sort((value - alt_value)[is_call])[::-1][capacity:capacity + int(round(calls_per_hour))]
+    return float(np.clip(extra, 0, None).sum())
 
 
 def tiers(channel: np.ndarray, held_by: list[list[str]], require_human: np.ndarray, suppress_all: np.ndarray,

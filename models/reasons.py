@@ -46,6 +46,10 @@ def describe(name: str, value: float) -> str:
     for prefix, label in (("missed_", "missed debits"), ("paid_late_", "instalments paid late")):
         if name.startswith(prefix):
             return f"{value:.0f} {label} in {name[len(prefix):-1]} months"
+    if name == "timed_reach_rate":
+        return f"answers {value:.0%} of calls and messages"
+    if name == "timed_attempts":
+        return f"{value:.0f} calls and messages in 180 days"
     if name.endswith("_reach_rate"):
         return f"reached {value:.0%} of the time on {name[:-11].replace('_', ' ')}s"
     if name in _PHRASES:
@@ -66,3 +70,23 @@ def top_reasons(contrib: np.ndarray, values: np.ndarray, names: list[str], k: in
             items.append(f"{describe(names[j], float(values[row, j]))} ({effect} the chance of cure)")
         out.append(items)
     return out
+
+
+def action_reason(channel: str, window: str | None, gain: float, explored: bool, driver: str | None = None) -> str:
+    """Why this action: its gain over no contact and the feature that makes it work for this customer."""
+    if explored:
+        return "chosen at random among the allowed actions, so the models keep learning (exploration)"
+    if channel == "none":
+        return "no contact: no allowed action is expected to pay back its cost"
+    when = f" on {window.replace('_', ' ')}s" if window else ""
+    text = f"{channel}{when}: {gain:+.0%} chance of a payment within 7 days over no contact"
+    return f"{text}; {driver}" if driver else text
+
+
+def action_drivers(diff: np.ndarray, values: np.ndarray, names: list[str]) -> list[str | None]:
+    """Per row, the customer feature that raises the chosen action's chance most (the response model's
+    contributions for that action, action columns left out), in words; None when nothing does."""
+    diff = diff[:, : len(names)]
+    best = diff.argmax(axis=1) if diff.size else np.zeros(len(diff), dtype=np.int64)
+    return [f"{describe(names[j], float(values[i, j]))} makes it work" if diff[i, j] > 0 else None
+            for i, j in enumerate(best)]

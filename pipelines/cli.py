@@ -55,17 +55,58 @@ def score(
     out: Annotated[Path, typer.Option(help="output file, .parquet or .csv")] = Path("outputs/work_queue.parquet"),
     model: Annotated[str, typer.Option(help="model URI or bundle path")] = "models:/cureflow@champion",
     top: Annotated[int, typer.Option(help="print the top N of the work queue")] = 0,
+    phone_capacity: Annotated[str | None, typer.Option(help="calls a day, or 'unlimited'; default params")] = None,
+    explore: Annotated[float | None, typer.Option(help="exploration rate, 0 = off; default params")] = None,
 ) -> None:
     """Score every overdue account as of AS_OF and write the work queue, highest priority first."""
     from models.contract import ContractError
     from serving.batch import print_queue, score_dir
 
     try:
-        queue = score_dir(data, out, as_of=as_of, model_uri=model)
+        queue = score_dir(data, out, as_of=as_of, model_uri=model, phone_capacity=phone_capacity, explore=explore)
     except ContractError as err:
         _fail(err)
     if top:
         print_queue(queue, top)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option(help="directory with the four contract tables (and truth/ if simulated)")
+                    ] = Path("data/portfolio"),
+    model: Annotated[str, typer.Option(help="model URI or bundle path")] = "models:/cureflow@champion",
+    as_of: Annotated[str | None, typer.Option(help="as-of instant for the truth comparison; default: history end")
+                     ] = None,
+    explore: Annotated[float | None, typer.Option(help="exploration rate; default params policy.explore")] = None,
+    out: Annotated[Path, typer.Option(help="the report as JSON")] = Path("outputs/evaluation.json"),
+) -> None:
+    """Off-policy value of the policy on held-out logs; on simulated data, its true value against no contact,
+    the best single action and the oracle, and a rule audit."""
+    from models.contract import ContractError, read_dir
+    from models.features import prepare
+    from models.registry import load_bundle
+    from pipelines import evaluate as evaluation
+    from pipelines.train import resolve_history_end
+
+    try:
+        bundle = load_bundle(model).bundle
+        portfolio = read_dir(data)
+    except ContractError as err:
+        _fail(err)
+    end = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
+    when = pd_timestamp(as_of) if as_of else end
+    eps = bundle.policy_config.explore if explore is None else explore
+    evaluation.run(bundle, portfolio, data, when, end, eps, out)
+
+
+def pd_timestamp(text: str):
+    """An ISO 8601 instant with its offset, or a clear error."""
+    import pandas as pd
+
+    when = pd.Timestamp(text)
+    if when.tzinfo is None:
+        raise typer.BadParameter(f"needs a UTC offset, for example 2026-11-01T00:00:00+09:00: {text!r}")
+    return when.tz_convert("UTC")
 
 
 @app.command()

@@ -445,8 +445,15 @@ class _World:
         """A first failed debit: self-cure starts, and decisions for accounts we may contact."""
         self.in_spell[idx] = True
         self.draw_cure(idx, t)
-        first = t + self.cfg.raw["decisions"]["first_after_days"] * DAY
+        first = t + self._days_between(self.cfg.raw["decisions"]["first_after_days"], idx.size) * DAY
         self.decide_t[idx] = np.where(self.pf.contactable[idx] & self.contacts_on, first, np.inf)
+
+    def _days_between(self, spec, size: int) -> np.ndarray | int:
+        """A fixed number of days, or whole days drawn uniformly from an inclusive [low, high] range
+        (collectors follow up at irregular intervals)."""
+        if isinstance(spec, list | tuple):
+            return self.rng.integers(int(spec[0]), int(spec[1]) + 1, size)
+        return int(spec)
 
     def _end_spell(self, idx: np.ndarray) -> None:
         """The account is current: nothing pending, scheduled or decided any more."""
@@ -522,7 +529,7 @@ class _World:
     def _on_decide(self, idx: np.ndarray, t: np.ndarray) -> None:
         """A weekly decision while overdue: an experiment (80%) or business as usual."""
         raw = self.cfg.raw["decisions"]
-        self.decide_t[idx] = t + raw["every_days"] * DAY
+        self.decide_t[idx] = t + self._days_between(raw["every_days"], idx.size) * DAY
         go = t - self.last_promise[idx] >= self.cfg.promise_quiet_s  # R-PROMISE
         idx, t = idx[go], t[go]
         phone_ok = self.pf.allowed[idx].copy()

@@ -23,15 +23,15 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from models import calendar
 from models.bundle import ScoringBundle
 from models.config import load_params
 from models.contract import Portfolio, read_dir
 from models.estimators import CalibratedLGBM
 from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
-from models.labels import cure_labels, history_end, response_labels
+from models.labels import cure_labels, history_end
 from models.metrics import classification_report, gains_table
-from models.response import fit_arm_table, template_offer
+from models.response import ActionSpace, ResponseModel
+from pipelines.logs import decision_examples
 
 
 @dataclass
@@ -91,31 +91,20 @@ def time_split(examples: pd.DataFrame, holdout_fraction: float, horizon: int) ->
     return train.reset_index(drop=True), holdout.reset_index(drop=True)
 
 
-def response_examples(portfolio: Portfolio, prep: Prepared, config: FeatureConfig, params: dict,
-                      end: pd.Timestamp) -> pd.DataFrame:
-    """Logged decisions with a propensity (experiments and hold-outs) and their 7-day payment label."""
-    con = portfolio.contacts
-    k = int(params["response"]["horizon_days"])
-    logged = con["propensity"].notna() & (con["contacted_at"] + pd.Timedelta(days=k) <= end)
-    rows = con.loc[logged].reset_index(drop=True)
-    acc_index = pd.Index(portfolio.accounts["account_id"])
-    acc = acc_index.get_indexer(rows["account_id"])
-    at = pd.DatetimeIndex(rows["contacted_at"]).as_unit("ns").asi8
-    zones = calendar.effective_timezones(portfolio.accounts["timezone"]).to_numpy()[acc]
-    local = calendar.to_local(rows["contacted_at"], pd.Series(zones, index=rows.index))
-    codes = calendar.window_codes(local, config.windows)
-    names = np.array([w.name for w in config.windows] + ["none"], dtype=object)
-    prefixes = params["response"].get("template_offers", {"reminder": "reminder", "plan": "instalment_plan",
-                                                          "instalment_plan": "instalment_plan"})
-    return pd.DataFrame({
-        "account_id": rows["account_id"],
-        "employment": portfolio.accounts["employment"].to_numpy()[acc],
-        "channel": rows["channel"],
-        "window": names[codes],
-        "offer": template_offer(rows["template"], prefixes).fillna("reminder"),
-        "propensity": rows["propensity"],
-        "label": response_labels(prep, acc, at, k),
-    })
+def response_split(examples: pd.DataFrame, holdout_fraction: float, horizon_days: int):
+    """Earlier decision days train the response model; the latest days are held out for evaluation,
+    with a gap of K days so no training label window overlaps the held-out decisions."""
+    days = np.sort(examples["decided_at"].unique())
+    cut = days[int(np.floor(len(days) * (1 - holdout_fraction)))]
+    train = examples[examples["contacted_at"] + pd.Timedelta(days=horizon_days) <= cut]
+    return train.reset_index(drop=True), examples[examples["decided_at"] >= cut].reset_index(drop=True), cut
+
+
+def fit_response(examples: pd.DataFrame, names: list[str], params: dict, space: ActionSpace) -> ResponseModel:
+    """The response model on logged decisions (features at decision time, action, propensity, label)."""
+    model = ResponseModel(params["response"]["lgbm"], space, CATEGORICAL, int(params["seed"]))
+    return model.fit(examples[names], examples["action"].to_numpy(), examples["label"].to_numpy(),
+                     examples["propensity"].to_numpy(dtype=np.float64), examples["reached"].to_numpy())
 
 
 def truth_gap(data: Path, bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp) -> pd.DataFrame | None:
@@ -157,11 +146,18 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
     metrics = classification_report(holdout["label"].to_numpy(), p)
     log(f"cure model: {model.n_iterations_} trees; holdout ROC AUC {metrics['roc_auc']:.3f}, "
         f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f}")
-    arms = fit_arm_table(response_examples(portfolio, prep, config, params, end),
-                         tuple(w.name for w in config.windows))
-    bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=arms,
+    decisions = decision_examples(portfolio, prep, config, params, end)
+    resp_train, resp_holdout, resp_cut = response_split(
+        decisions, float(params["response"]["holdout_fraction"]), int(params["response"]["horizon_days"]))
+    space = ActionSpace(tuple(w.name for w in config.windows))
+    response = fit_response(resp_train, names, params, space)
+    log(f"response model: {len(resp_train):,} logged decisions before {resp_cut.isoformat()[:10]}, "
+        f"{len(resp_holdout):,} held out")
+    bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response,
                            metadata={"history_end": end.isoformat(), "data": str(data),
-                                     "data_fingerprint": portfolio.fingerprint()})
+                                     "data_fingerprint": portfolio.fingerprint(),
+                                     "response_holdout_from": resp_cut.isoformat(),
+                                     "cure_holdout_from": holdout["as_of"].min().isoformat()})
     gap = truth_gap(data, bundle, portfolio, end)
     if gap is not None and len(gap):
         metrics["truth_mae"] = float(np.mean(np.abs(gap["p"] - gap["p_true"])))

@@ -1,11 +1,11 @@
-"""The real-time scoring API: FastAPI over one bundle loaded at start-up.
+"""The real-time scoring API: FastAPI over one bundle loaded at start-up (no postponed annotations here:
+FastAPI resolves the `Annotated[..., Depends(...)]` of routes defined inside `create_app`).
 
 Routes: POST /v1/score, POST /v1/score/batch, GET /v1/model, GET /healthz, GET /readyz. Scoring routes are
 plain `def` (CPU-bound, run in the threadpool). A request the contract rejects is a 422 naming the table,
 field and rows; a server without a model answers 503 and /readyz says so.
 """
 
-from __future__ import annotations
 
 import logging
 import threading

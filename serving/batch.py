@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ import pandas as pd
 from rich.progress import ProgressColumn
 from rich.text import Text
 
-from models.bundle import BATCH_COLUMNS
+from models import policy
+from models.bundle import ALT_COLUMNS, BATCH_COLUMNS
 from models.contract import Portfolio, read_dir
 from models.registry import load_bundle
 
@@ -51,8 +53,9 @@ def default_as_of(portfolio: Portfolio) -> pd.Timestamp:
 
 
 def score_portfolio(bundle, portfolio: Portfolio, as_of: pd.Timestamp, chunk_size: int = 50_000,
-                    progress: bool = True) -> pd.DataFrame:
-    """All overdue accounts' batch rows, highest priority first; a progress bar with rate and time left."""
+                    progress: bool = True, explore: float | None = None) -> pd.DataFrame:
+    """All overdue accounts' batch rows (with the private columns capacity needs), highest priority
+    first; a progress bar with rate and time left."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     parts = []
@@ -61,14 +64,40 @@ def score_portfolio(bundle, portfolio: Portfolio, as_of: pd.Timestamp, chunk_siz
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("score", total=len(portfolio.accounts))
         for chunk in account_chunks(portfolio, chunk_size):
-            parts.append(bundle.score(chunk, as_of))
+            parts.append(bundle.score(chunk, as_of, explore=explore))
             bar.advance(task, len(chunk.accounts))
     parts = [p for p in parts if len(p)]
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in BATCH_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in (*BATCH_COLUMNS, *ALT_COLUMNS)})
     rows = pd.concat(parts, ignore_index=True)
     rows = rows.sort_values(["priority", "account_id"], ascending=[False, True], kind="stable")
     return rows.reset_index(drop=True)
+
+
+def apply_capacity(rows: pd.DataFrame, capacity: int | None, calls_per_hour: float) -> tuple[pd.DataFrame, dict]:
+    """Keep the day's calls where a call adds the most over the account's best other action; the rest get
+    that other action (and a `blocked` entry naming CAPACITY). Returns the contract rows and a summary
+    with the value of one more collector-hour."""
+    is_call = rows["channel"].to_numpy() == "phone"
+    value, alt = rows["_value"].to_numpy(dtype=float), rows["_alt_value"].to_numpy(dtype=float)
+    keep = policy.capacity_keep(is_call, value, alt, capacity)
+    moved = is_call & ~keep
+    rows = rows.copy()
+    for col in ("channel", "window_start", "window_end", "offer", "template"):
+        rows.loc[moved, col] = rows.loc[moved, f"_alt_{col}"]
+    rows.loc[moved, "expected_gain"] = rows.loc[moved, "_alt_gain"]
+    retier = moved & rows["tier"].isin(["call today", "call this week"]).to_numpy()
+    channel = rows.loc[retier, "channel"]
+    rows.loc[retier, "tier"] = np.where(channel == "letter", "letter",
+                                        np.where(channel == "none", "no contact", "digital reminder"))
+    rows.loc[moved, "blocked"] = [json.dumps([*json.loads(b), {"action": "phone", "rule": "CAPACITY", "until": None}])
+                                  for b in rows.loc[moved, "blocked"]]
+    summary = {"calls_proposed": int(is_call.sum()), "calls_kept": int(keep.sum()), "phone_capacity": capacity,
+               "calls_moved_to_other_actions": int(moved.sum()),
+               "value_of_one_more_collector_hour": policy.marginal_call_value(is_call, value, alt, capacity,
+                                                                              calls_per_hour),
+               "expected_value": float(np.where(moved, alt, value).sum())}
+    return rows.loc[:, list(BATCH_COLUMNS)].reset_index(drop=True), summary
 
 
 def write_atomic(rows: pd.DataFrame, out: Path) -> Path:
@@ -93,17 +122,27 @@ def write_atomic(rows: pd.DataFrame, out: Path) -> Path:
 
 
 def score_dir(data: Path, out: Path, as_of: str | None = None, model_uri: str = "models:/cureflow@champion",
-              progress: bool = True) -> pd.DataFrame:
-    """`cureflow score`: read the contract directory, score as of `as_of`, write the work queue."""
+              progress: bool = True, phone_capacity: str | None = None, explore: float | None = None) -> pd.DataFrame:
+    """`cureflow score`: read the contract directory, score as of `as_of`, keep the day's calls within
+    capacity, write the work queue and its summary (`<out>.summary.json`)."""
     loaded = load_bundle(model_uri)
     portfolio = read_dir(data)
     when = pd.Timestamp(as_of) if as_of else default_as_of(portfolio)
     if when.tzinfo is None:
         raise ValueError(f"--as-of needs a UTC offset (for example 2026-11-01T00:00:00+09:00), got {as_of!r}")
-    rows = score_portfolio(loaded.bundle, portfolio, when, progress=progress)
+    config = loaded.bundle.policy_config
+    capacity = config.phone_capacity if phone_capacity is None else policy.parse_capacity(phone_capacity)
+    rows = score_portfolio(loaded.bundle, portfolio, when, progress=progress, explore=explore)
+    rows, summary = apply_capacity(rows, capacity, config.calls_per_hour)
     write_atomic(rows, out)
+    summary.update(accounts=len(portfolio.accounts), overdue=len(rows), as_of=when.isoformat(),
+                   model_version=loaded.version, tiers=rows["tier"].value_counts().to_dict())
+    Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2))
     print(f"scored {len(portfolio.accounts):,} accounts as of {when.isoformat()}: {len(rows):,} overdue "
           f"-> {out} (model {loaded.version})")
+    print(f"calls: {summary['calls_kept']} of {summary['calls_proposed']} proposed within a capacity of "
+          f"{'unlimited' if capacity is None else capacity}; one more collector-hour would add "
+          f"JPY {summary['value_of_one_more_collector_hour']:,.0f} of expected payments")
     return rows
 
 

@@ -372,6 +372,21 @@ def test_error_names_table_column_count_and_first_five_rows() -> None:
     assert "call_v1" not in message  # no other column's data
 
 
+def test_contract_error_is_built_from_table_column_rows_problem() -> None:
+    error = ContractError("request", "as_of", [3], "as_of without a UTC offset")
+    assert (error.table, error.column, error.rows, error.count) == ("request", "as_of", [3], 1)
+    assert str(error) == "request.as_of: as_of without a UTC offset in 1 row, row 3"
+    assert str(ContractError("payments", None, problem="table missing")) == "payments: table missing"
+
+
+def test_empty_object_frames_are_valid_tables() -> None:
+    tables = tiny_tables()
+    tables["contacts"] = pd.DataFrame({column: pd.Series(dtype=object) for column in SPEC["contacts"]})
+    contacts = validate(tables).contacts
+    assert len(contacts) == 0 and contacts["contacted_at"].dtype == pd.DatetimeTZDtype("ns", "UTC")
+    assert contacts["propensity"].dtype == np.float64 and contacts["channel"].dtype == object
+
+
 def test_contract_error_survives_pickling() -> None:
     error = rejection(changed("payments", "amount", [-5.0, 100.0]))
     copy = pickle.loads(pickle.dumps(error))

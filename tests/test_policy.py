@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 
 from models.config import load_params
-from models.policy import PolicyConfig, best_actions, priority, staged_offer, tiers
+from models.policy import (
+    PolicyConfig,
+    arm_offers_allowed,
+    capacity_keep,
+    choose,
+    final_offer,
+    marginal_call_value,
+    parse_capacity,
+    priority,
+    staged_offer,
+    tiers,
+)
 
 CONFIG = PolicyConfig.from_params(load_params()["policy"])
 
@@ -25,33 +36,96 @@ def test_staged_offer_escalates_in_order(arrears, dpd, broken, vulnerable, expec
     assert offer[0] == expected
 
 
-def _lift(n: int) -> np.ndarray:
-    lift = np.zeros((n, 5, 4, 2))
-    lift[:, 0, 2, 0] = 0.30   # phone, weekday evening, reminder
-    lift[:, 1, 0, 0] = 0.20   # sms, weekday morning, reminder
-    return lift
+def _gain(n: int) -> np.ndarray:
+    gain = np.zeros((n, 5, 4, 2))
+    gain[:, 0, 2, 0] = 0.30   # phone, weekday evening, reminder
+    gain[:, 1, 0, 0] = 0.20   # sms, weekday morning, reminder
+    gain[:, 1, 0, 1] = 0.25   # sms, weekday morning, plan
+    return gain
+
+
+def _choose(gain, stake, channel_ok=None, arm_ok=None, eps=0.0, u=None, v=None):
+    n = len(stake)
+    channel_ok = np.ones((n, 5), dtype=bool) if channel_ok is None else channel_ok
+    arm_ok = np.ones((n, 2), dtype=bool) if arm_ok is None else arm_ok
+    u = np.ones(n) if u is None else u
+    v = np.zeros(n) if v is None else v
+    return choose(gain, np.asarray(stake, dtype=float), channel_ok, arm_ok, CONFIG, u, v, eps)
 
 
 def test_best_action_weighs_gain_by_the_money_at_stake_against_cost():
-    stake = np.array([40000.0, 1000.0])
-    allowed = np.ones((2, 5), dtype=bool)
-    channel, window, gain, value = best_actions(_lift(2), stake, allowed, np.zeros(2, dtype=int), CONFIG)
-    assert (channel[0], window[0]) == (0, 2)            # 0.30 * 40000 - 400 beats 0.20 * 40000 - 15
-    assert (channel[1], window[1]) == (1, 0)            # 0.30 * 1000 - 400 < 0; sms 200 - 15 > 0
-    assert gain[0] == pytest.approx(0.30) and value[1] == pytest.approx(185.0)
+    c = _choose(_gain(2), [40000.0, 1000.0])
+    assert (c.channel[0], c.window[0], c.arm[0]) == (0, 2, 0)   # 0.30 * 40000 - 400 beats 0.25 * 40000 - 15
+    assert (c.channel[1], c.window[1], c.arm[1]) == (1, 0, 1)   # a call does not pay; the sms plan does
+    assert c.gain[0] == pytest.approx(0.30) and c.value[1] == pytest.approx(235.0)
 
 
 def test_no_contact_wins_when_nothing_beats_its_cost():
-    channel, window, gain, value = best_actions(_lift(1), np.array([50.0]), np.ones((1, 5), dtype=bool),
-                                                np.zeros(1, dtype=int), CONFIG)
-    assert channel[0] == -1 and window[0] == -1 and gain[0] == 0 and value[0] == 0
+    c = _choose(_gain(1), [50.0])
+    assert c.channel[0] == -1 and c.window[0] == -1 and c.gain[0] == 0 and c.value[0] == 0
 
 
-def test_a_blocked_channel_is_never_chosen():
-    allowed = np.ones((1, 5), dtype=bool)
-    allowed[0, 0] = False
-    channel, *_ = best_actions(_lift(1), np.array([40000.0]), allowed, np.zeros(1, dtype=int), CONFIG)
-    assert channel[0] == 1
+def test_a_blocked_channel_or_offer_is_never_chosen():
+    channel_ok = np.ones((1, 5), dtype=bool)
+    channel_ok[0, 0] = False
+    arm_ok = np.array([[True, False]])
+    c = _choose(_gain(1), [40000.0], channel_ok, arm_ok)
+    assert (c.channel[0], c.arm[0]) == (1, 0)
+
+
+def test_alternative_is_the_best_action_without_a_call():
+    c = _choose(_gain(1), [40000.0])
+    alt_channel, _, alt_arm, alt_gain, alt_value = c.alt
+    assert (alt_channel[0], alt_arm[0]) == (1, 1) and alt_value[0] == pytest.approx(0.25 * 40000 - 15)
+
+
+def test_exploration_draws_an_allowed_action_and_records_its_propensity():
+    channel_ok = np.zeros((3, 5), dtype=bool)
+    channel_ok[:, 1] = True                      # only sms: 4 windows x 2 arms = 8 actions, + no contact
+    c = _choose(_gain(3), [40000.0] * 3, channel_ok, eps=0.1, u=np.array([0.05, 0.05, 0.5]),
+                v=np.array([0.0, 0.99, 0.0]))
+    assert c.explored.tolist() == [True, True, False]
+    assert (c.channel[0], c.window[0], c.arm[0]) == (1, 0, 0)  # the first allowed action, not the greedy plan
+    assert c.channel[1] == -1                                  # the last draw is no contact
+    assert c.propensity[0] == pytest.approx(0.1 / 9)
+    assert c.propensity[1] == pytest.approx(0.1 / 9)
+    assert c.propensity[2] == pytest.approx(0.9 + 0.1 / 9)    # greedy, and could also have been drawn
+
+
+def test_without_exploration_every_propensity_is_one():
+    c = _choose(_gain(4), [40000.0, 100.0, 5000.0, 0.0])
+    assert np.all(c.propensity == 1.0) and not c.explored.any()
+
+
+def test_capacity_keeps_the_calls_that_add_most_over_the_alternative():
+    is_call = np.array([True, True, True, False])
+    value = np.array([5000.0, 9000.0, 3000.0, 100.0])
+    alt = np.array([4000.0, 1000.0, 0.0, 0.0])
+    keep = capacity_keep(is_call, value, alt, 2)
+    assert keep.tolist() == [False, True, True, False]         # adds 8000 and 3000; the first adds only 1000
+    assert capacity_keep(is_call, value, alt, None).tolist() == is_call.tolist()
+    assert marginal_call_value(is_call, value, alt, 2, calls_per_hour=1) == pytest.approx(1000.0)
+    assert marginal_call_value(is_call, value, alt, None, calls_per_hour=12) == 0.0
+
+
+@pytest.mark.parametrize(("text", "expected"), [("unlimited", None), (None, None), ("150", 150), (0, 0)])
+def test_phone_capacity_reads_unlimited_or_a_count(text, expected):
+    assert parse_capacity(text) == expected
+
+
+def test_phone_capacity_rejects_a_negative_count():
+    with pytest.raises(ValueError, match="capacity"):
+        parse_capacity(-1)
+
+
+def test_reminder_stage_may_take_a_plan_but_later_stages_only_arrangements():
+    staged = np.array(["reminder", "instalment_plan", "hardship_referral"], dtype=object)
+    rule_ok = np.ones((3, 5), dtype=bool)
+    rule_ok[2, 0] = False                                      # vulnerable: no reminder
+    allowed = arm_offers_allowed(staged, rule_ok)
+    assert allowed.tolist() == [[True, True], [False, True], [False, True]]
+    assert list(final_offer(staged, np.array([1, 1, 1]))) == ["instalment_plan", "instalment_plan",
+                                                               "hardship_referral"]
 
 
 def test_holds_and_human_review_outrank_contact_tiers():

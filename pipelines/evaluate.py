@@ -1,0 +1,193 @@
+"""`cureflow evaluate`: how much the policy is worth.
+
+1. Off-policy, on held-out logs (decisions made after the response model's training cut-off): the new
+   policy's value by inverse propensity (IPS, self-normalised SNIPS) and doubly robust (DR) estimates with
+   95% intervals, beside the logging policy's own value. The policy here is the greedy one over the
+   actions the consent and legal flags allowed at decision time (what the experiments drew from).
+2. On simulated data, against the simulator's exact truth at the as-of time: the policy's true value,
+   against no contact, the best single action for everyone, and the oracle that knows each account's
+   true best allowed action; and an audit of every decision against the contact rules.
+Values are in money (JPY): (chance of payment with the action - without) x arrears - cost of the action.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models import calendar, vocab
+from models.bundle import ScoringBundle
+from models.contract import Portfolio
+from models.features import prepare
+from models.response import ARM_OFFERS, ActionSpace
+from pipelines.logs import decision_examples
+
+
+def _costs(bundle: ScoringBundle, space: ActionSpace) -> np.ndarray:
+    costs = bundle.policy_config.costs
+    return np.array([costs.get(c, 0.0) for c, _, _ in space.actions])
+
+
+def _allowed_actions(channel_ok: np.ndarray, arm_ok: np.ndarray, n_windows: int) -> np.ndarray:
+    """(n, actions) allowed mask over the space (no contact always allowed)."""
+    ok = channel_ok[:, :, None, None] & arm_ok[:, None, None, :]
+    ok = np.broadcast_to(ok, (len(ok), ok.shape[1], n_windows, ok.shape[3])).reshape(len(ok), -1)
+    return np.hstack([ok, np.ones((len(ok), 1), dtype=bool)])
+
+
+def _logged_allowed(portfolio: Portfolio, account_ids: pd.Series, space: ActionSpace) -> np.ndarray:
+    """What the experiments could draw from: consented channels, none for accounts under a hold."""
+    acc = portfolio.accounts.set_index("account_id").reindex(account_ids)
+    consent = {"phone": "consent_phone", "ivr": "consent_phone", "sms": "consent_sms", "email": "consent_email"}
+    held = acc[["do_not_contact", "legal_representative", "bankruptcy", "dispute_open"]].any(axis=1).to_numpy()
+    channel_ok = np.column_stack([acc[consent[c]].to_numpy(dtype=bool) if c in consent else np.ones(len(acc), bool)
+                                  for c in vocab.CONTACT_CHANNELS]) & ~held[:, None]
+    return _allowed_actions(channel_ok, np.ones((len(acc), len(ARM_OFFERS)), dtype=bool), len(space.windows))
+
+
+def off_policy(  # noqa: D103
+bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp) -> tuple[pd.DataFrame, int]:
+    """IPS, SNIPS and DR estimates of the greedy policy beside the logging policy, on held-out logs."""
+    from models import ope
+
+    params, config = bundle.params, bundle.feature_config
+    logs = decision_examples(portfolio, prepare(portfolio, config), config, params, end)
+    cut = pd.Timestamp(bundle.metadata["response_holdout_from"])
+    logs = logs[logs["decided_at"] >= cut].reset_index(drop=True)
+    space = bundle.response.space
+    X = logs[bundle.feature_names].to_numpy(dtype=np.float64)
+    stake, costs = logs["arrears"].to_numpy(), _costs(bundle, space)
+    q = bundle.response.predict_matrix(X)
+    money = (q - q[:, -1:]) * stake[:, None] - costs[None, :]
+    money = np.where(_logged_allowed(portfolio, logs["account_id"], space), money, -np.inf)
+    target = np.where(money.max(axis=1) > 0, money.argmax(axis=1), space.none_index)
+    taken = logs["action"].to_numpy()
+    rows = np.arange(len(logs))
+    out = []
+    for unit, reward, q_all in (("payment rate", logs["label"].to_numpy(dtype=float), q),
+                                ("JPY per decision", _money_reward(logs, stake, costs, taken), None)):
+        if q_all is None:
+            q_all = (q - q[:, -1:]) * stake[:, None] - costs[None, :]
+        hit = (target == taken).astype(float)
+        p = logs["propensity"].to_numpy(dtype=float)
+        for est in (ope.logging_value(reward), ope.ips(reward, p, hit), ope.snips(reward, p, hit),
+                    ope.doubly_robust(reward, p, hit, q_all[rows, taken], q_all[rows, target])):
+            out.append({"unit": unit, **_row(est)})
+    return pd.DataFrame(out), len(logs)
+
+
+def _money_reward(logs: pd.DataFrame, stake: np.ndarray, costs: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Realised value of a logged decision, relative to no contact: paid x arrears - cost, minus what the
+    hold-out arm pays on average (so the no-contact policy is worth 0)."""
+    paid = logs["label"].to_numpy(dtype=float) * stake
+    none = taken == len(costs) - 1
+    w = 1.0 / logs["propensity"].to_numpy(dtype=float)
+    baseline_rate = np.sum(w[none] * logs["label"].to_numpy()[none]) / max(np.sum(w[none]), 1e-12)
+    return paid - costs[taken] - baseline_rate * stake
+
+
+def _row(est) -> dict:
+    return {"estimator": est.name, "value": est.value, "low": est.low, "high": est.high, "n": est.n,
+            "ess": est.ess}
+
+
+def truth_matrix(truth: pd.DataFrame, account_ids: np.ndarray, space: ActionSpace) -> np.ndarray:
+    """(accounts, actions) true chance of a payment within 7 days, in the space's action order."""
+    truth = truth.copy()
+    truth.loc[truth["channel"] == "none", ["window", "offer"]] = "none"
+    keys = pd.MultiIndex.from_arrays([truth["channel"], truth["window"], truth["offer"]])
+    table = pd.Series(truth["p_payment_7d"].to_numpy(), index=pd.MultiIndex.from_arrays(
+        [truth["account_id"], keys.get_level_values(0), keys.get_level_values(1), keys.get_level_values(2)]))
+    idx = pd.MultiIndex.from_tuples([(a, c, w, o) for a in account_ids for c, w, o in space.actions])
+    return table.reindex(idx).to_numpy().reshape(len(account_ids), len(space.actions))
+
+
+def chosen_actions(rows: pd.DataFrame, bundle: ScoringBundle, space: ActionSpace) -> np.ndarray:
+    """The action index of each batch row (window from its start in local time, arm from its offer)."""
+    windows = calendar.parse_windows(bundle.params["calendar"])
+    starts = pd.Series([pd.Timestamp(s).tz_localize(None) if s else pd.NaT for s in rows["window_start"]])
+    codes = calendar.window_codes(starts.fillna(pd.Timestamp("2000-01-01 03:00")), windows)
+    names = np.array([w.name for w in windows] + ["none"], dtype=object)
+    arm = np.where(rows["offer"].to_numpy() == "reminder", "reminder", "instalment_plan")
+    channel = rows["channel"].to_numpy()
+    return space.index(channel, names[codes], np.where(channel == "none", "none", arm))
+
+
+def truth_values(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame, as_of: pd.Timestamp,
+                 explore: float) -> dict:
+    """True value per overdue account of the policy, no contact, the best single action and the oracle."""
+    space = bundle.response.space
+    cons = bundle.constraints(portfolio, as_of)
+    P = truth_matrix(truth, cons["account_id"], space)
+    value = (P - P[:, -1:]) * cons["arrears"][:, None] - _costs(bundle, space)[None, :]
+    allowed = _allowed_actions(cons["channel_ok"], cons["arm_ok"], len(space.windows))
+    value_ok = np.where(allowed, value, 0.0)
+    rows = bundle.score(portfolio, as_of, explore=explore).set_index("account_id").loc[cons["account_id"]]
+    chosen = chosen_actions(rows.reset_index(), bundle, space)
+    picked = value[np.arange(len(value)), chosen]
+    single = value_ok.mean(axis=0)
+    best = int(single.argmax())
+    out = {"accounts": int(len(value)), "policy": float(picked.mean()), "no_contact": 0.0,
+           "best_single_action": float(single[best]), "best_single_action_is": "/".join(space.actions[best]),
+           "oracle": float(np.maximum(value_ok.max(axis=1), 0.0).mean()),
+           "violations": int((~allowed[np.arange(len(value)), chosen]).sum()),
+           "policy_payment_uplift": float((P[np.arange(len(P)), chosen] - P[:, -1]).mean())}
+    out["share_of_oracle"] = out["policy"] / out["oracle"] if out["oracle"] else float("nan")
+    single_value = out["best_single_action"]
+    out["times_best_single"] = out["policy"] / single_value if single_value > 0 else float("nan")
+    return out
+
+
+def audit(rows: pd.DataFrame, portfolio: Portfolio, as_of: pd.Timestamp, hours=("08:00", "21:00")) -> list[str]:
+    """An independent check of each decision against the contract's raw flags and COMPLIANCE.md's
+    hours: every breach, named by account and rule. Empty means zero violations."""
+    acc = portfolio.accounts.set_index("account_id").reindex(rows["account_id"])
+    problems = []
+    channel = rows["channel"].to_numpy()
+    contact = channel != "none"
+    for flag, rule in (("do_not_contact", "R-CEASE"), ("legal_representative", "R-REPRESENTED"),
+                       ("bankruptcy", "R-INSOLVENCY"), ("dispute_open", "R-DISPUTE")):
+        problems += [f"{a}: {rule}" for a in rows["account_id"][contact & acc[flag].to_numpy(dtype=bool)]]
+    for ch, col in vocab.CONSENT_COLUMN.items():
+        problems += [f"{a}: R-CONSENT {ch}" for a in rows["account_id"][(channel == ch) & ~acc[col].to_numpy(bool)]]
+    vulnerable = acc["vulnerable"].to_numpy(dtype=bool) & np.isin(channel, ["sms", "email", "ivr"])
+    problems += [f"{a}: R-VULNERABLE" for a in rows["account_id"][vulnerable]]
+    auto_legal = (rows["offer"].to_numpy() == "legal_review") & (rows["tier"].to_numpy() != "review by a person")
+    problems += [f"{a}: R-LEGAL" for a in rows["account_id"][auto_legal]]
+    lo, hi = hours
+    for a, s, e in zip(rows["account_id"][contact], rows["window_start"][contact], rows["window_end"][contact],
+                       strict=True):
+        start, end = pd.Timestamp(s), pd.Timestamp(e)
+        if start < as_of or start.strftime("%H:%M") < lo or end.strftime("%H:%M") > hi or end <= start:
+            problems.append(f"{a}: R-HOURS {s}..{e}")
+    return problems
+
+
+def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Timestamp, end: pd.Timestamp,
+        explore: float, out: Path | None = None, log=print) -> dict:
+    """Everything `cureflow evaluate` prints, also written as JSON to `out`."""
+    report: dict = {"as_of": as_of.isoformat(), "explore": explore, "model_version": bundle.model_version}
+    table, n = off_policy(bundle, portfolio, end)
+    report["off_policy"] = table.to_dict("records")
+    log(f"off-policy, {n:,} held-out logged decisions (95% intervals):")
+    log(table.to_string(index=False, float_format=lambda v: f"{v:,.4f}"))
+    truth_file = Path(data) / "truth" / "actions.parquet"
+    if truth_file.exists():
+        report["truth"] = truth_values(bundle, portfolio, pd.read_parquet(truth_file), as_of, explore)
+        rows = bundle.score(portfolio, as_of, explore=explore)
+        report["truth"]["audit_violations"] = audit(rows, portfolio, as_of)
+        t = report["truth"]
+        log(f"true value per overdue account (JPY, {t['accounts']:,} accounts as of {as_of.isoformat()}): "
+            f"policy {t['policy']:,.0f}, no contact 0, best single action {t['best_single_action']:,.0f} "
+            f"({t['best_single_action_is']}), oracle {t['oracle']:,.0f}")
+        log(f"policy captures {t['share_of_oracle']:.1%} of the oracle's gain and {t['times_best_single']:.2f}x "
+            f"the best single action's; rule violations: {t['violations']} (mask), "
+            f"{len(t['audit_violations'])} (audit)")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2, default=float))
+    return report
+
