@@ -116,3 +116,22 @@ def test_same_data_model_and_as_of_give_the_same_queue(trained):
     b = score_portfolio(bundle, portfolio, as_of, chunk_size=97, progress=False)
     pd.testing.assert_frame_equal(a, b)
     assert np.isfinite(a["cure_probability"]).all()
+
+
+def test_phone_capacity_keeps_the_most_valuable_calls_and_reports_an_extra_hour(trained, tmp_path):
+    out = tmp_path / "queue.parquet"
+    unlimited = tmp_path / "unlimited.parquet"
+    common = ["--data", str(trained["data"]), "--as-of", "2026-11-01T00:00:00+09:00", "--model",
+              str(trained["bundle_path"]), "--explore", "0"]
+    assert _cli("score", *common, "--out", str(unlimited), "--phone-capacity", "unlimited").returncode == 0
+    calls = (pd.read_parquet(unlimited)["channel"] == "phone").sum()
+    assert calls >= 1, "the fixture portfolio should propose a call"
+    done = _cli("score", *common, "--out", str(out), "--phone-capacity", "0")
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_parquet(out)
+    assert (rows["channel"] == "phone").sum() == 0
+    moved = rows[rows["blocked"].str.contains('"CAPACITY"')]
+    assert len(moved) == calls and (moved["channel"] != "phone").all()
+    summary = json.loads((tmp_path / "queue.parquet.summary.json").read_text())
+    assert summary["calls_proposed"] == calls and summary["calls_kept"] == 0
+    assert summary["value_of_one_more_collector_hour"] > 0
