@@ -50,7 +50,7 @@ class ScoringBundle:
     params: dict
     feature_names: list[str]
     cure: CalibratedLGBM
-    response: ResponseModel
+    response: ResponseModel | None   # None until randomised decisions are logged
     run_id: str = ""
     model_version: str = "unregistered"
     metadata: dict = field(default_factory=dict)
@@ -117,10 +117,14 @@ class ScoringBundle:
         return staged, rules.evaluate(accounts, facts, as_of, rconf, proposed_offer=staged)
 
     def gains(self, X: np.ndarray) -> np.ndarray:
-        """(n, channels, windows, arms) chance of payment with each action minus with no contact."""
+        """(n, channels, windows, arms) chance of payment with each action minus with no contact
+        (zero everywhere without a response model: nothing is known to beat doing nothing)."""
+        n_win = len(calendar.parse_windows(self.params["calendar"]))
+        shape = (len(X), len(vocab.CONTACT_CHANNELS), n_win, len(ARM_OFFERS))
+        if self.response is None:
+            return np.zeros(shape)
         p = self.response.predict_matrix(X)
-        n_win = len(self.response.space.windows)
-        return (p[:, :-1] - p[:, -1:]).reshape(len(X), len(vocab.CONTACT_CHANNELS), n_win, len(ARM_OFFERS))
+        return (p[:, :-1] - p[:, -1:]).reshape(shape)
 
     def _decide(self, accounts, contacts, feats, as_of, history_unknown, eps) -> pd.DataFrame:
         X = feats[self.feature_names].to_numpy(dtype=np.float64)
@@ -181,6 +185,8 @@ class ScoringBundle:
 
     def _drivers(self, X: np.ndarray, choice) -> list[str | None]:
         """The feature behind each chosen contact, from the response model's own contributions."""
+        if self.response is None:
+            return [None] * len(X)
         space = self.response.space
         n_win, n_arm = len(space.windows), len(ARM_OFFERS)
         action = np.where(choice.channel >= 0, (choice.channel * n_win + choice.window) * n_arm + choice.arm,

@@ -24,6 +24,7 @@ import pandas as pd
 from models import vocab
 
 ARM_OFFERS = ("reminder", "instalment_plan")
+MIN_ROWS = 50  # randomised decisions each sub-model needs at the least
 ACTION_COLUMNS = ("action_channel", "action_window", "action_offer")
 
 
@@ -133,6 +134,11 @@ class ResponseModel:
         self.feature_names_ = list(X.columns)
         Xa, codes = X.to_numpy(dtype=np.float64), self.space.codes()[action]
         none = action == self.space.none_index
+        for rows, what in ((none, "hold-outs (channel none)"), (~none & reached, "contacts that reached"),
+                           (~none & ~reached, "contacts that did not reach")):
+            if rows.sum() < MIN_ROWS:
+                raise ValueError(f"the response model needs at least {MIN_ROWS} randomised {what}; "
+                                 f"the logs hold {int(rows.sum())}")
         self.base_ = self._train(Xa[none], None, y[none], w[none])
         contact = ~none
         self.reach_ = self._train(Xa[contact], codes[contact], reached[contact], w[contact])

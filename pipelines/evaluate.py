@@ -54,6 +54,8 @@ bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp) -> tuple[pd.Data
     from models import ope
 
     params, config = bundle.params, bundle.feature_config
+    if bundle.response is None:
+        return pd.DataFrame(columns=["unit", "estimator", "value", "low", "high", "n", "ess"]), 0
     logs = decision_examples(portfolio, prepare(portfolio, config), config, params, end)
     cut = pd.Timestamp(bundle.metadata["response_holdout_from"])
     logs = logs[logs["decided_at"] >= cut].reset_index(drop=True)
@@ -119,7 +121,7 @@ def chosen_actions(rows: pd.DataFrame, bundle: ScoringBundle, space: ActionSpace
 def truth_values(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame, as_of: pd.Timestamp,
                  explore: float) -> dict:
     """True value per overdue account of the policy, no contact, the best single action and the oracle."""
-    space = bundle.response.space
+    space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
     cons = bundle.constraints(portfolio, as_of)
     P = truth_matrix(truth, cons["account_id"], space)
     value = (P - P[:, -1:]) * cons["arrears"][:, None] - _costs(bundle, space)[None, :]
@@ -172,8 +174,11 @@ def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Times
     report: dict = {"as_of": as_of.isoformat(), "explore": explore, "model_version": bundle.model_version}
     table, n = off_policy(bundle, portfolio, end)
     report["off_policy"] = table.to_dict("records")
-    log(f"off-policy, {n:,} held-out logged decisions (95% intervals):")
-    log(table.to_string(index=False, float_format=lambda v: f"{v:,.4f}"))
+    if n:
+        log(f"off-policy, {n:,} held-out logged decisions (95% intervals):")
+        log(table.to_string(index=False, float_format=lambda v: f"{v:,.4f}"))
+    else:
+        log("off-policy: no response model or no held-out logged decisions with a propensity; nothing to estimate")
     truth_file = Path(data) / "truth" / "actions.parquet"
     if truth_file.exists():
         report["truth"] = truth_values(bundle, portfolio, pd.read_parquet(truth_file), as_of, explore)

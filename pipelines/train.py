@@ -94,6 +94,8 @@ def time_split(examples: pd.DataFrame, holdout_fraction: float, horizon: int) ->
 def response_split(examples: pd.DataFrame, holdout_fraction: float, horizon_days: int):
     """Earlier decision days train the response model; the latest days are held out for evaluation,
     with a gap of K days so no training label window overlaps the held-out decisions."""
+    if examples.empty:
+        return examples, examples, pd.Timestamp.max.tz_localize("UTC")
     days = np.sort(examples["decided_at"].unique())
     cut = days[int(np.floor(len(days) * (1 - holdout_fraction)))]
     train = examples[examples["contacted_at"] + pd.Timedelta(days=horizon_days) <= cut]
@@ -102,6 +104,8 @@ def response_split(examples: pd.DataFrame, holdout_fraction: float, horizon_days
 
 def fit_response(examples: pd.DataFrame, names: list[str], params: dict, space: ActionSpace) -> ResponseModel:
     """The response model on logged decisions (features at decision time, action, propensity, label)."""
+    if examples.empty:
+        raise ValueError("the contact history holds no randomised decision (none has a propensity)")
     model = ResponseModel(params["response"]["lgbm"], space, CATEGORICAL, int(params["seed"]))
     return model.fit(examples[names], examples["action"].to_numpy(), examples["label"].to_numpy(),
                      examples["propensity"].to_numpy(dtype=np.float64), examples["reached"].to_numpy())
@@ -150,9 +154,14 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
     resp_train, resp_holdout, resp_cut = response_split(
         decisions, float(params["response"]["holdout_fraction"]), int(params["response"]["horizon_days"]))
     space = ActionSpace(tuple(w.name for w in config.windows))
-    response = fit_response(resp_train, names, params, space)
-    log(f"response model: {len(resp_train):,} logged decisions before {resp_cut.isoformat()[:10]}, "
-        f"{len(resp_holdout):,} held out")
+    try:
+        response = fit_response(resp_train, names, params, space)
+        log(f"response model: {len(resp_train):,} logged decisions before {resp_cut.isoformat()[:10]}, "
+            f"{len(resp_holdout):,} held out")
+    except ValueError as err:
+        response = None
+        log(f"no response model ({err}): every account gets no contact, except what exploration draws, "
+            f"until randomised decisions are logged")
     bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response,
                            metadata={"history_end": end.isoformat(), "data": str(data),
                                      "data_fingerprint": portfolio.fingerprint(),

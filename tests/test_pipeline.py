@@ -135,3 +135,23 @@ def test_phone_capacity_keeps_the_most_valuable_calls_and_reports_an_extra_hour(
     summary = json.loads((tmp_path / "queue.parquet.summary.json").read_text())
     assert summary["calls_proposed"] == calls and summary["calls_kept"] == 0
     assert summary["value_of_one_more_collector_hour"] > 0
+
+
+def test_trains_and_scores_data_without_any_experiment(sim_dir, tmp_path):
+    from models.contract import write_dir
+    from pipelines.train import fit
+
+    p = read_dir(sim_dir)
+    contacts = p.contacts[p.contacts["channel"] != "none"].assign(propensity=np.nan, experiment_id=None)
+    plain = tmp_path / "plain"
+    write_dir(type(p)(p.accounts, p.installments, p.payments, contacts.reset_index(drop=True)), plain)
+    params = load_params()
+    params["cure"]["n_folds"] = 3
+    messages = []
+    result = fit(plain, params, history_end_at="2026-11-01T00:00:00+09:00", log=messages.append)
+    assert result.bundle.response is None
+    assert any("no response model" in m for m in messages)
+    rows = result.bundle.score(p, pd.Timestamp("2026-11-01T00:00:00+09:00"), explore=0.0)
+    assert len(rows) and rows.loc[rows["tier"].isin(["no contact", "review by a person", "hold: legal",
+                                                      "hold: promise to pay"]), "channel"].eq("none").all()
+    assert (rows["expected_gain"] == 0).all()
