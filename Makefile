@@ -30,6 +30,7 @@ demo: install
 	echo "demo wall time:  $$(( $$(date +%s) - start ))s"
 
 test: install
+	scripts/ensure_postgres.sh
 	$(BIN)/pytest -q -n 2
 
 lint: install

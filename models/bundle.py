@@ -73,11 +73,12 @@ class ScoringBundle:
         return features_at(prepare(portfolio, config), as_of, config)
 
     def score(self, portfolio: Portfolio, as_of: pd.Timestamp, history_unknown: frozenset[str] = frozenset(),
-              explore: float | None = None) -> pd.DataFrame:
+              explore: float | None = None, keep_features: bool = False) -> pd.DataFrame:
         """Batch rows for every account overdue at `as_of`, highest priority first.
 
         `history_unknown` names accounts whose contact history was not sent: the rules fail closed for them.
-        `explore` overrides params' policy.explore (0 turns exploration off).
+        `explore` overrides params' policy.explore (0 turns exploration off). `keep_features` adds a private
+        `_features` column (the model inputs of each decision, for the decision log).
         """
         as_of = pd.Timestamp(as_of).tz_convert("UTC")
         feats = self.features(portfolio, as_of)
@@ -89,7 +90,12 @@ class ScoringBundle:
         contacts = portfolio.contacts
         contacts = contacts[contacts["account_id"].isin(set(accounts["account_id"]))]
         eps = self.policy_config.explore if explore is None else float(explore)
-        return self._decide(accounts, contacts, feats, as_of, history_unknown, eps)
+        rows = self._decide(accounts, contacts, feats, as_of, history_unknown, eps)
+        if keep_features:
+            inputs = feats.set_index("account_id")[self.feature_names]
+            inputs = inputs.astype(object).where(inputs.notna(), None)
+            rows["_features"] = [inputs.loc[a].to_dict() for a in rows["account_id"]]
+        return rows
 
     def constraints(self, portfolio: Portfolio, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
         """For every account overdue at `as_of`: its id, arrears, features, and the channels and arms

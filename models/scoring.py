@@ -51,19 +51,26 @@ def not_overdue_answer(bundle: ScoringBundle, account_id: str, as_of: pd.Timesta
 
 def score_requests(bundle: ScoringBundle, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One answer per request, in order; raises ContractError naming the table, column and rows at fault."""
+    return [answer for answer, _ in score_requests_with_features(bundle, requests)]
+
+
+def score_requests_with_features(bundle: ScoringBundle, requests: list[dict[str, Any]]
+                                 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """One (answer, model inputs) pair per request, in order: the inputs go to the decision log
+    (empty for an account that is not overdue: no model was asked)."""
     when = _as_of(requests)
     portfolio = validate(_frames(requests))
     unknown = frozenset(r["account"]["account_id"] for r in requests if r.get("contacts", []) is None)
-    answers: dict[int, dict[str, Any]] = {}
+    answers: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     positions = pd.Series(range(len(requests)))
     for as_of, idx in positions.groupby(pd.Series([w.value for w in when])).groups.items():
         ids = portfolio.accounts["account_id"].iloc[list(idx)].tolist()
-        rows = bundle.score(portfolio.subset(ids), pd.Timestamp(as_of, tz="UTC"), unknown)
+        rows = bundle.score(portfolio.subset(ids), pd.Timestamp(as_of, tz="UTC"), unknown, keep_features=True)
         by_id = {r["account_id"]: r for r in rows.to_dict("records")}
         for i, account_id in zip(idx, ids, strict=True):
             row = by_id.get(account_id)
-            answers[i] = (answer_from_row(row) if row is not None
-                          else not_overdue_answer(bundle, account_id, pd.Timestamp(as_of, tz="UTC")))
+            answers[i] = ((answer_from_row(row), row["_features"]) if row is not None
+                          else (not_overdue_answer(bundle, account_id, pd.Timestamp(as_of, tz="UTC")), {}))
     return [answers[i] for i in range(len(requests))]
 
 

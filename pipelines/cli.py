@@ -111,16 +111,31 @@ def pd_timestamp(text: str):
 
 @app.command()
 def serve(
-    model: Annotated[str, typer.Option(help="model URI or bundle path")] = "models:/cureflow@champion",
+    model: Annotated[str | None, typer.Option(help="model URI or bundle path; default CUREFLOW_MODEL_URI "
+                                                   "or models:/cureflow@champion")] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    insecure: Annotated[bool, typer.Option(help="allow starting without API keys (local use only)")] = False,
 ) -> None:
-    """Run the real-time scoring API (FastAPI + uvicorn)."""
+    """Run the real-time scoring API (FastAPI + uvicorn). Settings come from CUREFLOW_* variables."""
+    import os
+
     import uvicorn
 
-    from serving.api import create_app
+    from serving.security import require_keys
+    from serving.settings import load_settings
 
-    uvicorn.run(create_app(model), host=host, port=port, log_level="info")
+    if model:
+        os.environ["CUREFLOW_MODEL_URI"] = model
+    if insecure:
+        os.environ["CUREFLOW_INSECURE"] = "true"
+    try:
+        require_keys(load_settings())
+    except RuntimeError as err:
+        _fail(err)
+    uvicorn.run("serving.api:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

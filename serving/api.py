@@ -1,89 +1,171 @@
-"""The real-time scoring API: FastAPI over one bundle loaded at start-up (no postponed annotations here:
-FastAPI resolves the `Annotated[..., Depends(...)]` of routes defined inside `create_app`).
+"""The real-time scoring API: FastAPI over one bundle, with keys, a decision log, metrics and load shedding.
 
-Routes: POST /v1/score, POST /v1/score/batch, GET /v1/model, GET /healthz, GET /readyz. Scoring routes are
-plain `def` (CPU-bound, run in the threadpool). A request the contract rejects is a 422 naming the table,
-field and rows; a server without a model answers 503 and /readyz says so.
+Routes: POST /v1/score, POST /v1/score/batch, GET /v1/decisions/{id}, GET /v1/model, POST /v1/admin/reload,
+GET /healthz, /readyz, /metrics. Every decision is appended to the decision log before the answer leaves;
+when the log cannot be written the answer is 503, never a success without a record. Scoring routes are plain
+`def` (CPU-bound, run in the threadpool). No postponed annotations in this module: FastAPI resolves the
+`Annotated[..., Depends(...)]` of routes defined inside `create_app`.
 """
 
-
+import asyncio
+import contextlib
 import logging
 import threading
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 
 from models.contract import ContractError
 from models.registry import LoadedModel, load_bundle
-from models.scoring import score_requests
+from models.rules import RULE_IDS
+from models.scoring import example_request, score_requests_with_features
+from serving.decisions import DecisionLog, DecisionLogUnavailable, DecisionRecord, IdempotencyConflict
+from serving.limits import BodySizeLimit, LoadShedder
+from serving.observability import Metrics, RequestObserver, configure_logging, current_request_id, make_metrics, render
 from serving.schemas import Answer, BatchAnswer, BatchRequest, ModelInfo, ScoreRequest
+from serving.security import KeyRing, admin_caller, require_keys, scoring_caller
+from serving.settings import Settings, load_settings
 
 log = logging.getLogger("cureflow.api")
 
 
 class ModelHolder:
-    """The loaded model, swapped atomically under a lock (reload comes with the service issue)."""
+    """The serving model. A reload loads the new one beside the old, checks it with a smoke prediction and
+    swaps it in atomically; a failed load or check keeps the old model serving."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, metrics: Metrics):
         self.uri = uri
+        self.metrics = metrics
         self.loaded: LoadedModel | None = None
         self.error: str | None = None
         self._lock = threading.Lock()
 
-    def load(self) -> None:
+    def load(self) -> LoadedModel:
+        """Load, smoke-test and swap; raises (and keeps the current model) when any step fails."""
         try:
-            loaded = load_bundle(self.uri)
-        except Exception as err:  # the process stays up, not ready, and says why
-            self.error = f"{type(err).__name__}: {err}"
-            log.error("model load failed", extra={"model_uri": self.uri, "error": self.error})
-            return
+            candidate = load_bundle(self.uri)
+            score_requests_with_features(candidate.bundle, [example_request()])
+        except Exception as err:
+            self.error = type(err).__name__
+            log.error("model load failed", extra={"model_uri": self.uri, "error_type": self.error})
+            raise
         with self._lock:
-            self.loaded, self.error = loaded, None
-        log.info("model loaded", extra={"model_uri": self.uri, "model_version": loaded.version})
+            self.loaded, self.error = candidate, None
+        self.metrics.set_model(candidate.version, candidate.run_id)
+        log.info("model loaded", extra={"model_uri": self.uri, "model_version": candidate.version})
+        return candidate
+
+    def load_quietly(self) -> None:
+        """Start-up: a failed load leaves the process up and not ready; the log says why."""
+        with contextlib.suppress(Exception):
+            self.load()
 
 
-def create_app(model_uri: str) -> FastAPI:
-    """The app, loading `model_uri` once at start-up."""
-    holder = ModelHolder(model_uri)
+def _records(pairs, loaded: LoadedModel, caller: str, key: str | None) -> list[DecisionRecord]:
+    return [DecisionRecord.from_answer(answer, request_id=current_request_id() or "", caller=caller,
+                                       run_id=loaded.run_id, policy_version=loaded.bundle.policy_config.version,
+                                       features=features, rules_evaluated=list(RULE_IDS), source="api",
+                                       idempotency_key=key)
+            for answer, features in pairs]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; loads the model once at start-up. Refuses to start without API keys unless insecure."""
+    settings = settings or load_settings()
+    require_keys(settings)
+    configure_logging(settings.log_level)
+    metrics = make_metrics()
+    holder = ModelHolder(settings.model_uri, metrics)
+    decisions = DecisionLog(settings.database_url)
+    rings = KeyRing(settings.api_key_values()), KeyRing(settings.admin_key_values())
+    scoring = scoring_caller(rings[0], rings[1], settings.insecure)
+    admin = admin_caller(rings[1], rings[0], settings.insecure)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        holder.load()
+        await asyncio.to_thread(holder.load_quietly)
+        watcher = asyncio.create_task(_watch_alias(holder, settings.reload_interval_s))
         yield
+        watcher.cancel()
+        decisions.close()
 
-    app = FastAPI(title="cureflow", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="cureflow", version="0.2.0", lifespan=lifespan,
                   description="Delinquency risk and next-best-action for collections (see CONTRACT.md).")
-    app.state.holder = holder
+    app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency,
+                       on_shed=lambda reason: metrics.shed_total.labels(reason=reason).inc())
+    app.add_middleware(RequestObserver, metrics=metrics)
 
     def model() -> LoadedModel:
-        if holder.loaded is None:
+        loaded = holder.loaded
+        if loaded is None:
             raise HTTPException(status_code=503, detail=f"no model loaded: {holder.error or 'loading'}")
-        return holder.loaded
+        return loaded
 
     @app.exception_handler(ContractError)
     async def contract_error(request: Request, err: ContractError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": [{
             "loc": ["body", err.table, err.column], "msg": str(err), "type": "contract_error", "rows": err.rows}]})
 
-    def _score(loaded: LoadedModel, requests: list[ScoreRequest]) -> list[dict[str, Any]]:
-        payload = [r.model_dump(mode="json") for r in requests]
-        return score_requests(loaded.bundle, payload)
+    def decide(loaded: LoadedModel, requests: list[ScoreRequest], caller: str, key: str | None) -> list[dict]:
+        """Score, record, then answer: a replayed Idempotency-Key returns the recorded answers unchanged."""
+        try:
+            if key and (replay := decisions.find_idempotent(caller, key)) is not None:
+                return replay
+            pairs = score_requests_with_features(loaded.bundle, [r.model_dump(mode="json") for r in requests])
+            decisions.append(_records(pairs, loaded, caller, key))
+        except IdempotencyConflict as race:
+            return race.answers
+        except DecisionLogUnavailable:
+            metrics.decision_log_errors_total.inc()
+            log.error("decision log unavailable: answering 503")
+            raise HTTPException(status_code=503, detail="the decision log cannot be written; no decision is "
+                                                        "given without a record") from None
+        for answer, _ in pairs:
+            metrics.record_decision(answer["action"]["channel"], answer["tier"],
+                                    [b["rule"] for b in answer["blocked"]])
+        return [answer for answer, _ in pairs]
+
+    Caller = Annotated[str, Depends(scoring)]
+    Loaded = Annotated[LoadedModel, Depends(model)]
+    IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
     @app.post("/v1/score", response_model=Answer, summary="Score one overdue account")
-    def score(body: ScoreRequest, loaded: Annotated[LoadedModel, Depends(model)]) -> dict[str, Any]:
-        return _score(loaded, [body])[0]
+    def score(body: ScoreRequest, caller: Caller, loaded: Loaded, idempotency_key: IdemKey = None) -> dict:
+        return decide(loaded, [body], caller, idempotency_key)[0]
 
     @app.post("/v1/score/batch", response_model=BatchAnswer, summary="Score several accounts")
-    def score_batch(body: BatchRequest, loaded: Annotated[LoadedModel, Depends(model)]) -> dict[str, Any]:
-        return {"answers": _score(loaded, body.requests)}
+    def score_batch(body: BatchRequest, caller: Caller, loaded: Loaded, idempotency_key: IdemKey = None) -> dict:
+        return {"answers": decide(loaded, body.requests, caller, idempotency_key)}
+
+    @app.get("/v1/decisions/{decision_id}", summary="A recorded decision, for an audit")
+    def get_decision(decision_id: str, caller: Caller) -> dict[str, Any]:
+        try:
+            record = decisions.get(decision_id)
+        except DecisionLogUnavailable:
+            raise HTTPException(status_code=503, detail="the decision log is unavailable") from None
+        if record is None:
+            raise HTTPException(status_code=404, detail="no decision with this id")
+        return record
 
     @app.get("/v1/model", response_model=ModelInfo)
-    def model_info(loaded: Annotated[LoadedModel, Depends(model)]) -> dict[str, Any]:
+    def model_info(caller: Caller, loaded: Loaded) -> dict[str, Any]:
         bundle = loaded.bundle
         return {"model_uri": loaded.uri, "model_version": loaded.version, "run_id": loaded.run_id,
                 "policy_version": bundle.policy_config.version, "feature_names": bundle.feature_names}
+
+    @app.post("/v1/admin/reload", summary="Load the model URI again (a new @champion) and swap atomically")
+    def reload(caller: Annotated[str, Depends(admin)]) -> dict[str, Any]:
+        previous = holder.loaded.version if holder.loaded else None
+        try:
+            loaded = holder.load()
+        except Exception as err:
+            raise HTTPException(status_code=409, detail=f"reload failed ({type(err).__name__}); still serving "
+                                                        f"{previous}") from None
+        return {"model_version": loaded.version, "previous_version": previous, "run_id": loaded.run_id}
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -91,8 +173,40 @@ def create_app(model_uri: str) -> FastAPI:
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
+        problems = []
         if holder.loaded is None:
-            return JSONResponse(status_code=503, content={"ready": False, "reason": holder.error or "loading"})
+            problems.append(f"no model loaded ({holder.error or 'loading'})")
+        if not decisions.ping():
+            problems.append("decision log unreachable")
+        if problems:
+            return JSONResponse(status_code=503, content={"ready": False, "reasons": problems})
         return JSONResponse(content={"ready": True, "model_version": holder.loaded.version})
 
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        body, content_type = render(metrics)
+        return Response(content=body, media_type=content_type)
+
     return app
+
+
+async def _watch_alias(holder: ModelHolder, interval_s: float) -> None:
+    """Every `interval_s` seconds, reload when the registry alias points at another version (0 = never)."""
+    if interval_s <= 0 or not holder.uri.startswith("models:/") or "@" not in holder.uri:
+        return
+    from mlflow import MlflowClient
+
+    name, alias = holder.uri[len("models:/"):].split("@", 1)
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            version = f"{name}/{MlflowClient().get_model_version_by_alias(name, alias).version}"
+            if holder.loaded is None or holder.loaded.version != version:
+                await asyncio.to_thread(holder.load)
+        except Exception:
+            log.warning("alias check failed; keeping the current model")
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory serving.api:app_from_env` (several workers read the same settings)."""
+    return create_app(load_settings())

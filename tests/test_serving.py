@@ -22,6 +22,16 @@ from models.registry import load_bundle
 from models.scoring import example_request
 from serving.api import create_app
 from serving.batch import score_portfolio
+from serving.settings import load_settings
+
+KEY, ADMIN = "scoring-key-for-tests-0001", "admin-key-for-tests-0001"
+HEADERS = {"X-API-Key": KEY}
+
+
+def _app(model_uri: str, database: Path, **overrides):
+    settings = load_settings(model_uri=model_uri, database_url=f"sqlite:///{database}", api_keys=KEY,
+                             admin_keys=ADMIN, **overrides)
+    return create_app(settings)
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +60,9 @@ def _requests_for(data: Path, account_ids: list[str], as_of: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def client(trained):
-    with TestClient(create_app(str(trained["bundle_path"]))) as c:
+def client(trained, tmp_path_factory):
+    database = tmp_path_factory.mktemp("decisions") / "decisions.db"
+    with TestClient(_app(str(trained["bundle_path"]), database), headers=HEADERS) as c:
         yield c
 
 
@@ -152,7 +163,7 @@ def test_model_endpoint_names_the_version(client, trained):
 
 
 def test_missing_model_keeps_the_process_up_but_not_ready(tmp_path):
-    with TestClient(create_app(str(tmp_path / "nothing.joblib"))) as c:
+    with TestClient(_app(str(tmp_path / "nothing.joblib"), tmp_path / "d.db"), headers=HEADERS) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").status_code == 503
         assert c.post("/v1/score", json=example_request()).status_code == 503
@@ -166,7 +177,8 @@ def _free_port() -> int:
 
 def test_real_server_process_serves_the_registered_champion(trained):
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["tracking_uri"]}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["tracking_uri"], "CUREFLOW_API_KEYS": KEY,
+           "CUREFLOW_DATABASE_URL": f"sqlite:///{trained['root'] / 'server-decisions.db'}"}
     cmd = [sys.executable, "-m", "pipelines.cli", "serve", "--model", "models:/cureflow@champion",
            "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -183,9 +195,105 @@ def test_real_server_process_serves_the_registered_champion(trained):
             time.sleep(0.5)
         else:
             pytest.fail("server never became ready")
-        answer = httpx.post(f"{base}/v1/score", json=example_request(), timeout=30).json()
+        assert httpx.post(f"{base}/v1/score", json=example_request(), timeout=30).status_code == 401
+        answer = httpx.post(f"{base}/v1/score", json=example_request(), headers=HEADERS, timeout=30).json()
         assert answer["model_version"] == f"cureflow/{trained['info']['version']}"
         assert json.loads(json.dumps(answer))["decision_id"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_every_answer_is_recorded_before_it_is_sent_and_can_be_audited(client):
+    log = client.app.state.decisions
+    before = log.count("api")
+    answer = client.post("/v1/score", json=example_request()).json()
+    assert log.count("api") == before + 1
+    record = client.get(f"/v1/decisions/{answer['decision_id']}").json()
+    assert record["answer"] == answer and record["caller"].startswith("key-")
+    assert record["features"]["days_past_due"] >= 0 and "R-CONSENT" in record["rules_evaluated"]
+    assert client.get("/v1/decisions/not-a-decision").status_code == 404
+
+
+def test_idempotency_key_returns_the_same_decision_and_writes_no_second_record(client):
+    log = client.app.state.decisions
+    headers = {**HEADERS, "Idempotency-Key": "crm-7f3a"}
+    first = client.post("/v1/score", json=example_request(), headers=headers)
+    count = log.count("api")
+    second = client.post("/v1/score", json=example_request(), headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert second.json() == first.json() and log.count("api") == count
+
+
+def test_keys_are_required_and_admin_routes_need_an_admin_key(client):
+    assert client.post("/v1/score", json=example_request(), headers={"X-API-Key": ""}).status_code == 401
+    assert client.post("/v1/score", json=example_request(), headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/v1/admin/reload").status_code == 403
+    assert client.post("/v1/admin/reload", headers={"X-API-Key": ADMIN}).status_code == 200
+    for open_route in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(open_route, headers={"X-API-Key": ""}).status_code == 200
+
+
+def test_refuses_to_start_without_keys_unless_insecure(trained, tmp_path):
+    settings = load_settings(model_uri=str(trained["bundle_path"]), database_url=f"sqlite:///{tmp_path / 'd.db'}")
+    with pytest.raises(RuntimeError, match="CUREFLOW_API_KEYS"):
+        create_app(settings)
+    insecure = load_settings(model_uri=str(trained["bundle_path"]), database_url=f"sqlite:///{tmp_path / 'd.db'}",
+                             insecure=True)
+    with TestClient(create_app(insecure)) as c:
+        assert c.post("/v1/score", json=example_request()).status_code == 200
+
+
+def test_no_success_without_a_record_when_the_decision_log_is_down(trained, tmp_path):
+    with TestClient(_app(str(trained["bundle_path"]), tmp_path / "d.db"), headers=HEADERS) as c:
+        assert c.post("/v1/score", json=example_request()).status_code == 200
+        log = c.app.state.decisions
+        log.close()
+        (tmp_path / "d.db").unlink()
+        (tmp_path / "d.db").mkdir()          # the database file is gone and cannot be recreated
+        resp = c.post("/v1/score", json=example_request())
+        assert resp.status_code == 503 and "record" in resp.json()["detail"]
+        assert c.get("/readyz").status_code == 503
+        (tmp_path / "d.db").rmdir()          # the database comes back
+        log.close()
+        assert c.post("/v1/score", json=example_request()).status_code == 200
+
+
+def test_failed_reload_keeps_the_old_model_serving(trained, tmp_path):
+    with TestClient(_app(str(trained["bundle_path"]), tmp_path / "d.db"), headers=HEADERS) as c:
+        holder = c.app.state.holder
+        version = holder.loaded.version
+        holder.uri = str(tmp_path / "missing.joblib")
+        resp = c.post("/v1/admin/reload", headers={"X-API-Key": ADMIN})
+        assert resp.status_code == 409 and version in resp.json()["detail"]
+        assert c.post("/v1/score", json=example_request()).status_code == 200
+        assert holder.loaded.version == version
+
+
+def test_metrics_count_requests_decisions_and_the_model(client):
+    client.post("/v1/score", json=example_request())
+    text = client.get("/metrics").text
+    for name in ("cureflow_requests_total", "cureflow_request_latency_seconds", "cureflow_decisions_total",
+                 "cureflow_model_info"):
+        assert name in text
+
+
+def test_oversized_body_is_413(client):
+    resp = client.post("/v1/score", content=b"{" + b" " * 3_000_000 + b"}",
+                       headers={**HEADERS, "Content-Type": "application/json"})
+    assert resp.status_code == 413
+
+
+def test_decisions_are_recorded_in_a_real_postgresql_server(trained, tmp_path):
+    from tests.postgres import throwaway_postgres
+
+    with throwaway_postgres() as server:
+        settings = load_settings(model_uri=str(trained["bundle_path"]), database_url=server.url, api_keys=KEY)
+        with TestClient(create_app(settings), headers=HEADERS) as c:
+            answer = c.post("/v1/score", json=example_request()).json()
+            assert c.get(f"/v1/decisions/{answer['decision_id']}").json()["answer"] == answer
+            server.stop()
+            assert c.post("/v1/score", json=example_request()).status_code == 503
+            server.start()
+            assert c.post("/v1/score", json=example_request()).status_code == 200
+            assert c.app.state.decisions.count("api") == 2

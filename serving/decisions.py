@@ -1,0 +1,349 @@
+"""The decision log: every decision the API or the batch makes, appended to a SQL table before it is answered.
+
+SQLAlchemy Core over a SQLite file (the default) or PostgreSQL (`postgresql+psycopg://...`). COMPLIANCE.md keeps
+every recommendation with its inputs, rules evaluated and answer (10 years under jp, 3 under us), so the log only
+appends: nothing here updates or deletes a record, and an in-memory SQLite URL is refused.
+
+Decision ids are deterministic (same account, inputs, as-of, model and policy -> same id), so `decision_id` is
+indexed but not unique: a surrogate `record_id` is the key and `get` returns the latest record with a count.
+
+Idempotency: a unique constraint on (caller, idempotency_key, request_position), where request_position is the
+record's index within its `append` call. Records without a key store NULL there, and NULLs never collide (SQLite
+and PostgreSQL alike), so only keyed requests are constrained. A replay is answered from `find_idempotent` without
+scoring or writing; two identical requests racing past that check both try to insert position 0, the database lets
+exactly one commit, and the other's whole transaction rolls back and `append` raises `IdempotencyConflict` carrying
+the winner's answers, which the caller returns instead of its own.
+
+Errors never carry record contents: engines hide bound parameters, and the exceptions raised here name only the
+error class and SQLSTATE (PostgreSQL's DETAIL can quote a whole failing row).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Engine, make_url
+
+log = logging.getLogger("cureflow.decisions")
+
+SOURCES = ("api", "batch")
+T = TypeVar("T")
+
+
+class DecisionLogUnavailable(RuntimeError):
+    """A write or read could not reach the database (or the database refused the write): answer 503."""
+
+
+class DecisionRejected(DecisionLogUnavailable):
+    """The database refused the records (a constraint or a value): nothing was written. Still a 503 for callers."""
+
+
+class IdempotencyConflict(RuntimeError):
+    """Another request with the same caller and Idempotency-Key committed first; `answers` are the ones it stored."""
+
+    def __init__(self, caller: str, key: str, answers: list[dict[str, Any]]):
+        super().__init__("a request with this Idempotency-Key was recorded first")
+        self.caller, self.key, self.answers = caller, key, answers
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """A timezone-aware UTC timestamp on every backend (SQLite drops the offset; it is put back on read)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("record_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("decision_id", sa.String(), nullable=False, index=True),
+    sa.Column("request_id", sa.String(), nullable=False),
+    sa.Column("caller", sa.String(), nullable=False),
+    sa.Column("source", sa.String(), nullable=False),
+    sa.Column("as_of", sa.String(), nullable=False),
+    sa.Column("account_id", sa.String(), nullable=False, index=True),
+    sa.Column("model_version", sa.String(), nullable=False),
+    sa.Column("run_id", sa.String(), nullable=True),
+    sa.Column("policy_version", sa.String(), nullable=False),
+    sa.Column("features", sa.JSON(), nullable=False),
+    sa.Column("answer", sa.JSON(), nullable=False),
+    sa.Column("rules_evaluated", sa.JSON(), nullable=False),
+    sa.Column("propensity", sa.Float(), nullable=True),
+    sa.Column("idempotency_key", sa.String(), nullable=True),
+    sa.Column("request_position", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    sa.CheckConstraint("source IN ('api', 'batch')", name="ck_decisions_source"),
+    sa.UniqueConstraint("caller", "idempotency_key", "request_position", name="uq_decisions_idempotency"),
+)
+
+RECORD_COLUMNS = ("decision_id", "request_id", "caller", "as_of", "account_id", "model_version", "run_id",
+                  "policy_version", "features", "answer", "rules_evaluated", "propensity", "source",
+                  "idempotency_key", "created_at")
+
+
+@dataclass
+class DecisionRecord:
+    """One decision as recorded for the audit: the inputs (features), the rules evaluated and the answer."""
+
+    decision_id: str
+    request_id: str
+    caller: str
+    as_of: str
+    account_id: str
+    model_version: str
+    run_id: str | None
+    policy_version: str
+    features: dict[str, Any]
+    answer: dict[str, Any]
+    rules_evaluated: list[str]
+    propensity: float | None
+    source: str
+    idempotency_key: str | None = None
+    created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+
+    @classmethod
+    def from_answer(cls, answer: dict[str, Any], *, request_id: str, caller: str, run_id: str | None,
+                    policy_version: str, features: dict[str, Any], rules_evaluated: list[str], source: str,
+                    idempotency_key: str | None = None) -> DecisionRecord:
+        """The record of a contract answer (models/answers.py): ids, as-of, version and propensity come from it."""
+        return cls(decision_id=answer["decision_id"], request_id=request_id, caller=caller, as_of=answer["as_of"],
+                   account_id=answer["account_id"], model_version=answer["model_version"], run_id=run_id,
+                   policy_version=policy_version, features=features, answer=answer,
+                   rules_evaluated=list(rules_evaluated), propensity=answer.get("propensity"), source=source,
+                   idempotency_key=idempotency_key)
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON-ready values: numpy scalars as Python ones, NaN and infinities as null (PostgreSQL rejects them)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalars and arrays
+        return _json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(_json_safe(value), ensure_ascii=False, allow_nan=False)
+
+
+def _normalise_url(url: str) -> sa.URL:
+    """The URL with PostgreSQL pinned to psycopg 3; in-memory SQLite is refused (the records must persist)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ValueError("the decision log needs a SQLite file path or a PostgreSQL URL, not an in-memory database")
+    return parsed
+
+
+def _engine_options(url: sa.URL, pool_size: int, connect_timeout_s: float, statement_timeout_s: float) -> dict:
+    """Pool and driver options so a dead database fails within seconds and a commit is durable."""
+    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "pool_timeout": statement_timeout_s,
+                               "hide_parameters": True, "json_serializer": _dumps}
+    if url.get_backend_name() == "postgresql":
+        statement_ms = int(statement_timeout_s * 1000)
+        options["max_overflow"] = pool_size
+        options["connect_args"] = {
+            "connect_timeout": max(2, math.ceil(connect_timeout_s)),  # libpq's minimum is 2 s
+            "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} -c synchronous_commit=on",
+            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+        }
+    elif url.get_backend_name() == "sqlite":
+        options["connect_args"] = {"timeout": statement_timeout_s, "check_same_thread": False}
+    return options
+
+
+def _describe(err: BaseException) -> str:
+    """The error's class and SQLSTATE only: driver messages can quote the failing row."""
+    orig = getattr(err, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    name = type(orig).__name__ if orig is not None else type(err).__name__
+    return f"{name} ({sqlstate})" if sqlstate else name
+
+
+class DecisionLog:
+    """The append-only decision log. Connects lazily on first use and creates the table if it is missing."""
+
+    def __init__(self, url: str, *, pool_size: int = 5, connect_timeout_s: float = 2.0,
+                 statement_timeout_s: float = 5.0):
+        self.url = _normalise_url(url)
+        self.backend = self.url.get_backend_name()
+        self._options = _engine_options(self.url, pool_size, connect_timeout_s, statement_timeout_s)
+        self._engine: Engine | None = None
+        self._schema_ready = False
+        self._lock = threading.Lock()
+
+    # -- connection ----------------------------------------------------------------------------------------
+    def _ready_engine(self) -> Engine:
+        """The engine, with the table created on first use (retried on the next call if that failed)."""
+        with self._lock:  # held only to build the engine: a dead database must not queue callers behind a lock
+            if self._engine is None:
+                self._engine = sa.create_engine(self.url, **self._options)
+                if self.backend == "sqlite":
+                    sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+            engine = self._engine
+        if not self._schema_ready:
+            self._create_schema(engine)  # concurrent callers may all try: create_all tolerates losing the race
+            self._schema_ready = True
+        return engine
+
+    def _create_schema(self, engine: Engine) -> None:
+        """metadata.create_all, once more if another process created the table between check and create."""
+        if self.backend == "sqlite":
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            metadata.create_all(engine)
+        except exc.DBAPIError as err:
+            if not _lost_create_race(err):
+                raise
+            metadata.create_all(engine)
+
+    @contextmanager
+    def _connection(self, what: str, *, write: bool) -> Iterator[Connection]:
+        """A connection (in a committed transaction when `write`), with database failures as DecisionLogUnavailable."""
+        try:
+            engine = self._ready_engine()
+            with (engine.begin() if write else engine.connect()) as conn:
+                yield conn
+        except exc.IntegrityError:
+            raise
+        except (exc.DBAPIError, exc.TimeoutError, OSError) as err:
+            log.warning("decision log %s failed", what, extra={"error": _describe(err), "backend": self.backend})
+            raise DecisionLogUnavailable(f"decision log {what} failed: {_describe(err)}") from None
+
+    def _read(self, what: str, query: Callable[[Connection], T]) -> T:
+        with self._connection(what, write=False) as conn:
+            return query(conn)
+
+    # -- writes --------------------------------------------------------------------------------------------
+    def append(self, records: list[DecisionRecord]) -> None:
+        """Write all records in one committed transaction, or none of them.
+
+        Sets each record's `created_at` (UTC, one instant per call) once committed. Raises
+        DecisionLogUnavailable when the database cannot be reached, DecisionRejected when it refuses a record,
+        and IdempotencyConflict when another request under the same (caller, Idempotency-Key) won the race.
+        """
+        if not records:
+            return
+        created_at = datetime.now(UTC)
+        rows = [{**{c: getattr(r, c) for c in RECORD_COLUMNS}, "created_at": created_at,
+                 "propensity": _finite_or_none(r.propensity), "request_position": i}
+                for i, r in enumerate(records)]
+        try:
+            with self._connection("write", write=True) as conn:
+                conn.execute(decisions.insert(), rows)
+        except exc.IntegrityError as err:
+            self._raise_conflict(records)
+            log.warning("decision log write rejected", extra={"error": _describe(err), "backend": self.backend})
+            raise DecisionRejected(f"decision log write rejected: {_describe(err)}") from None
+        for record in records:
+            record.created_at = created_at
+
+    def _raise_conflict(self, records: list[DecisionRecord]) -> None:
+        """After an integrity error: if a keyed request already holds answers, the caller lost a race."""
+        for caller, key in dict.fromkeys((r.caller, r.idempotency_key) for r in records if r.idempotency_key):
+            answers = self.find_idempotent(caller, key)
+            if answers is not None:
+                raise IdempotencyConflict(caller, key, answers)
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    def find_idempotent(self, caller: str, key: str) -> list[dict[str, Any]] | None:
+        """The answers stored under (caller, Idempotency-Key), in request order, or None if there are none."""
+        query = (sa.select(decisions.c.answer)
+                 .where(decisions.c.caller == caller, decisions.c.idempotency_key == key)
+                 .order_by(decisions.c.request_position))
+        answers = self._read("idempotency lookup", lambda conn: list(conn.scalars(query)))
+        return answers or None
+
+    def get(self, decision_id: str) -> dict[str, Any] | None:
+        """The latest record of `decision_id` with `times_recorded` and `first_recorded_at`, or None."""
+        latest = (sa.select(*(decisions.c[c] for c in RECORD_COLUMNS))
+                  .where(decisions.c.decision_id == decision_id)
+                  .order_by(decisions.c.record_id.desc()).limit(1))
+        summary = (sa.select(sa.func.count(), sa.func.min(decisions.c.created_at))
+                   .where(decisions.c.decision_id == decision_id))
+
+        def query(conn: Connection) -> dict[str, Any] | None:
+            row = conn.execute(latest).mappings().first()
+            if row is None:
+                return None
+            times, first = conn.execute(summary).one()
+            return {**row, "times_recorded": times, "first_recorded_at": first}
+
+        return self._read("read", query)
+
+    def count(self, source: str | None = None) -> int:
+        """How many records, all or from one source ("api" or "batch")."""
+        query = sa.select(sa.func.count()).select_from(decisions)
+        if source is not None:
+            query = query.where(decisions.c.source == source)
+        return self._read("count", lambda conn: conn.scalar(query))
+
+    def ping(self) -> bool:
+        """True when the database answers and the table exists (for /readyz); never raises."""
+        try:
+            return self._read("ping", lambda conn: conn.scalar(sa.select(1)) == 1)
+        except DecisionLogUnavailable:
+            return False
+
+    def close(self) -> None:
+        """Close pooled connections; the log reconnects if used again."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine, self._schema_ready = None, False
+
+
+def _lost_create_race(err: exc.DBAPIError) -> bool:
+    """Whether CREATE TABLE failed because another process created the table first (not a dead database)."""
+    if isinstance(err, exc.IntegrityError | exc.ProgrammingError):  # PostgreSQL: duplicate table / pg_type row
+        return True
+    return "already exists" in str(err.orig)  # SQLite reports it as an OperationalError
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """WAL lets readers run beside the writer; synchronous=FULL keeps every commit on disk."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+

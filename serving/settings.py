@@ -1,0 +1,68 @@
+"""Typed service settings, read from `CUREFLOW_*` environment variables when `load_settings()` is called.
+
+Nothing is read at import. Keys are `SecretStr` and the database URL (which may carry a password) is left out
+of `repr`, so printing or logging the settings never shows a secret.
+
+    CUREFLOW_API_KEYS="k1,k2"      scoring keys (several at once, for rotation)
+    CUREFLOW_ADMIN_KEYS="a1"       keys for /v1/admin/*
+    CUREFLOW_MODEL_URI, CUREFLOW_DATABASE_URL, CUREFLOW_MAX_CONCURRENCY, CUREFLOW_MAX_BODY_BYTES,
+    CUREFLOW_RELOAD_INTERVAL_S, CUREFLOW_INSECURE, CUREFLOW_LOG_LEVEL
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KeyList = Annotated[list[SecretStr], NoDecode, Field(default_factory=list, repr=False)]
+
+
+class Settings(BaseSettings):
+    """Everything the scoring service is configured with (env prefix `CUREFLOW_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CUREFLOW_", extra="forbid", frozen=True)
+
+    api_keys: KeyList
+    admin_keys: KeyList
+    model_uri: str = "models:/cureflow@champion"
+    database_url: str = Field(default="sqlite:///decisions.db", repr=False)
+    max_concurrency: int = Field(default=32, ge=1, description="requests in flight before the service sheds load")
+    max_body_bytes: int = Field(default=2_000_000, ge=1)
+    reload_interval_s: float = Field(default=0.0, ge=0, description="0 = no periodic check of the model alias")
+    insecure: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", "admin_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> list[Any]:
+        """Accept `"k1, k2"` (as in the environment) or a list; blanks are dropped."""
+        if value is None:
+            return []
+        items = value.split(",") if isinstance(value, str) else list(value)
+        plain = [item.get_secret_value() if isinstance(item, SecretStr) else str(item) for item in items]
+        return [key.strip() for key in plain if key.strip()]
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: Any) -> str:
+        """Upper-case the level and refuse names the logging module does not know."""
+        level = str(value).strip().upper()
+        if not isinstance(logging.getLevelName(level), int):
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    def api_key_values(self) -> list[str]:
+        """The plain scoring keys, for building a `KeyRing` (do not keep or log them)."""
+        return [key.get_secret_value() for key in self.api_keys]
+
+    def admin_key_values(self) -> list[str]:
+        """The plain admin keys, for building a `KeyRing` (do not keep or log them)."""
+        return [key.get_secret_value() for key in self.admin_keys]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment now; keyword overrides (e.g. from CLI flags) win over it."""
+    return Settings(**overrides)

@@ -1,0 +1,368 @@
+"""The decision log against a SQLite file and a real PostgreSQL server (tests/postgres.py): records round-trip,
+appends are atomic, an Idempotency-Key writes one set of records even under a race, and a dead database fails
+fast with DecisionLogUnavailable and recovers when it comes back."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC
+
+import pytest
+import sqlalchemy as sa
+
+from serving.decisions import (
+    DecisionLog,
+    DecisionLogUnavailable,
+    DecisionRecord,
+    DecisionRejected,
+    IdempotencyConflict,
+)
+from tests.postgres import PostgresServer, free_port, throwaway_postgres
+
+FAST_S = 5.0  # a dead database must be reported well within this
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+    server: PostgresServer | None = None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with throwaway_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path) -> Backend:
+    """A SQLite file in tmp_path, or this worker's PostgreSQL database with the table dropped."""
+    if request.param == "sqlite":
+        return Backend("sqlite", f"sqlite:///{tmp_path / 'decisions.db'}")
+    server = request.getfixturevalue("postgres")
+    drop_table(server.url)
+    return Backend("postgresql", server.url, server)
+
+
+def drop_table(url: str) -> None:
+    """An empty slate on the shared per-worker server (the log recreates the table on first use)."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS decisions"))
+    engine.dispose()
+
+
+@pytest.fixture
+def log(backend) -> Iterator[DecisionLog]:
+    decision_log = DecisionLog(backend.url)
+    yield decision_log
+    decision_log.close()
+
+
+def answer(account_id: str, decision_id: str, marker: str = "v1") -> dict:
+    """An answer in the contract's shape (models/answers.py); `marker` tells answers apart."""
+    return {
+        "account_id": account_id, "as_of": "2026-11-01T09:00:00+09:00", "model_version": "7",
+        "cure_probability": 0.42, "priority": 1234.5, "tier": "call",
+        "action": {"channel": "phone", "contact_window": {"start": "2026-11-01T10:00:00+09:00",
+                                                          "end": "2026-11-01T12:00:00+09:00"},
+                   "offer": "instalment_plan", "template": None, "expected_gain": 0.031},
+        "reasons": [f"overdue 35 days ({marker})", "promise broken"], "blocked": [{"rule": "R-CONSENT",
+                                                                                  "action": "sms"}],
+        "decision_id": decision_id, "propensity": 0.25,
+    }
+
+
+def record(n: int = 0, *, decision_id: str | None = None, caller: str = "crm", key: str | None = None,
+           source: str = "api", marker: str = "v1", request_id: str = "req-1", **overrides) -> DecisionRecord:
+    account_id = f"A{n:04d}"
+    decision_id = decision_id or f"dec-{n}"
+    fields = dict(
+        decision_id=decision_id, request_id=request_id, caller=caller, as_of="2026-11-01T09:00:00+09:00",
+        account_id=account_id, model_version="7", run_id="run-abc", policy_version="jp-2026.1",
+        features={"days_past_due": 35, "ratio_paid": 0.5, "region": "東京", "missing": None, "flag": True},
+        answer=answer(account_id, decision_id, marker), rules_evaluated=["R-CEASE", "R-HOURS", "R-CONSENT"],
+        propensity=0.25, source=source, idempotency_key=key)
+    fields.update(overrides)
+    return DecisionRecord(**fields)
+
+
+def decide(log: DecisionLog, caller: str, key: str, records: list[DecisionRecord]) -> list[dict]:
+    """What the API does with an Idempotency-Key: replay the stored answers, else record these (or the winner's)."""
+    stored = log.find_idempotent(caller, key)
+    if stored is not None:
+        return stored
+    try:
+        log.append(records)
+    except IdempotencyConflict as conflict:
+        return conflict.answers
+    return [r.answer for r in records]
+
+
+def test_append_then_get_round_trips_every_field_with_utc_created_at(log):
+    rec = record(1)
+    log.append([rec])
+    stored = log.get("dec-1")
+    assert stored is not None
+    for field in ("decision_id", "request_id", "caller", "as_of", "account_id", "model_version", "run_id",
+                  "policy_version", "features", "answer", "rules_evaluated", "propensity", "source",
+                  "idempotency_key"):
+        assert stored[field] == getattr(rec, field), field
+    assert stored["features"]["region"] == "東京" and stored["features"]["missing"] is None
+    assert stored["answer"]["action"]["contact_window"]["start"] == "2026-11-01T10:00:00+09:00"
+    assert stored["created_at"].tzinfo is not None and stored["created_at"].utcoffset().total_seconds() == 0
+    assert stored["created_at"] == rec.created_at and rec.created_at.tzinfo is UTC
+    assert stored["times_recorded"] == 1
+
+
+def test_get_unknown_decision_is_none(log):
+    log.append([record(1)])
+    assert log.get("no-such-decision") is None
+
+
+def test_non_finite_and_numpy_values_are_stored_as_json(log):
+    np = pytest.importorskip("numpy")
+    rec = record(1, features={"ratio": float("nan"), "big": float("inf"), "n": np.int64(3), "x": np.float32(0.5)},
+                 propensity=float("nan"))
+    log.append([rec])
+    stored = log.get("dec-1")
+    assert stored["features"] == {"ratio": None, "big": None, "n": 3, "x": 0.5}
+    assert stored["propensity"] is None
+
+
+def test_append_writes_none_of_the_records_when_the_database_rejects_one(log):
+    records = [record(1), record(2, account_id=None), record(3)]  # account_id is NOT NULL
+    with pytest.raises(DecisionRejected) as raised:
+        log.append(records)
+    assert isinstance(raised.value, DecisionLogUnavailable)  # callers answer 503 for both
+    assert log.count() == 0
+    assert log.get("dec-1") is None
+    assert all(r.created_at is None for r in records)
+
+
+def test_many_records_in_one_append_are_all_written_in_order(log):
+    log.append([record(n, key="k-batch") for n in range(50)])
+    assert log.count() == 50
+    assert [a["account_id"] for a in log.find_idempotent("crm", "k-batch")] == [f"A{n:04d}" for n in range(50)]
+
+
+def test_replay_with_the_same_key_returns_the_stored_answers_and_writes_nothing(log):
+    first = decide(log, "crm", "key-1", [record(1, key="key-1"), record(2, key="key-1")])
+    replay = decide(log, "crm", "key-1", [record(1, key="key-1", marker="v2", request_id="req-2"),
+                                          record(2, key="key-1", marker="v2", request_id="req-2")])
+    assert replay == first
+    assert replay[0]["reasons"][0].endswith("(v1)")
+    assert log.count() == 2
+
+
+def test_appending_under_a_used_key_raises_conflict_with_the_stored_answers(log):
+    log.append([record(1, key="key-1")])
+    with pytest.raises(IdempotencyConflict) as raised:
+        log.append([record(1, key="key-1", marker="v2")])
+    assert raised.value.answers == [answer("A0001", "dec-1", "v1")]
+    assert log.count() == 1
+
+
+def test_the_same_key_from_another_caller_is_another_request(log):
+    decide(log, "crm", "key-1", [record(1, key="key-1")])
+    other = decide(log, "collections-app", "key-1", [record(1, caller="collections-app", key="key-1", marker="v2")])
+    assert other[0]["reasons"][0].endswith("(v2)")
+    assert log.count() == 2
+
+
+def test_records_without_a_key_never_collide(log):
+    log.append([record(1), record(2)])
+    log.append([record(1), record(2)])
+    assert log.count() == 4
+    assert log.find_idempotent("crm", "anything") is None
+
+
+def test_two_threads_racing_the_same_key_write_one_set_of_records(log):
+    log.ping()  # create the table first so the race is on the insert, not on CREATE TABLE
+    threads, barrier = 6, threading.Barrier(6)
+    results: list[list[dict] | str] = [None] * threads
+
+    def race(i: int) -> None:
+        records = [record(1, key="race", marker=f"t{i}"), record(2, key="race", marker=f"t{i}")]
+        barrier.wait()
+        try:
+            log.append(records)  # straight to the insert: every thread passed the find_idempotent check
+            results[i] = [r.answer for r in records]
+        except IdempotencyConflict as conflict:
+            results[i] = conflict.answers
+        except Exception as err:  # reported by the assertion below
+            results[i] = repr(err)
+
+    workers = [threading.Thread(target=race, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=30)
+    assert log.count() == 2
+    stored = log.find_idempotent("crm", "race")
+    assert all(r == stored for r in results), results
+    assert len({a["reasons"][0] for a in stored}) == 1  # both stored answers come from the same request
+
+
+def test_same_decision_id_recorded_twice_get_returns_the_latest_with_the_count(log):
+    log.append([record(1, request_id="req-1", marker="v1")])
+    log.append([record(1, request_id="req-2", marker="v2")])
+    stored = log.get("dec-1")
+    assert stored["request_id"] == "req-2"
+    assert stored["answer"]["reasons"][0].endswith("(v2)")
+    assert stored["times_recorded"] == 2
+    assert stored["first_recorded_at"] <= stored["created_at"]
+
+
+def test_count_by_source(log):
+    log.append([record(1), record(2), record(3, source="batch")])
+    assert (log.count(), log.count("api"), log.count("batch")) == (3, 2, 1)
+
+
+def test_ping_is_true_when_the_database_answers(log):
+    assert log.ping() is True
+
+
+def test_failures_log_and_raise_no_record_contents(log, caplog):
+    secret = "ACCOUNT-SECRET-9931"
+    with caplog.at_level(logging.DEBUG, logger="cureflow.decisions"), pytest.raises(DecisionRejected) as raised:
+        log.append([record(1, account_id=secret, features={"x": secret}), record(2, model_version=None)])
+    assert caplog.records, "the failure is logged"
+    assert secret not in caplog.text
+    assert all(secret not in str(vars(r)) for r in caplog.records)
+    assert secret not in str(raised.value) and raised.value.__cause__ is None
+
+
+def test_record_rejects_an_unknown_source():
+    with pytest.raises(ValueError, match="source"):
+        record(1, source="crm")
+
+
+def test_record_from_answer_takes_ids_as_of_version_and_propensity_from_the_answer():
+    rec = DecisionRecord.from_answer(answer("A0007", "dec-7"), request_id="req-9", caller="crm", run_id="run-abc",
+                                     policy_version="jp-2026.1", features={"days_past_due": 35},
+                                     rules_evaluated=["R-CEASE"], source="batch", idempotency_key="k")
+    assert (rec.decision_id, rec.account_id, rec.as_of, rec.model_version, rec.propensity) == (
+        "dec-7", "A0007", "2026-11-01T09:00:00+09:00", "7", 0.25)
+    assert (rec.request_id, rec.caller, rec.source, rec.idempotency_key, rec.created_at) == (
+        "req-9", "crm", "batch", "k", None)
+
+
+def test_in_memory_sqlite_is_refused():
+    with pytest.raises(ValueError, match="in-memory"):
+        DecisionLog("sqlite://")
+
+
+def test_sqlite_unwritable_path_is_unavailable_fast_then_recovers(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log's directory should be")
+    log = DecisionLog(f"sqlite:///{blocker / 'decisions.db'}")
+    started = time.perf_counter()
+    with pytest.raises(DecisionLogUnavailable):
+        log.append([record(1)])
+    assert time.perf_counter() - started < FAST_S
+    assert log.ping() is False
+    with pytest.raises(DecisionLogUnavailable):
+        log.get("dec-1")
+    blocker.unlink()
+    log.append([record(1)])
+    assert log.ping() is True and log.count() == 1
+    log.close()
+
+
+def test_postgres_on_a_closed_port_is_unavailable_fast():
+    log = DecisionLog(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nothing")  # no connection yet
+    started = time.perf_counter()
+    with pytest.raises(DecisionLogUnavailable):
+        log.append([record(1)])
+    with pytest.raises(DecisionLogUnavailable):
+        log.find_idempotent("crm", "key-1")
+    assert log.ping() is False
+    assert time.perf_counter() - started < FAST_S
+    log.close()
+
+
+def test_postgres_stopped_mid_use_is_unavailable_fast_then_recovers_on_restart(postgres):
+    if not postgres.controllable:
+        pytest.skip("CUREFLOW_TEST_POSTGRES_URL points at a server these tests must not stop")
+    drop_table(postgres.url)
+    log = DecisionLog(postgres.url)
+    log.append([record(1)])
+    postgres.stop()
+    try:
+        started = time.perf_counter()
+        with pytest.raises(DecisionLogUnavailable):
+            log.append([record(2)])
+        assert log.ping() is False
+        assert time.perf_counter() - started < FAST_S
+    finally:
+        postgres.start()
+    log.append([record(3)])
+    assert log.ping() is True
+    assert log.get("dec-2") is None and log.get("dec-3") is not None and log.count() == 2
+    log.close()
+
+
+def test_postgres_restart_between_requests_costs_no_failed_write(postgres):
+    if not postgres.controllable:
+        pytest.skip("CUREFLOW_TEST_POSTGRES_URL points at a server these tests must not stop")
+    drop_table(postgres.url)
+    log = DecisionLog(postgres.url)
+    log.append([record(1)])  # leaves a pooled connection that the restart kills
+    postgres.stop()
+    postgres.start()
+    log.append([record(2)])  # the stale connection is replaced before use (pool_pre_ping)
+    assert log.count() == 2
+    log.close()
+
+
+def test_postgres_that_accepts_but_never_answers_fails_every_caller_within_the_connect_timeout():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # the kernel completes the handshake; nobody ever speaks the protocol
+        log = DecisionLog(f"postgresql+psycopg://nobody@127.0.0.1:{hung.getsockname()[1]}/nothing",
+                          connect_timeout_s=2.0)
+        outcomes: list[BaseException | None] = []
+
+        def write(n: int) -> None:
+            try:
+                log.append([record(n)])
+                outcomes.append(None)
+            except BaseException as err:  # reported by the assertion below
+                outcomes.append(err)
+
+        started = time.perf_counter()
+        writers = [threading.Thread(target=write, args=(n,), daemon=True) for n in range(4)]  # concurrent requests
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join(timeout=15)
+        elapsed = time.perf_counter() - started
+    assert len(outcomes) == 4 and all(isinstance(o, DecisionLogUnavailable) for o in outcomes), outcomes
+    assert elapsed < FAST_S, f"callers waited {elapsed:.1f}s: queued behind each other or no connect timeout"
+    log.close()
+
+
+def test_processes_starting_together_on_an_empty_database_all_become_ready(backend):
+    logs = [DecisionLog(backend.url) for _ in range(8)]  # as `serve --workers 8` would, each with its own engine
+    barrier = threading.Barrier(len(logs))
+    ready: list[bool] = [False] * len(logs)
+
+    def start(i: int) -> None:
+        barrier.wait()
+        ready[i] = logs[i].ping()
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(len(logs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert all(ready), ready
+    for decision_log in logs:
+        decision_log.close()
