@@ -297,3 +297,57 @@ def test_decisions_are_recorded_in_a_real_postgresql_server(trained, tmp_path):
             server.start()
             assert c.post("/v1/score", json=example_request()).status_code == 200
             assert c.app.state.decisions.count("api") == 2
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.5)
+    pytest.fail("server never became ready")
+
+
+def test_service_follows_the_champion_alias_to_a_new_version(trained, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(trained["tracking_uri"])
+    client = MlflowClient(trained["tracking_uri"])
+    settings = load_settings(model_uri="models:/cureflow@champion", database_url=f"sqlite:///{tmp_path / 'd.db'}",
+                             api_keys=KEY, reload_interval_s=0.5)
+    with TestClient(create_app(settings), headers=HEADERS) as c:
+        before = c.get("/v1/model").json()["model_version"]
+        new = mlflow.register_model(f"runs:/{trained['info']['run_id']}/model", "cureflow")
+        client.set_registered_model_alias("cureflow", "champion", new.version)
+        try:
+            deadline = time.monotonic() + 30
+            while c.get("/v1/model").json()["model_version"] == before and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert c.get("/v1/model").json()["model_version"] == f"cureflow/{new.version}"
+            assert c.post("/v1/score", json=example_request()).json()["model_version"] == f"cureflow/{new.version}"
+        finally:
+            client.set_registered_model_alias("cureflow", "champion", trained["info"]["version"])
+
+
+def test_several_worker_processes_serve_behind_one_port(trained):
+    port = _free_port()
+    env = {**os.environ, "CUREFLOW_API_KEYS": KEY,
+           "CUREFLOW_DATABASE_URL": f"sqlite:///{trained['root'] / 'workers-decisions.db'}"}
+    cmd = [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(trained["bundle_path"]), "--port", str(port),
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, proc)
+        answers = [httpx.post(f"{base}/v1/score", json=example_request(), headers=HEADERS, timeout=30)
+                   for _ in range(6)]
+        assert all(a.status_code == 200 for a in answers)
+        assert len({a.json()["decision_id"] for a in answers}) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,151 @@
+"""Benchmark: real-time latency of our service, `mlflow models serve` and a bare booster endpoint, in one run.
+
+All three serve the same registered model on loopback, one worker each; the client sends the contract's
+example request (mlflow: the pyfunc's `request` column) at concurrency 1, 8 and 32 and reports p50, p99
+and requests per second, then the ratios the service issue sets as targets.
+
+    .venv/bin/python benchmarks/serve_latency.py --model models:/cureflow@champion --requests 300
+
+Needs a registered model (run `make demo` first) and MLFLOW_TRACKING_URI or ./mlflow.db.
+"""
+
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def floor_app():
+    """The floor: an endpoint that parses a feature vector and calls the cure booster, nothing else."""
+    from fastapi import FastAPI, Request
+
+    from models.registry import load_bundle
+
+    booster = load_bundle(os.environ["CUREFLOW_MODEL_URI"]).bundle.cure.booster_
+    app = FastAPI()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict:
+        x = np.asarray(json.loads(await request.body())["x"], dtype=np.float64).reshape(1, -1)
+        return {"p": float(booster.predict(x, raw_score=True)[0])}
+
+    return app
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list[str], env: dict, ready_url: str, seconds: float = 120) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}")
+    proc.kill()
+    raise RuntimeError(f"{cmd[:3]} was not ready in {seconds}s")
+
+
+async def _load(url: str, body: bytes, headers: dict, concurrency: int, total: int) -> dict[str, float]:
+    """`total` POSTs with `concurrency` in flight; latency of each, then p50, p99 and throughput."""
+    latencies: list[float] = []
+    queue = iter(range(total))
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def worker() -> None:
+            for _ in queue:
+                start = time.perf_counter()
+                resp = await client.post(url, content=body, headers=headers)
+                resp.raise_for_status()
+                latencies.append(time.perf_counter() - start)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "rps": total / wall}
+
+
+def _targets(args, env: dict, workdir: Path) -> dict:
+    from models.registry import load_bundle
+    from models.scoring import example_request
+
+    request = example_request()
+    bundle = load_bundle(args.model).bundle
+    x = bundle.features(_portfolio(request), request["as_of"])[bundle.feature_names].to_numpy()[0]
+    ours, mlf, floor = _port(), _port(), _port()
+    env = {**env, "CUREFLOW_MODEL_URI": args.model, "CUREFLOW_INSECURE": "true",
+           "CUREFLOW_DATABASE_URL": f"sqlite:///{workdir / 'decisions.db'}", "CUREFLOW_MAX_CONCURRENCY": "256"}
+    return {
+        "cureflow": (_start([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(ours)], env,
+                            f"http://127.0.0.1:{ours}/readyz"),
+                     f"http://127.0.0.1:{ours}/v1/score", json.dumps(request).encode(), {}),
+        "mlflow models serve": (_start([sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model,
+                                        "--env-manager", "local", "-p", str(mlf), "-h", "127.0.0.1"], env,
+                                       f"http://127.0.0.1:{mlf}/ping", seconds=240),
+                                f"http://127.0.0.1:{mlf}/invocations",
+                                json.dumps({"dataframe_records": [{"request": json.dumps(request)}]}).encode(), {}),
+        "bare booster (floor)": (_start([sys.executable, "-m", "uvicorn", "--factory", "serve_latency:floor_app",
+                                         "--app-dir", str(ROOT / "benchmarks"), "--port", str(floor),
+                                         "--log-level", "warning"], {**env, "PYTHONPATH": str(ROOT)},
+                                        f"http://127.0.0.1:{floor}/docs"),
+                                 f"http://127.0.0.1:{floor}/predict", json.dumps({"x": x.tolist()}).encode(), {}),
+    }
+
+
+def _portfolio(request: dict):
+    from models.contract import validate
+    from models.scoring import _frames
+
+    return validate(_frames([request]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models:/cureflow@champion")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    args = parser.parse_args()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
+    os.environ.update(MLFLOW_TRACKING_URI=env["MLFLOW_TRACKING_URI"])
+    with tempfile.TemporaryDirectory() as tmp:
+        targets = _targets(args, env, Path(tmp))
+        results: dict[tuple[str, int], dict] = {}
+        try:
+            for name, (_, url, body, headers) in targets.items():
+                headers = {"Content-Type": "application/json", **headers}
+                asyncio.run(_load(url, body, headers, 4, 40))  # warm-up
+                for c in args.concurrency:
+                    results[name, c] = r = asyncio.run(_load(url, body, headers, c, args.requests))
+                    print(f"{name:22s} concurrency {c:3d}: p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  "
+                          f"{r['rps']:7.1f} req/s")
+        finally:
+            for proc, *_ in targets.values():
+                proc.terminate()
+                proc.wait(timeout=30)
+    for c in args.concurrency:
+        ours, mlf, floor = (results[n, c] for n in targets)
+        print(f"concurrency {c:3d}: p50 ours/mlflow {ours['p50'] / mlf['p50']:.2f} (target <= 0.3), "
+              f"ours - floor {ours['p50'] - floor['p50']:+.2f} ms (target <= 2), p99 ours {ours['p99']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
