@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -175,33 +176,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_real_server_process_serves_the_registered_champion(trained):
+@contextlib.contextmanager
+def _server(args: list[str], env: dict):
+    """`cureflow serve ARGS` as a real process on a free port; yields its base URL once /readyz is 200."""
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": trained["tracking_uri"], "CUREFLOW_API_KEYS": KEY,
-           "CUREFLOW_DATABASE_URL": f"sqlite:///{trained['root'] / 'server-decisions.db'}"}
-    cmd = [sys.executable, "-m", "pipelines.cli", "serve", "--model", "models:/cureflow@champion",
-           "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cmd = [sys.executable, "-m", "pipelines.cli", "serve", *args, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()
-            time.sleep(0.5)
-        else:
-            pytest.fail("server never became ready")
+        _wait_ready(base, proc)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_real_server_process_serves_the_registered_champion(trained):
+    env = {"MLFLOW_TRACKING_URI": trained["tracking_uri"], "CUREFLOW_API_KEYS": KEY,
+           "CUREFLOW_DATABASE_URL": f"sqlite:///{trained['root'] / 'server-decisions.db'}"}
+    with _server(["--model", "models:/cureflow@champion"], env) as base:
         assert httpx.post(f"{base}/v1/score", json=example_request(), timeout=30).status_code == 401
         answer = httpx.post(f"{base}/v1/score", json=example_request(), headers=HEADERS, timeout=30).json()
         assert answer["model_version"] == f"cureflow/{trained['info']['version']}"
         assert json.loads(json.dumps(answer))["decision_id"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_every_answer_is_recorded_before_it_is_sent_and_can_be_audited(client):
@@ -335,19 +332,9 @@ def test_service_follows_the_champion_alias_to_a_new_version(trained, tmp_path):
 
 
 def test_several_worker_processes_serve_behind_one_port(trained):
-    port = _free_port()
-    env = {**os.environ, "CUREFLOW_API_KEYS": KEY,
-           "CUREFLOW_DATABASE_URL": f"sqlite:///{trained['root'] / 'workers-decisions.db'}"}
-    cmd = [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(trained["bundle_path"]), "--port", str(port),
-           "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, proc)
+    env = {"CUREFLOW_API_KEYS": KEY, "CUREFLOW_DATABASE_URL": f"sqlite:///{trained['root'] / 'workers-decisions.db'}"}
+    with _server(["--model", str(trained["bundle_path"]), "--workers", "2"], env) as base:
         answers = [httpx.post(f"{base}/v1/score", json=example_request(), headers=HEADERS, timeout=30)
                    for _ in range(6)]
         assert all(a.status_code == 200 for a in answers)
         assert len({a.json()["decision_id"] for a in answers}) == 1
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
