@@ -64,7 +64,7 @@ def score(
 
     try:
         queue = score_dir(data, out, as_of=as_of, model_uri=model, phone_capacity=phone_capacity, explore=explore)
-    except ContractError as err:
+    except (ContractError, ValueError) as err:  # bad tables, an unreadable --as-of or --phone-capacity
         _fail(err)
     if top:
         print_queue(queue, top)

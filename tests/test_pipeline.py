@@ -155,3 +155,13 @@ def test_trains_and_scores_data_without_any_experiment(sim_dir, tmp_path):
     assert len(rows) and rows.loc[rows["tier"].isin(["no contact", "review by a person", "hold: legal",
                                                       "hold: promise to pay"]), "channel"].eq("none").all()
     assert (rows["expected_gain"] == 0).all()
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [("--as-of", "2026-11-01T00:00:00", "UTC offset"),
+                                                      ("--as-of", "yesterday-ish", "yesterday-ish"),
+                                                      ("--phone-capacity", "-3", "capacity")])
+def test_score_command_names_a_bad_option_without_a_traceback(trained, tmp_path, option, value, says):
+    args = ["score", "--data", str(trained["data"]), "--out", str(tmp_path / "q.parquet"), "--model",
+            str(trained["bundle_path"]), option, value]
+    done = _cli(*args)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
