@@ -51,7 +51,7 @@ def main() -> None:
     truth = pd.read_parquet(eval_dir / "truth" / "actions.parquet")
     for eps in (0.0, float(params["policy"]["explore"])):
         t = evaluate.truth_values(bundle, portfolio, truth, as_of, eps)
-        audit = evaluate.audit(bundle.score(portfolio, as_of, explore=eps), portfolio, as_of)
+        audit = t["audit_violations"]
         print(f"explore={eps:.2f}: {t['accounts']:,} overdue accounts; JPY per account: policy {t['policy']:,.0f}, "
               f"no contact 0, best single action {t['best_single_action']:,.0f} ({t['best_single_action_is']}), "
               f"oracle {t['oracle']:,.0f}; share of oracle {t['share_of_oracle']:.1%}, "

@@ -120,14 +120,16 @@ def chosen_actions(rows: pd.DataFrame, bundle: ScoringBundle, space: ActionSpace
 
 def truth_values(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame, as_of: pd.Timestamp,
                  explore: float) -> dict:
-    """True value per overdue account of the policy, no contact, the best single action and the oracle."""
+    """True value per overdue account of the policy, no contact, the best single action and the oracle,
+    with the rule violations by the rules' own mask and by the independent audit."""
     space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
     cons = bundle.constraints(portfolio, as_of)
     P = truth_matrix(truth, cons["account_id"], space)
     value = (P - P[:, -1:]) * cons["arrears"][:, None] - _costs(bundle, space)[None, :]
     allowed = _allowed_actions(cons["channel_ok"], cons["arm_ok"], len(space.windows))
     value_ok = np.where(allowed, value, 0.0)
-    rows = bundle.score(portfolio, as_of, explore=explore).set_index("account_id").loc[cons["account_id"]]
+    scored = bundle.score(portfolio, as_of, explore=explore)
+    rows = scored.set_index("account_id").loc[cons["account_id"]]
     chosen = chosen_actions(rows.reset_index(), bundle, space)
     picked = value[np.arange(len(value)), chosen]
     single = value_ok.mean(axis=0)
@@ -136,6 +138,7 @@ def truth_values(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFram
            "best_single_action": float(single[best]), "best_single_action_is": "/".join(space.actions[best]),
            "oracle": float(np.maximum(value_ok.max(axis=1), 0.0).mean()),
            "violations": int((~allowed[np.arange(len(value)), chosen]).sum()),
+           "audit_violations": audit(scored, portfolio, as_of),
            "policy_payment_uplift": float((P[np.arange(len(P)), chosen] - P[:, -1]).mean())}
     out["share_of_oracle"] = out["policy"] / out["oracle"] if out["oracle"] else float("nan")
     single_value = out["best_single_action"]
@@ -182,8 +185,6 @@ def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Times
     truth_file = Path(data) / "truth" / "actions.parquet"
     if truth_file.exists():
         report["truth"] = truth_values(bundle, portfolio, pd.read_parquet(truth_file), as_of, explore)
-        rows = bundle.score(portfolio, as_of, explore=explore)
-        report["truth"]["audit_violations"] = audit(rows, portfolio, as_of)
         t = report["truth"]
         log(f"true value per overdue account (JPY, {t['accounts']:,} accounts as of {as_of.isoformat()}): "
             f"policy {t['policy']:,.0f}, no contact 0, best single action {t['best_single_action']:,.0f} "

@@ -14,11 +14,10 @@ from rich.progress import ProgressColumn
 from rich.text import Text
 
 from models import policy
+from models.answers import CHILD_TABLES
 from models.bundle import ALT_COLUMNS, BATCH_COLUMNS
 from models.contract import Portfolio, read_dir
 from models.registry import load_bundle
-
-CHILD_TABLES = ("installments", "payments", "contacts")
 
 
 def account_chunks(portfolio: Portfolio, size: int) -> Iterator[Portfolio]:
