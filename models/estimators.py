@@ -20,6 +20,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 
+def booster_params(lgbm_params: dict | None, seed: int, default_rounds: int) -> tuple[dict, int]:
+    """LightGBM training parameters and the number of rounds: binary objective, quiet, seeded and
+    deterministic, two threads unless set (every booster of the project is trained through this)."""
+    params = dict(lgbm_params or {})
+    rounds = int(params.pop("n_estimators", default_rounds))
+    params.setdefault("objective", "binary")
+    params.setdefault("verbose", -1)
+    params.setdefault("num_threads", 2)
+    params.update(seed=seed, deterministic=True)
+    return params, rounds
+
+
 class CalibratedLGBM(ClassifierMixin, BaseEstimator):
     """LightGBM binary classifier with out-of-fold calibration (isotonic or sigmoid)."""
 
@@ -35,13 +47,7 @@ class CalibratedLGBM(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _train_params(self, columns: list[str]) -> tuple[dict, int]:
-        params = dict(self.lgbm_params or {})
-        rounds = int(params.pop("n_estimators", 400))
-        params.setdefault("objective", "binary")
-        params.setdefault("verbose", -1)
-        params["seed"] = self.random_state
-        params["deterministic"] = True
-        params["num_threads"] = params.get("num_threads", 2)
+        params, rounds = booster_params(self.lgbm_params, self.random_state, default_rounds=400)
         if self.monotone:
             params["monotone_constraints"] = [int(self.monotone.get(c, 0)) for c in columns]
         return params, rounds

@@ -13,9 +13,6 @@ import numpy as np
 
 from models import vocab
 
-ARM_OFFERS = ("reminder", "instalment_plan")
-TIERS = ("call today", "call this week", "digital reminder", "letter", "no contact",
-         "hold: promise to pay", "hold: legal", "review by a person")
 LEGAL_HOLDS = ("R-CEASE", "R-REPRESENTED", "R-INSOLVENCY")
 
 

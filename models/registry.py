@@ -60,13 +60,13 @@ def load_bundle(uri: str = DEFAULT_MODEL_URI):
     configure_mlflow()
     model = mlflow.pyfunc.load_model(uri)
     bundle = model.unwrap_python_model().bundle
-    version = _registered_version(MlflowClient(), uri)
+    version = registered_version(MlflowClient(), uri)
     if version:
         bundle.model_version = version
     return LoadedModel(bundle, uri, bundle.model_version, bundle.run_id)
 
 
-def _registered_version(client, uri: str) -> str | None:
+def registered_version(client, uri: str) -> str | None:
     """`cureflow/3` for a registry URI (alias or number), None for anything else."""
     if not uri.startswith("models:/"):
         return None

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models import vocab
+from models.estimators import booster_params
 
 ARM_OFFERS = ("reminder", "instalment_plan")
 MIN_ROWS = 50  # randomised decisions each sub-model needs at the least
@@ -95,13 +96,6 @@ class ResponseModel:
         self.categorical = categorical
         self.random_state = random_state
 
-    def _params(self) -> tuple[dict, int]:
-        params = dict(self.lgbm_params)
-        rounds = int(params.pop("n_estimators", 300))
-        params.update(objective="binary", seed=self.random_state, deterministic=True, verbose=-1)
-        params.setdefault("num_threads", 2)
-        return params, rounds
-
     def _train(self, X: np.ndarray, codes: np.ndarray | None, y: np.ndarray, weight: np.ndarray) -> lgb.Booster:
         """One booster; its number of trees is chosen by early stopping on a seeded 15% slice, then it is
         refit on every row (the four sub-models see very different amounts of data)."""
@@ -109,7 +103,7 @@ class ResponseModel:
         data = X if codes is None else np.hstack([X, codes])
         cats = [c for c in self.categorical if c in self.feature_names_]
         cats += list(ACTION_COLUMNS) if codes is not None else []
-        params, rounds = self._params()
+        params, rounds = booster_params(self.lgbm_params, self.random_state, default_rounds=300)
         weight = weight / weight.mean()
         valid = np.random.default_rng(self.random_state).random(len(y)) < 0.15
 

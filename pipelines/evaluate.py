@@ -41,8 +41,8 @@ def _allowed_actions(channel_ok: np.ndarray, arm_ok: np.ndarray, n_windows: int)
 def _logged_allowed(portfolio: Portfolio, account_ids: pd.Series, space: ActionSpace) -> np.ndarray:
     """What the experiments could draw from: consented channels, none for accounts under a hold."""
     acc = portfolio.accounts.set_index("account_id").reindex(account_ids)
-    consent = {"phone": "consent_phone", "ivr": "consent_phone", "sms": "consent_sms", "email": "consent_email"}
     held = acc[["do_not_contact", "legal_representative", "bankruptcy", "dispute_open"]].any(axis=1).to_numpy()
+    consent = vocab.CONSENT_COLUMN
     channel_ok = np.column_stack([acc[consent[c]].to_numpy(dtype=bool) if c in consent else np.ones(len(acc), bool)
                                   for c in vocab.CONTACT_CHANNELS]) & ~held[:, None]
     return _allowed_actions(channel_ok, np.ones((len(acc), len(ARM_OFFERS)), dtype=bool), len(space.windows))

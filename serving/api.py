@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from models.contract import ContractError
-from models.registry import LoadedModel, load_bundle
+from models.registry import LoadedModel, load_bundle, registered_version
 from models.rules import RULE_IDS
 from models.scoring import example_request, score_requests_with_features
 from serving.decisions import DecisionLog, DecisionLogUnavailable, DecisionRecord, IdempotencyConflict
@@ -196,11 +196,10 @@ async def _watch_alias(holder: ModelHolder, interval_s: float) -> None:
         return
     from mlflow import MlflowClient
 
-    name, alias = holder.uri[len("models:/"):].split("@", 1)
     while True:
         await asyncio.sleep(interval_s)
         try:
-            version = f"{name}/{MlflowClient().get_model_version_by_alias(name, alias).version}"
+            version = registered_version(MlflowClient(), holder.uri)
             if holder.loaded is None or holder.loaded.version != version:
                 await asyncio.to_thread(holder.load)
         except Exception:
