@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from models.contract import SPEC
 from models.vocab import TABLES
 
 CHILD_TABLES = ("installments", "payments", "contacts")
@@ -28,6 +29,37 @@ def tables_from_requests(requests: list[dict[str, Any]]) -> dict[str, pd.DataFra
             for row in req.get(name) or []:
                 rows[name].append({**row, "account_id": row.get("account_id") or account.get("account_id")})
     return {name: pd.DataFrame.from_records(rows[name]) if rows[name] else None for name in TABLES}
+
+
+def _json(value: Any) -> Any:
+    """A table value as the CRM would send it in JSON: ISO text for times, None for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat() if value.tzinfo is not None else value.strftime("%Y-%m-%d")
+    return value.item() if hasattr(value, "item") else value
+
+
+def requests_from_portfolio(portfolio, as_of: pd.Timestamp, account_ids: list[str] | None = None
+                            ) -> list[dict[str, Any]]:
+    """JSON-ready real-time requests for accounts of a validated Portfolio (all by default), each with
+    its own rows, as the CRM would send them: the inverse of `tables_from_requests`."""
+    ids = list(portfolio.accounts["account_id"]) if account_ids is None else list(account_ids)
+    children = {name: getattr(portfolio, name).groupby("account_id", sort=False).indices for name in CHILD_TABLES}
+    by_id = dict(zip(portfolio.accounts["account_id"], range(len(portfolio.accounts)), strict=True))
+    out = []
+    for account_id in ids:
+        request = {"as_of": pd.Timestamp(as_of).isoformat(),
+                   "account": {k: _json(v) for k, v in portfolio.accounts.iloc[by_id[account_id]].items()}}
+        for column, rule in SPEC["accounts"].items():  # optional whole numbers are floats in the frame
+            if rule.kind == "int" and request["account"][column] is not None:
+                request["account"][column] = int(request["account"][column])
+        for name in CHILD_TABLES:
+            table = getattr(portfolio, name)
+            rows = table.iloc[children[name].get(account_id, [])].drop(columns="account_id")
+            request[name] = [{k: _json(v) for k, v in row.items()} for row in rows.to_dict("records")]
+        out.append(request)
+    return out
 
 
 def _clean(value: Any) -> Any:

@@ -1,16 +1,22 @@
 """The one fitted object that serving loads: feature builder config, models, policy and rules config.
 
-`ScoringBundle.score` is the single scoring path: the API (one account), the nightly batch (the whole
-portfolio) and Spark (a partition) all call it, so a batch row and a real-time answer for the same
-account, data and model are the same row. It returns the contract's flattened batch rows, plus private
-`_`-prefixed columns the batch needs for the day's call capacity (the best action without a call).
+`ScoringBundle.decide` is the single scoring path: from prepared arrays (features.Prepared) at an as-of
+time to one decision per overdue account. The nightly batch and Spark reach it through `score` (contract
+tables -> `features.prepare` -> rows of the contract's batch output); the API through
+`scoring.score_requests` (validated requests -> `features.prepare_requests` -> answers), with no pandas on
+the way. A test holds the two front-ends equal, so a batch row and a real-time answer for the same account,
+data and model are the same decision. Rows carry private `_`-prefixed columns the batch needs for the
+day's call capacity (the best action without a call).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +24,7 @@ import pandas as pd
 from models import calendar, policy, rules, vocab
 from models.contract import Portfolio
 from models.estimators import CalibratedLGBM
-from models.features import FeatureConfig, features_at, prepare
+from models.features import FeatureConfig, Prepared, feature_matrix, feature_names, features_at, prepare
 from models.reasons import action_drivers, action_reason, top_reasons
 from models.response import ARM_OFFERS, ResponseModel
 
@@ -32,15 +38,69 @@ ALT_COLUMNS = ("_value", "_alt_value", "_alt_channel", "_alt_window_start", "_al
 DECISION_NAMESPACE = uuid.UUID("6f1c2d1e-8a4b-4c1e-9a57-0c0ffee0cafe")
 
 
+def _unit(digest: bytes) -> float:
+    """A uniform in [0, 1) from 8 hash bytes (53 bits, like numpy's doubles)."""
+    return (int.from_bytes(digest, "little") >> 11) / float(1 << 53)
+
+
 def uniforms(account_ids: np.ndarray, as_of: pd.Timestamp, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two uniforms per account, seeded by account, as-of time and the params seed (reruns agree)."""
-    frame = pd.DataFrame({"account_id": np.asarray(account_ids, dtype=object), "as_of": as_of.isoformat()})
-    out = []
-    for salt in ("explore", "pick"):
-        key = f"{seed:08d}{salt}"[:16].ljust(16, "0")
-        h = pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy()
-        out.append((h >> np.uint64(11)).astype(np.float64) / float(1 << 53))
-    return out[0], out[1]
+    """Two uniforms per account, seeded by account, as-of time and the params seed (reruns agree, and one
+    account gets the same draws alone or in a portfolio)."""
+    key = f"{seed}|{pd.Timestamp(as_of).isoformat()}|".encode()
+    digests = [hashlib.blake2b(key + str(a).encode(), digest_size=16).digest() for a in account_ids]
+    return (np.array([_unit(d[:8]) for d in digests], dtype=np.float64),
+            np.array([_unit(d[8:]) for d in digests], dtype=np.float64))
+
+
+def _plain(value: float) -> float | None:
+    """A feature value for JSON: a python float, None for a missing one."""
+    return None if math.isnan(value) else float(value)
+
+
+@dataclass
+class Decisions:
+    """One decision per overdue account, highest priority first, as columns: python lists and arrays.
+    `reasons` and `blocked` hold python lists (JSON text only in the batch frame); `X` the model inputs."""
+
+    columns: dict[str, Any]
+    X: np.ndarray
+    feature_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def inputs(self, i: int) -> dict[str, float | None]:
+        """The model inputs of decision `i`, by name (for the decision log)."""
+        return {name: _plain(value) for name, value in zip(self.feature_names, self.X[i].tolist(), strict=True)}
+
+    def frame(self, keep_features: bool = False) -> pd.DataFrame:
+        """The contract's batch rows plus the private capacity columns (and `_features` when asked)."""
+        cols = dict(self.columns)
+        cols["reasons"] = [json.dumps(r, ensure_ascii=False) for r in cols["reasons"]]
+        cols["blocked"] = [json.dumps(b, ensure_ascii=False) for b in cols["blocked"]]
+        rows = pd.DataFrame({name: cols[name] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)})
+        for col in TEXT_COLUMNS:  # pandas 3 would infer a string dtype with NaN for None
+            rows[col] = pd.Series(list(cols[col]), dtype=object)
+        if keep_features:
+            rows["_features"] = [self.inputs(i) for i in range(len(self))]
+        return rows
+
+    def answers(self) -> list[dict[str, Any]]:
+        """The contract's real-time answers (the nested form of `frame`'s rows), in the same order."""
+        c = self.columns
+        out = []
+        for i in range(len(self)):
+            window = {"start": c["window_start"][i], "end": c["window_end"][i]} if c["window_start"][i] else None
+            out.append({
+                "account_id": c["account_id"][i], "as_of": c["as_of"][i], "model_version": c["model_version"][i],
+                "cure_probability": float(c["cure_probability"][i]), "priority": float(c["priority"][i]),
+                "tier": c["tier"][i],
+                "action": {"channel": c["channel"][i], "contact_window": window, "offer": c["offer"][i],
+                           "template": c["template"][i], "expected_gain": float(c["expected_gain"][i])},
+                "reasons": c["reasons"][i], "blocked": c["blocked"][i], "decision_id": c["decision_id"][i],
+                "propensity": float(c["propensity"][i]),
+            })
+        return out
 
 
 @dataclass
@@ -80,47 +140,41 @@ class ScoringBundle:
         `explore` overrides params' policy.explore (0 turns exploration off). `keep_features` adds a private
         `_features` column (the model inputs of each decision, for the decision log).
         """
-        as_of = pd.Timestamp(as_of).tz_convert("UTC")
-        feats = self.features(portfolio, as_of)
-        overdue = feats["arrears"].to_numpy() > 0
-        accounts = portfolio.accounts.loc[overdue].reset_index(drop=True)
-        feats = feats.loc[overdue].reset_index(drop=True)
-        if not len(feats):
-            return pd.DataFrame({c: pd.Series(dtype=object) for c in (*BATCH_COLUMNS, *ALT_COLUMNS)})
-        contacts = portfolio.contacts
-        contacts = contacts[contacts["account_id"].isin(set(accounts["account_id"]))]
-        eps = self.policy_config.explore if explore is None else float(explore)
-        rows = self._decide(accounts, contacts, feats, as_of, history_unknown, eps)
-        if keep_features:
-            inputs = feats.set_index("account_id")[self.feature_names]
-            inputs = inputs.astype(object).where(inputs.notna(), None)
-            rows["_features"] = [inputs.loc[a].to_dict() for a in rows["account_id"]]
-        return rows
+        prep = prepare(portfolio, self.feature_config)
+        known = ~np.isin(prep.account_id, list(history_unknown)) if history_unknown else np.ones(prep.n, bool)
+        return self.decide(prep, as_of, known, explore).frame(keep_features)
+
+    def _overdue(self, prep: Prepared, as_of: pd.Timestamp) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """The overdue accounts' positions, their feature columns by name, and the model's input matrix."""
+        names = feature_names(self.feature_config)
+        matrix = feature_matrix(prep, as_of, self.feature_config)
+        rows = np.flatnonzero(matrix[:, names.index("arrears")] > 0)
+        matrix = matrix[rows]
+        cols = {name: matrix[:, j] for j, name in enumerate(names)}
+        return rows, cols, matrix[:, [names.index(n) for n in self.feature_names]]
+
+    def _verdict(self, prep: Prepared, rows: np.ndarray, cols: dict[str, np.ndarray], as_of: pd.Timestamp,
+                 history_known: np.ndarray) -> tuple[np.ndarray, rules.RuleResult]:
+        """The staged offer and what the rules allow, for the accounts at `rows`."""
+        pconf, rconf = self.policy_config, self.rules_config
+        flags = {name: values[rows] for name, values in prep.flags.items()}
+        broken = cols["promises_made_90d"] - cols["promises_kept_90d"]
+        staged = policy.staged_offer(cols["arrears_instalments"], cols["days_past_due"], broken,
+                                     flags["vulnerable"], pconf)
+        facts = rules.prepared_facts(prep, as_of, rconf, history_known)
+        facts = {name: values[rows] for name, values in facts.items()}
+        return staged, rules.evaluate_arrays(flags, facts, as_of, rconf, proposed_offer=staged)
 
     def constraints(self, portfolio: Portfolio, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
         """For every account overdue at `as_of`: its id, arrears, features, and the channels and arms
         (reminder, arrangement) the rules and the staged offer allow; for evaluations."""
         as_of = pd.Timestamp(as_of).tz_convert("UTC")
-        feats = self.features(portfolio, as_of)
-        overdue = feats["arrears"].to_numpy() > 0
-        accounts = portfolio.accounts.loc[overdue].reset_index(drop=True)
-        feats = feats.loc[overdue].reset_index(drop=True)
-        staged, verdict = self._verdict(accounts, portfolio.contacts, feats, as_of, frozenset())
-        return {"account_id": accounts["account_id"].to_numpy(dtype=object), "arrears": feats["arrears"].to_numpy(),
-                "X": feats[self.feature_names].to_numpy(dtype=np.float64),
+        prep = prepare(portfolio, self.feature_config)
+        rows, cols, X = self._overdue(prep, as_of)
+        staged, verdict = self._verdict(prep, rows, cols, as_of, np.ones(prep.n, dtype=bool))
+        return {"account_id": prep.account_id[rows], "arrears": cols["arrears"], "X": X,
                 "channel_ok": verdict.channel_allowed & ~verdict.suppress_all[:, None],
                 "arm_ok": policy.arm_offers_allowed(staged, verdict.offer_allowed)}
-
-    def _verdict(self, accounts, contacts, feats, as_of, history_unknown):
-        """The staged offer and what the rules allow."""
-        pconf, rconf = self.policy_config, self.rules_config
-        broken = (feats["promises_made_90d"] - feats["promises_kept_90d"]).to_numpy()
-        staged = policy.staged_offer(feats["arrears_instalments"].to_numpy(), feats["days_past_due"].to_numpy(),
-                                     broken, accounts["vulnerable"].to_numpy(dtype=bool), pconf)
-        facts = rules.rule_facts(accounts, contacts, as_of, rconf)
-        if history_unknown:
-            facts.loc[accounts["account_id"].isin(history_unknown).to_numpy(), "history_known"] = False
-        return staged, rules.evaluate(accounts, facts, as_of, rconf, proposed_offer=staged)
 
     def gains(self, X: np.ndarray) -> np.ndarray:
         """(n, channels, windows, arms) chance of payment with each action minus with no contact
@@ -132,62 +186,69 @@ class ScoringBundle:
         p = self.response.predict_matrix(X)
         return (p[:, :-1] - p[:, -1:]).reshape(shape)
 
-    def _decide(self, accounts, contacts, feats, as_of, history_unknown, eps) -> pd.DataFrame:
-        X = feats[self.feature_names].to_numpy(dtype=np.float64)
-        cure_p = np.round(self.cure.calibrate(self.cure.booster_.predict(X, raw_score=True)), 6)
-        staged, verdict = self._verdict(accounts, contacts, feats, as_of, history_unknown)
-        arrears = feats["arrears"].to_numpy()
-        channel_ok = verdict.channel_allowed & ~verdict.suppress_all[:, None]
-        u, v = uniforms(accounts["account_id"].to_numpy(), as_of, int(self.params["seed"]))
-        arm_ok = policy.arm_offers_allowed(staged, verdict.offer_allowed)
-        choice = policy.choose(self.gains(X), arrears, channel_ok, arm_ok, self.policy_config, u, v, eps)
-        main = self._action_columns(accounts, verdict, staged, choice.channel, choice.window, choice.arm)
-        alt = self._action_columns(accounts, verdict, staged, *choice.alt[:3])
-        rows = self._rows(accounts, feats, X, as_of, cure_p, verdict, choice, main)
-        for key in ("channel", "window_start", "window_end", "offer", "template"):
-            rows[f"_alt_{key}"] = alt[key]
-        rows["_alt_gain"], rows["_alt_value"], rows["_value"] = np.round(choice.alt[3], 6), choice.alt[4], choice.value
-        rows["decision_id"] = self._decision_ids(rows, X)
-        rows = rows.sort_values(["priority", "account_id"], ascending=[False, True], kind="stable")
-        return rows.loc[:, [*BATCH_COLUMNS, *ALT_COLUMNS]].reset_index(drop=True)
+    def decide(self, prep: Prepared, as_of: pd.Timestamp, history_known: np.ndarray | None = None,
+               explore: float | None = None) -> Decisions:
+        """One decision per account overdue at `as_of`, highest priority first (ties by account id).
 
-    def _action_columns(self, accounts, verdict, staged, channel_idx, window_idx, arm_idx) -> dict[str, list]:
+        `history_known` (default all True) is False for accounts whose contact history was not sent.
+        """
+        as_of = pd.Timestamp(as_of).tz_convert("UTC")
+        known = np.ones(prep.n, dtype=bool) if history_known is None else np.asarray(history_known, dtype=bool)
+        eps = self.policy_config.explore if explore is None else float(explore)
+        rows, cols, X = self._overdue(prep, as_of)
+        if not len(rows):
+            return Decisions({name: [] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)}, X, list(self.feature_names))
+        cure_p = np.round(self.cure.calibrate(self.cure.predict_raw(X)), 6)
+        staged, verdict = self._verdict(prep, rows, cols, as_of, known)
+        ids = prep.account_id[rows]
+        u, v = uniforms(ids, as_of, int(self.params["seed"]))
+        arm_ok = policy.arm_offers_allowed(staged, verdict.offer_allowed)
+        channel_ok = verdict.channel_allowed & ~verdict.suppress_all[:, None]
+        choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, self.policy_config, u, v, eps)
+        zones = np.where(prep.tz_valid[rows], prep.zone[rows], None)
+        main = self._action_columns(zones, verdict, staged, choice.channel, choice.window, choice.arm)
+        alt = self._action_columns(zones, verdict, staged, *choice.alt[:3])
+        out = self._columns(ids, cols, X, as_of, cure_p, verdict, choice, main)
+        for key in ("channel", "window_start", "window_end", "offer", "template"):
+            out[f"_alt_{key}"] = alt[key]
+        out["_alt_gain"], out["_alt_value"], out["_value"] = np.round(choice.alt[3], 6), choice.alt[4], choice.value
+        out["decision_id"] = self._decision_ids(out, X)
+        order = np.lexsort((ids.astype(str), -out["priority"])) if len(ids) else np.empty(0, dtype=np.int64)
+        ordered = {name: _take(values, order) for name, values in out.items()}
+        return Decisions(ordered, X[order], list(self.feature_names))
+
+    def _action_columns(self, zones, verdict, staged, channel_idx, window_idx, arm_idx) -> dict[str, list]:
         """Channel, contact window, offer and template of chosen action indices (-1 = no contact)."""
         channel = np.where(channel_idx >= 0, np.array(vocab.CONTACT_CHANNELS, dtype=object)[channel_idx], "none")
         offer = np.where(channel == "none", "none", policy.final_offer(staged, arm_idx))
-        starts, ends = self._windows(accounts, verdict, window_idx, channel)
+        starts, ends = self._windows(zones, verdict, window_idx, channel)
         template = [f"{o}_{c}_v1" if c != "none" else None for o, c in zip(offer, channel, strict=True)]
-        return {"channel": list(channel), "offer": list(offer), "template": template,
+        return {"channel": channel.tolist(), "offer": offer.tolist(), "template": template,
                 "window_start": [s.isoformat() if s is not None else None for s in starts],
                 "window_end": [e.isoformat() if e is not None else None for e in ends], "_starts": starts}
 
-    def _rows(self, accounts, feats, X, as_of, cure_p, verdict, choice, main) -> pd.DataFrame:
-        """The contract's batch columns (decision id added by the caller)."""
-        arrears = feats["arrears"].to_numpy()
+    def _columns(self, ids, cols, X, as_of, cure_p, verdict, choice, main) -> dict[str, Any]:
+        """The contract's batch columns (decision id added by the caller), reasons and blocked as lists."""
         local_today = np.array([s is not None and s.date() == as_of.tz_convert(s.tzinfo).date()
                                 for s in main["_starts"]], dtype=bool)
         channel = np.array(main["channel"], dtype=object)
         tier = policy.tiers(channel, verdict.held_by, verdict.require_human, verdict.suppress_all, local_today,
                             choice.value, self.policy_config)
-        reasons = top_reasons(self.cure.booster_.predict(X, pred_contrib=True), X, self.feature_names, k=3)
+        reasons = top_reasons(self.cure.contributions(X), X, self.feature_names, k=3)
         windows = [w.name for w in calendar.parse_windows(self.params["calendar"])]
         drivers = self._drivers(X, choice)
         for i, items in enumerate(reasons):
             items.append(action_reason(channel[i], windows[choice.window[i]] if choice.window[i] >= 0 else None,
                                        float(choice.gain[i]), bool(choice.explored[i]), drivers[i]))
-        rows = pd.DataFrame({
-            "account_id": accounts["account_id"].to_numpy(dtype=object), "as_of": as_of.isoformat(),
-            "model_version": self.model_version, "cure_probability": cure_p,
-            "priority": policy.priority(cure_p, arrears, choice.value), "tier": tier, "channel": channel,
-            "window_start": main["window_start"], "window_end": main["window_end"], "offer": main["offer"],
-            "template": main["template"], "expected_gain": np.round(choice.gain, 6),
-            "reasons": [json.dumps(r, ensure_ascii=False) for r in reasons],
-            "blocked": [json.dumps(b, ensure_ascii=False) for b in verdict.blocked],
+        n = len(ids)
+        return {
+            "account_id": ids.tolist(), "as_of": [as_of.isoformat()] * n, "model_version": [self.model_version] * n,
+            "cure_probability": cure_p, "priority": policy.priority(cure_p, cols["arrears"], choice.value),
+            "tier": tier.tolist(), "channel": main["channel"], "window_start": main["window_start"],
+            "window_end": main["window_end"], "offer": main["offer"], "template": main["template"],
+            "expected_gain": np.round(choice.gain, 6), "reasons": reasons, "blocked": verdict.blocked,
             "propensity": np.round(choice.propensity, 6),
-        })
-        for col in TEXT_COLUMNS:  # pandas 3 would infer a string dtype with NaN for None
-            rows[col] = pd.Series(rows[col].tolist(), dtype=object).where(rows[col].notna(), None)
-        return rows
+        }
 
     def _drivers(self, X: np.ndarray, choice) -> list[str | None]:
         """The feature behind each chosen contact, from the response model's own contributions."""
@@ -200,24 +261,30 @@ class ScoringBundle:
         drivers = action_drivers(self.response.contributions(X, action), X, self.feature_names)
         return [d if c >= 0 else None for d, c in zip(drivers, choice.channel, strict=True)]
 
-    def _windows(self, accounts: pd.DataFrame, verdict, win_idx: np.ndarray, channel: np.ndarray):
+    def _windows(self, zones: np.ndarray, verdict, win_idx: np.ndarray, channel: np.ndarray):
         """R-HOURS: the chosen window's next occurrence in local time, from the rules' earliest instant."""
         windows = calendar.parse_windows(self.params["calendar"])
-        not_before = pd.to_datetime(verdict.not_before, utc=True)
         starts, ends = [], []
         for i, w in enumerate(win_idx):
             span = None
-            if channel[i] != "none" and w >= 0:
-                span = rules.contact_window(windows[w].name, not_before[i], accounts["timezone"].iat[i],
-                                            self.rules_config, windows)
+            if channel[i] != "none" and w >= 0 and zones[i] is not None:  # no clock: no window (fail closed)
+                not_before = pd.Timestamp(int(verdict.not_before[i].astype(np.int64)), tz="UTC")
+                span = rules.contact_window(windows[w].name, not_before, zones[i], self.rules_config, windows)
             starts.append(span[0] if span else None)
             ends.append(span[1] if span else None)
         return starts, ends
 
-    def _decision_ids(self, rows: pd.DataFrame, X: np.ndarray) -> list[str]:
+    def _decision_ids(self, out: dict[str, Any], X: np.ndarray) -> list[str]:
         """Deterministic ids: the same account, inputs, as-of, model and policy give the same id."""
-        digest = pd.util.hash_pandas_object(pd.DataFrame(X), index=False).to_numpy()
         salt = f"{self.model_version}|{self.policy_config.version}"
-        return [str(uuid.uuid5(DECISION_NAMESPACE, f"{a}|{t}|{salt}|{d:016x}|{c}|{w}"))
-                for a, t, d, c, w in zip(rows["account_id"], rows["as_of"], digest, rows["channel"],
-                                         rows["window_start"], strict=True)]
+        digests = [hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=8).hexdigest() for x in X]
+        return [str(uuid.uuid5(DECISION_NAMESPACE, f"{a}|{t}|{salt}|{d}|{c}|{w}"))
+                for a, t, d, c, w in zip(out["account_id"], out["as_of"], digests, out["channel"],
+                                         out["window_start"], strict=True)]
+
+
+def _take(values: Any, order: np.ndarray) -> Any:
+    """Reorder a column: arrays by fancy indexing, lists element by element."""
+    if isinstance(values, np.ndarray):
+        return values[order]
+    return [values[i] for i in order.tolist()]

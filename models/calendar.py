@@ -8,7 +8,7 @@ weekend) with an hour range; `next_window` finds its next occurrence inside the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -65,8 +65,51 @@ def is_valid_timezone(name: str | None) -> bool:
 def effective_timezones(tz: pd.Series) -> pd.Series:
     """Each account's zone name, the default where missing or invalid (features need *a* clock)."""
     names = tz.astype(object).where(tz.notna(), DEFAULT_TIMEZONE)
-    valid = names.map(lambda n: zone(n) is not None)
-    return names.where(valid, DEFAULT_TIMEZONE).astype(object)
+    codes, uniques = pd.factorize(names)
+    effective = np.array([name if zone(name) is not None else DEFAULT_TIMEZONE for name in uniques], dtype=object)
+    return pd.Series(effective[codes], index=tz.index, dtype=object)
+
+
+def valid_timezones(tz: pd.Series) -> np.ndarray:
+    """Per account, whether its zone is a known IANA name or missing (the vectorised `is_valid_timezone`)."""
+    codes, uniques = pd.factorize(tz.astype(object))
+    return np.append(np.array([is_valid_timezone(name) for name in uniques], dtype=bool), True)[codes]
+
+
+def effective_timezone(name: str | None) -> str:
+    """One account's zone name, the default where missing or invalid (the scalar `effective_timezones`)."""
+    return name if name and zone(name) is not None else DEFAULT_TIMEZONE
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def instant_ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch of an aware datetime (exact, no float rounding)."""
+    return (moment - _EPOCH) // _MICROSECOND * 1000
+
+
+def local_midnight_ns(day: date, name: str) -> int:
+    """When `day` begins in zone `name`, as UTC nanoseconds: a repeated midnight at its first occurrence,
+    a skipped one at the first instant after the gap (the scalar `local_midnight_utc`)."""
+    return instant_ns(datetime.combine(day, time(0), tzinfo=zone(name)))  # fold=0 does both
+
+
+def local_day_bounds(now_ns: int, name: str) -> tuple[int, int]:
+    """[start, end) of the local calendar day holding `now` in zone `name`, as UTC nanoseconds."""
+    today = (_EPOCH + timedelta(microseconds=now_ns // 1000)).astimezone(zone(name)).date()
+    return local_midnight_ns(today, name), local_midnight_ns(today + timedelta(days=1), name)
+
+
+def window_code(local: datetime, windows: tuple[Window, ...]) -> int:
+    """The index of the window a local wall-clock time falls in, or -1 (the scalar `window_codes`)."""
+    minutes, weekend = local.hour * 60 + local.minute, local.weekday() >= 5
+    for code, win in enumerate(windows):
+        if weekend == win.weekend and win.start.hour * 60 + win.start.minute <= minutes < \
+                win.end.hour * 60 + win.end.minute:
+            return code
+    return -1
 
 
 def to_local(instants: pd.Series, tz_names: pd.Series) -> pd.Series:

@@ -1,6 +1,7 @@
 """The MLflow pyfunc wrapper: one logged model holding the whole scoring bundle.
 
-Input: a DataFrame with a `request` column of JSON strings, each a contract real-time request.
+Input: a DataFrame with a `request` column of JSON strings, each a contract real-time request (parsed by the
+API's own schema, models/schemas.py).
 Output: a DataFrame with an `answer` column of JSON strings, each the contract answer.
 """
 
@@ -21,8 +22,9 @@ class CureflowModel(mlflow.pyfunc.PythonModel):
         self.bundle = joblib.load(context.artifacts["bundle"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from models.schemas import ScoreRequest
         from models.scoring import score_requests
 
-        requests = [json.loads(text) for text in model_input["request"]]
+        requests = [ScoreRequest.model_validate_json(text).model_dump() for text in model_input["request"]]
         answers = score_requests(self.bundle, requests)
         return pd.DataFrame({"answer": [json.dumps(a, ensure_ascii=False) for a in answers]})

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models import vocab
-from models.estimators import booster_params
+from models.estimators import booster_params, predict
 
 ARM_OFFERS = ("reminder", "instalment_plan")
 MIN_ROWS = 50  # randomised decisions each sub-model needs at the least
@@ -147,10 +147,10 @@ class ResponseModel:
         if n == 0:
             return np.zeros((0, len(codes) + 1))
         rows = np.hstack([np.repeat(X, len(codes), axis=0), np.tile(codes, (n, 1))])
-        r = self.reach_.predict(rows).reshape(n, len(codes))
-        c = self.reached_.predict(rows).reshape(n, len(codes))
-        p0 = self.base_.predict(X).reshape(n, 1)
-        return np.hstack([np.clip(p0 + r * (c - self.missed_.predict(X)[:, None]), 0.0, 1.0), p0])
+        r = predict(self.reach_, rows).reshape(n, len(codes))
+        c = predict(self.reached_, rows).reshape(n, len(codes))
+        p0 = predict(self.base_, X).reshape(n, 1)
+        return np.hstack([np.clip(p0 + r * (c - predict(self.missed_, X)[:, None]), 0.0, 1.0), p0])
 
     def contributions(self, X: np.ndarray, action: np.ndarray) -> np.ndarray:
         """Reach-model pred_contrib of each account's row with its action (features, action columns, bias);
@@ -159,5 +159,5 @@ class ResponseModel:
         contact = action != self.space.none_index
         if contact.any():
             rows = np.hstack([X[contact], self.space.codes()[action[contact]]])
-            out[contact] = self.reach_.predict(rows, pred_contrib=True)
+            out[contact] = predict(self.reach_, rows, pred_contrib=True)
         return out

@@ -47,15 +47,23 @@ import gc
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import time
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from models.calendar import DEFAULT_TIMEZONE, Window, is_valid_timezone, next_window, zone
+from models.calendar import DEFAULT_TIMEZONE, Window, is_valid_timezone, local_day_bounds, next_window, zone
 from models.config import load_params
-from models.vocab import CONSENT_COLUMN, CONTACT_CHANNELS, CONVERSATION_OUTCOMES, OFFERS
+from models.vocab import (
+    CHANNELS,
+    CONSENT_COLUMN,
+    CONTACT_CHANNELS,
+    CONVERSATION_OUTCOMES,
+    FLAG_COLUMNS,
+    OFFERS,
+    OUTCOMES,
+)
 
 RULE_IDS: tuple[str, ...] = (
     "R-CEASE", "R-REPRESENTED", "R-INSOLVENCY", "R-DISPUTE", "R-VULNERABLE", "R-CONSENT", "R-HOURS",
@@ -195,31 +203,29 @@ def _as_utc(values_ns: np.ndarray) -> pd.arrays.DatetimeArray:
     return pd.DatetimeIndex(values_ns.astype(np.int64).view("M8[ns]")).tz_localize("UTC").array
 
 
-def _midnight_ns(day: date, name: str) -> int:
-    """When `day` begins in zone `name` (a repeated midnight: its first; a skipped one: the gap's end)."""
-    local = datetime.combine(day, time(0), tzinfo=zone(name))  # fold=0: DST-safe in both directions
-    return int(pd.Timestamp(local.astimezone(UTC)).as_unit("ns").value)
-
-
-def _day_bounds(now_ns: int, name: str) -> tuple[int, int]:
-    """[start, end) of the local calendar day holding `now` in zone `name`, as UTC nanoseconds."""
-    today = pd.Timestamp(now_ns, tz="UTC").tz_convert(zone(name)).date()
-    return _midnight_ns(today, name), _midnight_ns(today + timedelta(days=1), name)
-
-
-def _local_days(accounts: pd.DataFrame, now_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _local_days(timezones: pd.Series | np.ndarray, now_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per account: whether its zone is valid, and its local day's [start, end) at `now`.
 
     Missing zones mean the default; an invalid one counts days in the default zone (it fails closed in
     `evaluate` anyway). Zones are resolved once per distinct name, then broadcast by code.
     """
-    names = accounts["timezone"].astype(object)
-    names = names.where(names.notna(), DEFAULT_TIMEZONE)
+    names = pd.Series(np.asarray(timezones, dtype=object)) if not isinstance(timezones, pd.Series) else timezones
+    names = names.astype(object).where(names.notna(), DEFAULT_TIMEZONE)
     codes, uniques = pd.factorize(names)
     valid = np.array([is_valid_timezone(name) for name in uniques], dtype=bool)
     effective = [name if ok else DEFAULT_TIMEZONE for name, ok in zip(uniques, valid, strict=True)]
-    bounds = np.array([_day_bounds(now_ns, name) for name in effective], dtype=np.int64).reshape(-1, 2)
+    bounds = np.array([local_day_bounds(now_ns, name) for name in effective], dtype=np.int64).reshape(-1, 2)
     return valid[codes], bounds[codes, 0], bounds[codes, 1]
+
+
+def _zone_days(zones: np.ndarray, now_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per account, its local day's [start, end) at `now`, from effective zone names (one lookup per zone)."""
+    if len(zones) == 1:
+        start, end = local_day_bounds(now_ns, zones[0])
+        return np.array([start]), np.array([end])
+    uniques, codes = np.unique(zones.astype(str), return_inverse=True)
+    bounds = np.array([local_day_bounds(now_ns, name) for name in uniques], dtype=np.int64).reshape(-1, 2)
+    return bounds[codes, 0], bounds[codes, 1]
 
 
 # ---------------------------------------------------------------- facts from the contact history
@@ -339,7 +345,7 @@ def rule_facts(accounts: pd.DataFrame, contacts: pd.DataFrame | None, as_of: pd.
     """
     config = config if config is not None else _default_config()
     now_ns, n = _instant_ns(as_of), len(accounts)
-    tz_valid, day_start, day_end = _local_days(accounts, now_ns)
+    tz_valid, day_start, day_end = _local_days(accounts["timezone"], now_ns)
     if contacts is None:
         values = _no_history(n)
     else:
@@ -350,6 +356,33 @@ def rule_facts(accounts: pd.DataFrame, contacts: pd.DataFrame | None, as_of: pd.
                "tz_valid": tz_valid}
     columns = {name: _as_utc(values[name]) if name in _INSTANTS else values[name] for name in FACT_COLUMNS}
     return pd.DataFrame(columns, index=accounts.index)
+
+
+def prepared_facts(prep, as_of: pd.Timestamp, config: RulesConfig, history_known: np.ndarray) -> dict[str, np.ndarray]:
+    """`rule_facts` from a features.Prepared (the scoring path, batch and API alike): the same numbers as
+    arrays (instants as int64 UTC ns), read from the prepared contact codes; `history_known` False marks
+    the accounts whose contact history was not sent."""
+    now_ns, n = _instant_ns(as_of), prep.n
+    day_start, day_end = _zone_days(prep.zone, now_ns)
+    since_ns = min(now_ns - _days_ns(config.lookback_days), int(day_start.min(initial=now_ns)))
+    keep = (prep.con_at >= since_ns) & (prep.con_at < now_ns)
+    channel, outcome = prep.con_channel[keep], prep.con_outcome[keep]
+    codes = {name: CHANNELS.index(name) for name in CHANNELS}
+    attempt = prep.con_outbound[keep] & (channel != codes["none"])
+    calls = np.isin(channel, [codes[c] for c in CALL_CHANNELS])
+    history = _History(
+        code=prep.con_acc[keep], at=prep.con_at[keep], attempt=attempt, call=attempt & calls,
+        sms=attempt & (channel == codes["sms"]),
+        message=attempt & np.isin(channel, [codes[c] for c in MESSAGE_CHANNELS]),
+        conversation=calls & np.isin(outcome, [OUTCOMES.index(o) for o in CONVERSATION_OUTCOMES]),
+        promise=outcome == OUTCOMES.index("promise_to_pay"),
+    )
+    values = _history_facts(history, n, now_ns, day_start, config)
+    unknown = ~history_known
+    if unknown.any():
+        for name, empty in _no_history(n).items():
+            values[name] = np.where(unknown, empty, values[name])
+    return values | {"local_day_ends_at": day_end, "history_known": history_known, "tz_valid": prep.tz_valid}
 
 
 # ---------------------------------------------------------------- evaluation
@@ -394,6 +427,12 @@ class _Facts(NamedTuple):
     instants: dict[str, np.ndarray]
 
     @classmethod
+    def from_arrays(cls, facts: Mapping[str, np.ndarray]) -> _Facts:
+        """Read `prepared_facts` (instants already int64 ns)."""
+        return cls(known=facts["history_known"], tz_valid=facts["tz_valid"],
+                   counts={name: facts[name] for name in _COUNTS}, instants={name: facts[name] for name in _INSTANTS})
+
+    @classmethod
     def from_frame(cls, facts: pd.DataFrame) -> _Facts:
         """Read a `rule_facts` frame (a missing column is a KeyError naming it)."""
         return cls(
@@ -418,17 +457,20 @@ def _where(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(mask, values, _NAT)
 
 
-def _account_entries(accounts: pd.DataFrame) -> list[_Entry]:
+def account_flags(accounts: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The yes/no columns the rules read, as bool arrays; a missing hold reads as set, a missing consent
+    as refused (the safe side)."""
+    return {column: _flag(accounts, column, not column.startswith("consent_")) for column in FLAG_COLUMNS}
+
+
+def _account_entries(flags: Mapping[str, np.ndarray]) -> list[_Entry]:
     """R-CEASE, R-REPRESENTED, R-INSOLVENCY, R-DISPUTE, R-VULNERABLE, R-CONSENT: flags of the account."""
-    entries = [_Entry(rule, "all", _flag(accounts, column, True), suppresses=True)
-               for rule, column in LEGAL_HOLDS.items()]
-    dispute = _flag(accounts, "dispute_open", True)
-    entries.append(_Entry("R-DISPUTE", "all", dispute, suppresses=True, human=True))
-    vulnerable = _flag(accounts, "vulnerable", True)
+    entries = [_Entry(rule, "all", flags[column], suppresses=True) for rule, column in LEGAL_HOLDS.items()]
+    entries.append(_Entry("R-DISPUTE", "all", flags["dispute_open"], suppresses=True, human=True))
     limited_offers = tuple(offer for offer in OFFER_CHOICES if offer not in VULNERABLE_OFFERS)
-    entries += [_Entry("R-VULNERABLE", action, vulnerable, human=True)
+    entries += [_Entry("R-VULNERABLE", action, flags["vulnerable"], human=True)
                 for action in (*VULNERABLE_CHANNELS, *limited_offers)]
-    entries += [_Entry("R-CONSENT", channel, ~_flag(accounts, CONSENT_COLUMN[channel], False))
+    entries += [_Entry("R-CONSENT", channel, ~flags[CONSENT_COLUMN[channel]])
                 for channel in CONTACT_CHANNELS if channel in CONSENT_COLUMN]
     return entries
 
@@ -494,10 +536,10 @@ def _proposed_legal(proposed_offer: np.ndarray | Sequence | None, n: int) -> np.
     """Which accounts the policy proposes legal_review for (none when nothing is proposed)."""
     if proposed_offer is None:
         return np.zeros(n, dtype=bool)
-    proposed = pd.Series(np.asarray(proposed_offer, dtype=object).reshape(-1))
+    proposed = np.asarray(proposed_offer, dtype=object).reshape(-1)
     if len(proposed) != n:
         raise ValueError(f"proposed_offer has {len(proposed)} values for {n} accounts")
-    return proposed.eq("legal_review").to_numpy(dtype=bool)
+    return np.array([offer == "legal_review" for offer in proposed.tolist()], dtype=bool)
 
 
 def _masks(entries: list[_Entry], n: int, now_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -570,12 +612,18 @@ def evaluate(accounts: pd.DataFrame, facts: pd.DataFrame, as_of: pd.Timestamp, c
     `proposed_offer` (optional, one offer name per account) is what the policy would offer; a proposed
     legal_review fires R-LEGAL. The answer can only remove, defer or hand to a person.
     """
-    n, now_ns = len(accounts), _instant_ns(as_of)
-    if len(facts) != n:
-        raise ValueError(f"facts has {len(facts)} rows for {n} accounts")
-    arrays = _Facts.from_frame(facts)
+    if len(facts) != len(accounts):
+        raise ValueError(f"facts has {len(facts)} rows for {len(accounts)} accounts")
+    return evaluate_arrays(account_flags(accounts), _Facts.from_frame(facts), as_of, config, proposed_offer)
+
+
+def evaluate_arrays(flags: Mapping[str, np.ndarray], facts: _Facts | Mapping[str, np.ndarray], as_of: pd.Timestamp,
+                    config: RulesConfig, proposed_offer: np.ndarray | None = None) -> RuleResult:
+    """`evaluate` on arrays: `flags` from `account_flags` (or features.Prepared), facts from `prepared_facts`."""
+    arrays = facts if isinstance(facts, _Facts) else _Facts.from_arrays(facts)
+    n, now_ns = len(arrays.known), _instant_ns(as_of)
     proposed_legal = _proposed_legal(proposed_offer, n)
-    entries = [*_account_entries(accounts), *_recent_entries(arrays, now_ns, config),
+    entries = [*_account_entries(flags), *_recent_entries(arrays, now_ns, config),
                *_count_entries(arrays, config), *_fail_closed_entries(arrays, proposed_legal)]
     entries.sort(key=lambda entry: RULE_IDS.index(entry.rule))  # stable: creation order within a rule
     channels, offers, not_before = _masks(entries, n, now_ns)

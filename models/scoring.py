@@ -1,39 +1,64 @@
-"""Scoring contract requests (the API and the pyfunc): validate like the batch, score with the bundle.
+"""Scoring real-time requests (the API and the pyfunc): checked, prepared as arrays, decided by the bundle.
 
-Requests are stacked into the four contract tables, validated by the same reader as the batch, grouped
-by as-of time and scored by `ScoringBundle.score`; an account that is not overdue gets a plain
-"not overdue" answer. Answers come back in request order.
+A request is one account with its own rows, already parsed by the typed schema (models/schemas.py: python
+dates and aware datetimes, bounds, vocabularies, unknown fields rejected). `check_requests` adds the
+contract's checks a schema cannot express (keys, a child row naming another account, paired values,
+the supported years), raising the same `ContractError` as the batch reader. Requests are grouped by as-of
+time, turned into arrays by `features.prepare_requests` (no pandas) and decided by `ScoringBundle.decide`,
+the batch's own path; an account that is not overdue gets a plain "not overdue" answer. Answers come back
+in request order.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
 
-from models.answers import answer_from_row, tables_from_requests
 from models.bundle import DECISION_NAMESPACE, ScoringBundle
-from models.contract import SPEC, ContractError, validate
+from models.calendar import instant_ns
+from models.contract import MAX_ROWS, ContractError
+from models.features import prepare_requests
+
+FIRST_YEAR, LAST_YEAR = 1678, 2261  # the contract's supported years (datetime64[ns])
+_WHEN = {"installments": "due_date", "payments": "paid_at", "contacts": "contacted_at"}
 
 
-def _frames(requests: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
-    tables = tables_from_requests(requests)
-    return {name: frame if frame is not None else pd.DataFrame({c: pd.Series(dtype=object) for c in SPEC[name]})
-            for name, frame in tables.items()}
+def _fail(table: str, column: str, rows: list[int], problem: str, values: Sequence = ()) -> None:
+    raise ContractError(table, column, rows[:MAX_ROWS], problem, len(rows), list(values)[:MAX_ROWS])
 
 
-def _as_of(requests: list[dict[str, Any]]) -> list[pd.Timestamp]:
-    out = []
-    for i, req in enumerate(requests):
-        try:
-            when = pd.Timestamp(req["as_of"])
-        except (KeyError, ValueError, TypeError) as err:
-            raise ContractError("request", "as_of", [i], f"unreadable as_of ({err})") from None
-        if when.tzinfo is None:
-            raise ContractError("request", "as_of", [i], "as_of without a UTC offset")
-        out.append(when.tz_convert("UTC"))
-    return out
+def _out_of_years(value: date | datetime | None) -> bool:
+    return value is not None and not FIRST_YEAR <= value.year <= LAST_YEAR
+
+
+def check_requests(requests: Sequence[Mapping[str, Any]]) -> None:
+    """The contract checks of parsed requests, rows numbered as in the stacked tables the batch reads."""
+    ids = [r["account"]["account_id"] for r in requests]
+    repeated = [i for i, a in enumerate(ids) if ids.count(a) > 1] if len(set(ids)) < len(ids) else []
+    if repeated:
+        _fail("accounts", "account_id", repeated, "duplicate key", [ids[i] for i in repeated])
+    if bad := [i for i, r in enumerate(requests) if _out_of_years(r["account"]["opened_on"])]:
+        _fail("accounts", "opened_on", bad, f"outside the supported years {FIRST_YEAR}..{LAST_YEAR}")
+    for table, when in _WHEN.items():
+        rows = [(r["account"]["account_id"], row) for r in requests for row in (r.get(table) or ())]
+        if bad := [i for i, (owner, row) in enumerate(rows) if row.get("account_id") not in (None, owner)]:
+            _fail(table, "account_id", bad, "names another account than its request's",
+                  [rows[i][1]["account_id"] for i in bad])
+        if bad := [i for i, (_, row) in enumerate(rows) if _out_of_years(row[when])]:
+            _fail(table, when, bad, f"outside the supported years {FIRST_YEAR}..{LAST_YEAR}")
+    contacts = [row for r in requests for row in (r.get("contacts") or ())]
+    keys = [c["contact_id"] for c in contacts]
+    if len(set(keys)) < len(keys):
+        bad = [i for i, k in enumerate(keys) if keys.count(k) > 1]
+        _fail("contacts", "contact_id", bad, "duplicate key", [keys[i] for i in bad])
+    if bad := [i for i, c in enumerate(contacts) if (c["outcome"] == "held_out") != (c["channel"] == "none")]:
+        _fail("contacts", "outcome", bad, "outcome held_out must go with channel none, and only with it",
+              [f"{contacts[i]['outcome']} with channel {contacts[i]['channel']}" for i in bad])
 
 
 def not_overdue_answer(bundle: ScoringBundle, account_id: str, as_of: pd.Timestamp) -> dict[str, Any]:
@@ -49,29 +74,31 @@ def not_overdue_answer(bundle: ScoringBundle, account_id: str, as_of: pd.Timesta
     }
 
 
-def score_requests(bundle: ScoringBundle, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One answer per request, in order; raises ContractError naming the table, column and rows at fault."""
+def score_requests(bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One answer per parsed request, in order; raises ContractError naming the table, column and rows."""
     return [answer for answer, _ in score_requests_with_features(bundle, requests)]
 
 
-def score_requests_with_features(bundle: ScoringBundle, requests: list[dict[str, Any]]
+def score_requests_with_features(bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]]
                                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """One (answer, model inputs) pair per request, in order: the inputs go to the decision log
+    """One (answer, model inputs) pair per parsed request, in order: the inputs go to the decision log
     (empty for an account that is not overdue: no model was asked)."""
-    when = _as_of(requests)
-    portfolio = validate(_frames(requests))
-    unknown = frozenset(r["account"]["account_id"] for r in requests if r.get("contacts", []) is None)
-    answers: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-    positions = pd.Series(range(len(requests)))
-    for as_of, idx in positions.groupby(pd.Series([w.value for w in when])).groups.items():
-        ids = portfolio.accounts["account_id"].iloc[list(idx)].tolist()
-        rows = bundle.score(portfolio.subset(ids), pd.Timestamp(as_of, tz="UTC"), unknown, keep_features=True)
-        by_id = {r["account_id"]: r for r in rows.to_dict("records")}
-        for i, account_id in zip(idx, ids, strict=True):
-            row = by_id.get(account_id)
-            answers[i] = ((answer_from_row(row), row["_features"]) if row is not None
-                          else (not_overdue_answer(bundle, account_id, pd.Timestamp(as_of, tz="UTC")), {}))
-    return [answers[i] for i in range(len(requests))]
+    check_requests(requests)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, request in enumerate(requests):
+        groups[instant_ns(request["as_of"])].append(i)
+    out: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    config = bundle.feature_config
+    for when_ns, positions in groups.items():
+        as_of = pd.Timestamp(when_ns, tz="UTC")
+        batch = [requests[i] for i in positions]
+        known = [r.get("contacts", []) is not None for r in batch]
+        decisions = bundle.decide(prepare_requests(batch, config), as_of, known)
+        found = {a["account_id"]: (a, decisions.inputs(k)) for k, a in enumerate(decisions.answers())}
+        for i, request in zip(positions, batch, strict=True):
+            account_id = request["account"]["account_id"]
+            out[i] = found.get(account_id) or (not_overdue_answer(bundle, account_id, as_of), {})
+    return [out[i] for i in range(len(requests))]
 
 
 def example_request(bundle: ScoringBundle | None = None) -> dict[str, Any]:

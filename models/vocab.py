@@ -21,3 +21,6 @@ REACHED_OUTCOMES = ("reached", "promise_to_pay", "refused", "opened", "clicked",
 CONVERSATION_OUTCOMES = ("reached", "promise_to_pay", "refused")
 # channels that need consent, and the consent column each one needs (R-CONSENT); letters need none
 CONSENT_COLUMN = {"phone": "consent_phone", "ivr": "consent_phone", "sms": "consent_sms", "email": "consent_email"}
+# the accounts' yes/no columns the contact rules read
+FLAG_COLUMNS = ("consent_phone", "consent_sms", "consent_email", "do_not_contact", "dispute_open",
+                "legal_representative", "bankruptcy", "vulnerable")

@@ -20,11 +20,11 @@ from fastapi.responses import JSONResponse, Response
 from models.contract import ContractError
 from models.registry import LoadedModel, load_bundle, registered_version
 from models.rules import RULE_IDS
+from models.schemas import Answer, BatchAnswer, BatchRequest, ModelInfo, ScoreRequest
 from models.scoring import example_request, score_requests_with_features
 from serving.decisions import DecisionLog, DecisionLogUnavailable, DecisionRecord, IdempotencyConflict
 from serving.limits import BodySizeLimit, LoadShedder
 from serving.observability import Metrics, RequestObserver, configure_logging, current_request_id, make_metrics, render
-from serving.schemas import Answer, BatchAnswer, BatchRequest, ModelInfo, ScoreRequest
 from serving.security import KeyRing, admin_caller, require_keys, scoring_caller
 from serving.settings import Settings, load_settings
 
@@ -46,7 +46,8 @@ class ModelHolder:
         """Load, smoke-test and swap; raises (and keeps the current model) when any step fails."""
         try:
             candidate = load_bundle(self.uri)
-            score_requests_with_features(candidate.bundle, [example_request()])
+            smoke = ScoreRequest.model_validate(example_request()).model_dump()
+            score_requests_with_features(candidate.bundle, [smoke])
         except Exception as err:
             self.error = type(err).__name__
             log.error("model load failed", extra={"model_uri": self.uri, "error_type": self.error})
@@ -115,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if key and (replay := decisions.find_idempotent(caller, key)) is not None:
                 return replay
-            pairs = score_requests_with_features(loaded.bundle, [r.model_dump(mode="json") for r in requests])
+            pairs = score_requests_with_features(loaded.bundle, [r.model_dump() for r in requests])
             decisions.append(_records(pairs, loaded, caller, key))
         except IdempotencyConflict as race:
             return race.answers
