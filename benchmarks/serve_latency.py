@@ -1,12 +1,15 @@
 """Benchmark: real-time latency of our service, `mlflow models serve` and a bare booster endpoint, in one run.
 
-All three serve the same registered model on loopback, one worker each; the client sends the contract's
-example request (mlflow: the pyfunc's `request` column) at concurrency 1, 8 and 32 and reports p50, p99
-and requests per second, then the ratios the service issue sets as targets.
+All three serve the same registered model on loopback, one worker each; the client sends one overdue
+account's whole history from the demo portfolio (24 months of instalments, payments and contacts, as the
+CRM sends it; mlflow: the pyfunc's `request` column) at concurrency 1, 8 and 32 and reports p50, p99 and
+requests per second, then the ratios the service issue sets as targets. The floor parses the same
+account's feature vector and calls the cure booster, nothing else.
 
     .venv/bin/python benchmarks/serve_latency.py --model models:/cureflow@champion --requests 300
 
-Needs a registered model (run `make demo` first) and MLFLOW_TRACKING_URI or ./mlflow.db.
+Needs a registered model and the demo portfolio (run `make demo` first), and MLFLOW_TRACKING_URI or
+./mlflow.db.
 """
 
 
@@ -31,6 +34,7 @@ def floor_app():
     """The floor: an endpoint that parses a feature vector and calls the cure booster, nothing else."""
     from fastapi import FastAPI, Request
 
+    from models.estimators import predict as booster_predict
     from models.registry import load_bundle
 
     booster = load_bundle(os.environ["CUREFLOW_MODEL_URI"]).bundle.cure.booster_
@@ -39,7 +43,7 @@ def floor_app():
     @app.post("/predict")
     async def predict(request: Request) -> dict:
         x = np.asarray(json.loads(await request.body())["x"], dtype=np.float64).reshape(1, -1)
-        return {"p": float(booster.predict(x, raw_score=True)[0])}
+        return {"p": float(booster_predict(booster, x, raw_score=True)[0])}
 
     return app
 
@@ -83,13 +87,30 @@ async def _load(url: str, body: bytes, headers: dict, concurrency: int, total: i
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "rps": total / wall}
 
 
+def realistic_request(data: Path, as_of: str, bundle) -> tuple[dict, np.ndarray]:
+    """The request of the overdue account with the median number of rows, and its feature vector."""
+    import pandas as pd
+
+    from models.answers import requests_from_portfolio
+    from models.contract import read_dir
+
+    portfolio, when = read_dir(data), pd.Timestamp(as_of)
+    feats = bundle.features(portfolio, when)
+    overdue = feats.loc[feats["arrears"] > 0].head(200)
+    requests = requests_from_portfolio(portfolio, when, overdue["account_id"].tolist())
+    sizes = [len(r["installments"]) + len(r["payments"]) + len(r["contacts"]) for r in requests]
+    pick = int(np.argsort(sizes)[len(sizes) // 2])
+    return requests[pick], overdue[bundle.feature_names].to_numpy()[pick]
+
+
 def _targets(args, env: dict, workdir: Path) -> dict:
     from models.registry import load_bundle
-    from models.scoring import example_request
 
-    request = example_request()
     bundle = load_bundle(args.model).bundle
-    x = bundle.features(_portfolio(request), request["as_of"])[bundle.feature_names].to_numpy()[0]
+    request, x = realistic_request(args.data, args.as_of, bundle)
+    print(f"request: account {request['account']['account_id']}, {len(request['installments'])} instalments, "
+          f"{len(request['payments'])} payments, {len(request['contacts'])} contacts, "
+          f"{len(json.dumps(request)):,} bytes")
     ours, mlf, floor = _port(), _port(), _port()
     env = {**env, "CUREFLOW_MODEL_URI": args.model, "CUREFLOW_INSECURE": "true",
            "CUREFLOW_DATABASE_URL": f"sqlite:///{workdir / 'decisions.db'}", "CUREFLOW_MAX_CONCURRENCY": "256"}
@@ -110,17 +131,12 @@ def _targets(args, env: dict, workdir: Path) -> dict:
     }
 
 
-def _portfolio(request: dict):
-    from models.contract import validate
-    from models.scoring import _frames
-
-    return validate(_frames([request]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models:/cureflow@champion")
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "portfolio", help="the demo portfolio")
+    parser.add_argument("--as-of", default="2026-11-01T00:00:00+09:00")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

@@ -16,7 +16,7 @@ import json
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,15 @@ def uniforms(account_ids: np.ndarray, as_of: pd.Timestamp, seed: int) -> tuple[n
 def _plain(value: float) -> float | None:
     """A feature value for JSON: a python float, None for a missing one."""
     return None if math.isnan(value) else float(value)
+
+
+class Configs(NamedTuple):
+    """params.yaml as the frozen configs one scoring call reads."""
+
+    features: FeatureConfig
+    policy: policy.PolicyConfig
+    rules: rules.RulesConfig
+    windows: tuple[calendar.Window, ...]
 
 
 @dataclass
@@ -127,6 +136,11 @@ class ScoringBundle:
     def rules_config(self) -> rules.RulesConfig:
         return rules.RulesConfig.from_params(self.params["rules"])
 
+    def configs(self) -> Configs:
+        """The params as frozen configs, read once per scoring call."""
+        return Configs(self.feature_config, self.policy_config, self.rules_config,
+                       calendar.parse_windows(self.params["calendar"]))
+
     def features(self, portfolio: Portfolio, as_of: pd.Timestamp) -> pd.DataFrame:
         """The point-in-time feature frame of every account (one row per account, contract order)."""
         config = self.feature_config
@@ -144,19 +158,20 @@ class ScoringBundle:
         known = ~np.isin(prep.account_id, list(history_unknown)) if history_unknown else np.ones(prep.n, bool)
         return self.decide(prep, as_of, known, explore).frame(keep_features)
 
-    def _overdue(self, prep: Prepared, as_of: pd.Timestamp) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    def _overdue(self, prep: Prepared, as_of: pd.Timestamp, conf: Configs
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """The overdue accounts' positions, their feature columns by name, and the model's input matrix."""
-        names = feature_names(self.feature_config)
-        matrix = feature_matrix(prep, as_of, self.feature_config)
+        names = feature_names(conf.features)
+        matrix = feature_matrix(prep, as_of, conf.features)
         rows = np.flatnonzero(matrix[:, names.index("arrears")] > 0)
         matrix = matrix[rows]
         cols = {name: matrix[:, j] for j, name in enumerate(names)}
         return rows, cols, matrix[:, [names.index(n) for n in self.feature_names]]
 
     def _verdict(self, prep: Prepared, rows: np.ndarray, cols: dict[str, np.ndarray], as_of: pd.Timestamp,
-                 history_known: np.ndarray) -> tuple[np.ndarray, rules.RuleResult]:
+                 history_known: np.ndarray, conf: Configs) -> tuple[np.ndarray, rules.RuleResult]:
         """The staged offer and what the rules allow, for the accounts at `rows`."""
-        pconf, rconf = self.policy_config, self.rules_config
+        pconf, rconf = conf.policy, conf.rules
         flags = {name: values[rows] for name, values in prep.flags.items()}
         broken = cols["promises_made_90d"] - cols["promises_kept_90d"]
         staged = policy.staged_offer(cols["arrears_instalments"], cols["days_past_due"], broken,
@@ -169,9 +184,10 @@ class ScoringBundle:
         """For every account overdue at `as_of`: its id, arrears, features, and the channels and arms
         (reminder, arrangement) the rules and the staged offer allow; for evaluations."""
         as_of = pd.Timestamp(as_of).tz_convert("UTC")
-        prep = prepare(portfolio, self.feature_config)
-        rows, cols, X = self._overdue(prep, as_of)
-        staged, verdict = self._verdict(prep, rows, cols, as_of, np.ones(prep.n, dtype=bool))
+        conf = self.configs()
+        prep = prepare(portfolio, conf.features)
+        rows, cols, X = self._overdue(prep, as_of, conf)
+        staged, verdict = self._verdict(prep, rows, cols, as_of, np.ones(prep.n, dtype=bool), conf)
         return {"account_id": prep.account_id[rows], "arrears": cols["arrears"], "X": X,
                 "channel_ok": verdict.channel_allowed & ~verdict.suppress_all[:, None],
                 "arm_ok": policy.arm_offers_allowed(staged, verdict.offer_allowed)}
@@ -194,48 +210,49 @@ class ScoringBundle:
         """
         as_of = pd.Timestamp(as_of).tz_convert("UTC")
         known = np.ones(prep.n, dtype=bool) if history_known is None else np.asarray(history_known, dtype=bool)
-        eps = self.policy_config.explore if explore is None else float(explore)
-        rows, cols, X = self._overdue(prep, as_of)
+        conf = self.configs()
+        eps = conf.policy.explore if explore is None else float(explore)
+        rows, cols, X = self._overdue(prep, as_of, conf)
         if not len(rows):
             return Decisions({name: [] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)}, X, list(self.feature_names))
         cure_p = np.round(self.cure.calibrate(self.cure.predict_raw(X)), 6)
-        staged, verdict = self._verdict(prep, rows, cols, as_of, known)
+        staged, verdict = self._verdict(prep, rows, cols, as_of, known, conf)
         ids = prep.account_id[rows]
         u, v = uniforms(ids, as_of, int(self.params["seed"]))
         arm_ok = policy.arm_offers_allowed(staged, verdict.offer_allowed)
         channel_ok = verdict.channel_allowed & ~verdict.suppress_all[:, None]
-        choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, self.policy_config, u, v, eps)
+        choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, conf.policy, u, v, eps)
         zones = np.where(prep.tz_valid[rows], prep.zone[rows], None)
-        main = self._action_columns(zones, verdict, staged, choice.channel, choice.window, choice.arm)
-        alt = self._action_columns(zones, verdict, staged, *choice.alt[:3])
-        out = self._columns(ids, cols, X, as_of, cure_p, verdict, choice, main)
+        main = self._action_columns(zones, verdict, staged, conf, choice.channel, choice.window, choice.arm)
+        alt = self._action_columns(zones, verdict, staged, conf, *choice.alt[:3])
+        out = self._columns(ids, cols, X, as_of, cure_p, verdict, choice, main, conf)
         for key in ("channel", "window_start", "window_end", "offer", "template"):
             out[f"_alt_{key}"] = alt[key]
         out["_alt_gain"], out["_alt_value"], out["_value"] = np.round(choice.alt[3], 6), choice.alt[4], choice.value
-        out["decision_id"] = self._decision_ids(out, X)
+        out["decision_id"] = self._decision_ids(out, X, conf.policy.version)
         order = np.lexsort((ids.astype(str), -out["priority"])) if len(ids) else np.empty(0, dtype=np.int64)
         ordered = {name: _take(values, order) for name, values in out.items()}
         return Decisions(ordered, X[order], list(self.feature_names))
 
-    def _action_columns(self, zones, verdict, staged, channel_idx, window_idx, arm_idx) -> dict[str, list]:
+    def _action_columns(self, zones, verdict, staged, conf, channel_idx, window_idx, arm_idx) -> dict[str, list]:
         """Channel, contact window, offer and template of chosen action indices (-1 = no contact)."""
         channel = np.where(channel_idx >= 0, np.array(vocab.CONTACT_CHANNELS, dtype=object)[channel_idx], "none")
         offer = np.where(channel == "none", "none", policy.final_offer(staged, arm_idx))
-        starts, ends = self._windows(zones, verdict, window_idx, channel)
+        starts, ends = self._windows(zones, verdict, window_idx, channel, conf)
         template = [f"{o}_{c}_v1" if c != "none" else None for o, c in zip(offer, channel, strict=True)]
         return {"channel": channel.tolist(), "offer": offer.tolist(), "template": template,
                 "window_start": [s.isoformat() if s is not None else None for s in starts],
                 "window_end": [e.isoformat() if e is not None else None for e in ends], "_starts": starts}
 
-    def _columns(self, ids, cols, X, as_of, cure_p, verdict, choice, main) -> dict[str, Any]:
+    def _columns(self, ids, cols, X, as_of, cure_p, verdict, choice, main, conf) -> dict[str, Any]:
         """The contract's batch columns (decision id added by the caller), reasons and blocked as lists."""
         local_today = np.array([s is not None and s.date() == as_of.tz_convert(s.tzinfo).date()
                                 for s in main["_starts"]], dtype=bool)
         channel = np.array(main["channel"], dtype=object)
         tier = policy.tiers(channel, verdict.held_by, verdict.require_human, verdict.suppress_all, local_today,
-                            choice.value, self.policy_config)
+                            choice.value, conf.policy)
         reasons = top_reasons(self.cure.contributions(X), X, self.feature_names, k=3)
-        windows = [w.name for w in calendar.parse_windows(self.params["calendar"])]
+        windows = [w.name for w in conf.windows]
         drivers = self._drivers(X, choice)
         for i, items in enumerate(reasons):
             items.append(action_reason(channel[i], windows[choice.window[i]] if choice.window[i] >= 0 else None,
@@ -261,22 +278,22 @@ class ScoringBundle:
         drivers = action_drivers(self.response.contributions(X, action), X, self.feature_names)
         return [d if c >= 0 else None for d, c in zip(drivers, choice.channel, strict=True)]
 
-    def _windows(self, zones: np.ndarray, verdict, win_idx: np.ndarray, channel: np.ndarray):
+    def _windows(self, zones: np.ndarray, verdict, win_idx: np.ndarray, channel: np.ndarray, conf: Configs):
         """R-HOURS: the chosen window's next occurrence in local time, from the rules' earliest instant."""
-        windows = calendar.parse_windows(self.params["calendar"])
+        windows = conf.windows
         starts, ends = [], []
         for i, w in enumerate(win_idx):
             span = None
             if channel[i] != "none" and w >= 0 and zones[i] is not None:  # no clock: no window (fail closed)
                 not_before = pd.Timestamp(int(verdict.not_before[i].astype(np.int64)), tz="UTC")
-                span = rules.contact_window(windows[w].name, not_before, zones[i], self.rules_config, windows)
+                span = rules.contact_window(windows[w].name, not_before, zones[i], conf.rules, windows)
             starts.append(span[0] if span else None)
             ends.append(span[1] if span else None)
         return starts, ends
 
-    def _decision_ids(self, out: dict[str, Any], X: np.ndarray) -> list[str]:
+    def _decision_ids(self, out: dict[str, Any], X: np.ndarray, policy_version: str) -> list[str]:
         """Deterministic ids: the same account, inputs, as-of, model and policy give the same id."""
-        salt = f"{self.model_version}|{self.policy_config.version}"
+        salt = f"{self.model_version}|{policy_version}"
         digests = [hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=8).hexdigest() for x in X]
         return [str(uuid.uuid5(DECISION_NAMESPACE, f"{a}|{t}|{salt}|{d}|{c}|{w}"))
                 for a, t, d, c, w in zip(out["account_id"], out["as_of"], digests, out["channel"],

@@ -11,6 +11,8 @@ Serving keeps only the booster and the calibrator as arrays (`np.interp`), no wr
 
 from __future__ import annotations
 
+import weakref
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -41,6 +43,73 @@ def predict(booster: lgb.Booster, X, **kwargs) -> np.ndarray:
     if len(X) < SMALL_BATCH:
         kwargs.setdefault("num_threads", 1)
     return booster.predict(X, **kwargs)
+
+
+class PathContributions:
+    """Per-feature contributions to a LightGBM booster's raw score along each row's decision path (the
+    path attribution of treeinterpreter, "Saabas"): in every tree, each split credits its feature with the
+    change in expected value from the node to the child the row takes, where a node's expected value is the
+    training-count-weighted mean of the leaves beneath it. They sum exactly to the raw score with the bias
+    (the trees' root values).
+
+    Each leaf's contributions are fixed by its path, so they are tabulated once per booster (leaves x
+    features); a row then costs one `pred_leaf` prediction and a gather-and-sum, about 30 times less than
+    TreeSHAP (`pred_contrib`), which dominated a real-time answer. Same output layout as `pred_contrib`:
+    the features, then the bias.
+    """
+
+    def __init__(self, booster: lgb.Booster):
+        n_features = booster.num_feature()
+        tables, offsets, self.bias = [], [0], 0.0
+        for tree in booster.dump_model()["tree_info"]:
+            table = np.zeros((tree["num_leaves"], n_features))
+            root = tree["tree_structure"]
+            _expected(root)
+            self._walk(root, np.zeros(n_features), table)
+            self.bias += root["expected"]
+            tables.append(table)
+            offsets.append(offsets[-1] + len(table))
+        self.table = np.vstack(tables)
+        self.offsets = np.asarray(offsets[:-1], dtype=np.int64)
+        self.booster = booster
+
+    def _walk(self, node: dict, path: np.ndarray, table: np.ndarray) -> None:
+        """Fill the rows of `table` of the leaves below `node`, reached with contributions `path`."""
+        if "leaf_value" in node:
+            table[node.get("leaf_index", 0)] = path
+            return
+        for side in ("left_child", "right_child"):
+            step = path.copy()
+            step[node["split_feature"]] += node[side]["expected"] - node["expected"]
+            self._walk(node[side], step, table)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """(rows, features + 1) contributions, the bias last."""
+        leaves = predict(self.booster, X, pred_leaf=True).astype(np.int64).reshape(len(X), -1)
+        contrib = self.table[leaves + self.offsets].sum(axis=1)
+        return np.hstack([contrib, np.full((len(X), 1), self.bias)])
+
+
+def _expected(node: dict) -> tuple[float, float]:
+    """Annotate every node of a dumped tree with its expected value (the count-weighted mean of the leaves
+    beneath it); returns the node's (expected value, training count)."""
+    if "leaf_value" in node:
+        node["expected"] = float(node["leaf_value"])
+        return node["expected"], float(node.get("leaf_count") or 1)
+    (lv, lc), (rv, rc) = _expected(node["left_child"]), _expected(node["right_child"])
+    node["expected"] = (lv * lc + rv * rc) / (lc + rc)
+    return node["expected"], lc + rc
+
+
+_PATHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def path_contributions(booster: lgb.Booster) -> PathContributions:
+    """The booster's tabulated path contributions, built on first use (kept while the booster lives,
+    never pickled with it)."""
+    if booster not in _PATHS:
+        _PATHS[booster] = PathContributions(booster)
+    return _PATHS[booster]
 
 
 class CalibratedLGBM(ClassifierMixin, BaseEstimator):
@@ -137,5 +206,5 @@ class CalibratedLGBM(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
 
     def contributions(self, X) -> np.ndarray:
-        """Per-feature contributions to the raw score (LightGBM pred_contrib); last column is the bias."""
-        return predict(self.booster_, X, pred_contrib=True)
+        """Per-feature path contributions to the raw score (`PathContributions`); last column is the bias."""
+        return path_contributions(self.booster_)(np.asarray(X, dtype=np.float64))

@@ -87,6 +87,10 @@ class ResponseModel:
     hold-outs for the answer's baseline. Measured on the simulator, per-action d models, or d taken as
     p0, let two models' noise pick the action and lost 3 to 25% of the policy's value. Four LightGBM
     models, each on randomised decisions only, weighted by 1/propensity.
+
+    When the logs cannot tell whether a contact reached the customer (`reached=None`: an e-mail experiment
+    that records only the outcome), every contact counts as reaching: r = 1, there is no d, and
+    P(pay | x, a) = c(x, a) is learned on every contact beside p0(x) on the hold-outs (two models).
     """
 
     def __init__(self, lgbm_params: dict, space: ActionSpace, categorical: tuple[str, ...] = (),
@@ -118,27 +122,29 @@ class ResponseModel:
         return lgb.train(params, dataset(np.ones(len(y), dtype=bool)), num_boost_round=best)
 
     def fit(self, X: pd.DataFrame, action: np.ndarray, y: np.ndarray, propensity: np.ndarray,
-            reached: np.ndarray) -> ResponseModel:
+            reached: np.ndarray | None) -> ResponseModel:
         """X: features at decision time; action: index into the space; y: paid within K days;
-        propensity: logged, in (0, 1]; reached: the contact reached the customer."""
+        propensity: logged, in (0, 1]; reached: the contact reached the customer (None: not observed)."""
         ok = np.isfinite(propensity) & (propensity > 0)
         if not ok.any():
             raise ValueError("the response model needs logged decisions with a propensity; none were found")
+        observed = reached is not None
+        reached = np.asarray(reached) if observed else np.ones(len(y), dtype=bool)
         X, action, y, reached, w = (X[ok], action[ok], y[ok], reached[ok].astype(bool), 1.0 / propensity[ok])
         self.feature_names_ = list(X.columns)
         Xa, codes = X.to_numpy(dtype=np.float64), self.space.codes()[action]
         none = action == self.space.none_index
         for rows, what in ((none, "hold-outs (channel none)"), (~none & reached, "contacts that reached"),
                            (~none & ~reached, "contacts that did not reach")):
-            if rows.sum() < MIN_ROWS:
+            if rows.sum() < MIN_ROWS and (observed or what != "contacts that did not reach"):
                 raise ValueError(f"the response model needs at least {MIN_ROWS} randomised {what}; "
                                  f"the logs hold {int(rows.sum())}")
         self.base_ = self._train(Xa[none], None, y[none], w[none])
         contact = ~none
-        self.reach_ = self._train(Xa[contact], codes[contact], reached[contact], w[contact])
+        self.reach_ = self._train(Xa[contact], codes[contact], reached[contact], w[contact]) if observed else None
         hit, miss = contact & reached, contact & ~reached
         self.reached_ = self._train(Xa[hit], codes[hit], y[hit], w[hit])
-        self.missed_ = self._train(Xa[miss], None, y[miss], w[miss])
+        self.missed_ = self._train(Xa[miss], None, y[miss], w[miss]) if observed else None
         return self
 
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
@@ -147,17 +153,20 @@ class ResponseModel:
         if n == 0:
             return np.zeros((0, len(codes) + 1))
         rows = np.hstack([np.repeat(X, len(codes), axis=0), np.tile(codes, (n, 1))])
-        r = predict(self.reach_, rows).reshape(n, len(codes))
         c = predict(self.reached_, rows).reshape(n, len(codes))
         p0 = predict(self.base_, X).reshape(n, 1)
+        if self.reach_ is None:  # reach not observed: every contact reaches, P(pay | x, a) = c(x, a)
+            return np.hstack([np.clip(c, 0.0, 1.0), p0])
+        r = predict(self.reach_, rows).reshape(n, len(codes))
         return np.hstack([np.clip(p0 + r * (c - predict(self.missed_, X)[:, None]), 0.0, 1.0), p0])
 
     def contributions(self, X: np.ndarray, action: np.ndarray) -> np.ndarray:
-        """Reach-model pred_contrib of each account's row with its action (features, action columns, bias);
+        """Reach-model path contributions of each account's row with its action (features, action columns, bias);
         zeros for no contact. What makes a contact work for this customer is mostly whether it reaches them."""
         out = np.zeros((len(X), X.shape[1] + len(ACTION_COLUMNS) + 1))
         contact = action != self.space.none_index
         if contact.any():
             rows = np.hstack([X[contact], self.space.codes()[action[contact]]])
-            out[contact] = predict(self.reach_, rows, pred_contrib=True)
+            booster = self.reached_ if self.reach_ is None else self.reach_
+            out[contact] = predict(booster, rows, pred_contrib=True)
         return out

@@ -78,3 +78,24 @@ def test_gains_table_puts_the_highest_predictions_first():
     table = gains_table(y, p, groups=5)
     assert table["rate"].iloc[0] == 1.0
     assert table["cum_share_of_positives"].iloc[-1] == 1.0
+
+
+def test_path_contributions_sum_to_the_raw_score_with_missing_values_and_categories():
+    X, y = _data()
+    X.loc[X.index[::7], "noise"] = np.nan
+    model = _model().fit(X, y)
+    X_new = _data(seed=2)[0]
+    X_new.loc[X_new.index[::5], "noise"] = np.nan
+    X_new.loc[X_new.index[::11], "employment"] = 9.0  # a category never seen in training
+    contrib = model.contributions(X_new)
+    np.testing.assert_allclose(contrib.sum(axis=1), model.predict_raw(X_new), atol=1e-9)
+    assert np.unique(contrib[:, -1]).size == 1  # the bias is one number, the trees' root values
+
+
+def test_path_contributions_name_the_same_top_reason_as_treeshap_for_most_rows():
+    X, y = _data()
+    model = _model().fit(X, y)
+    X_new = _data(seed=3)[0]
+    path = np.abs(model.contributions(X_new)[:, :-1]).argmax(axis=1)
+    shap = np.abs(model.booster_.predict(X_new, pred_contrib=True)[:, :-1]).argmax(axis=1)
+    assert (path == shap).mean() >= 0.9

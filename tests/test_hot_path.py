@@ -61,7 +61,7 @@ def small_portfolios(draw):
         for d in draw(st.lists(st.integers(0, 900), max_size=12)):
             inst.append({"account_id": aid, "due_date": str((base + timedelta(days=d)).date()),
                          "amount_due": draw(st.sampled_from([0.0, 40000.0, 12345.67]))})
-        for k, minutes in enumerate(draw(st.lists(st.integers(0, 900 * 1440), max_size=10))):
+        for minutes in draw(st.lists(st.integers(0, 900 * 1440), max_size=10)):
             pays.append({"account_id": aid, "paid_at": pd.Timestamp(base + timedelta(minutes=minutes), tz="UTC"),
                          "amount": draw(st.sampled_from([40000.0, 100.5, 7.0])),
                          "method": draw(st.sampled_from(["direct_debit", "card", "bank_transfer"]))})
