@@ -9,6 +9,8 @@ when the log cannot be written the answer is 503, never a success without a reco
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import threading
 from contextlib import asynccontextmanager
@@ -22,7 +24,14 @@ from models.registry import LoadedModel, load_bundle, registered_version
 from models.rules import RULE_IDS
 from models.schemas import Answer, BatchAnswer, BatchRequest, ModelInfo, ScoreRequest
 from models.scoring import example_request, score_requests_with_features
-from serving.decisions import DecisionLog, DecisionLogUnavailable, DecisionRecord, IdempotencyConflict
+from serving.decisions import (
+    DecisionLog,
+    DecisionLogUnavailable,
+    DecisionRecord,
+    GroupCommit,
+    IdempotencyConflict,
+    IdempotencyMismatch,
+)
 from serving.limits import BodySizeLimit, LoadShedder
 from serving.observability import Metrics, RequestObserver, configure_logging, current_request_id, make_metrics, render
 from serving.security import KeyRing, admin_caller, require_keys, scoring_caller
@@ -64,12 +73,19 @@ class ModelHolder:
             self.load()
 
 
-def _records(pairs, loaded: LoadedModel, caller: str, key: str | None) -> list[DecisionRecord]:
+def _records(pairs, loaded: LoadedModel, caller: str, key: str | None, fingerprint: str | None
+             ) -> list[DecisionRecord]:
     return [DecisionRecord.from_answer(answer, request_id=current_request_id() or "", caller=caller,
                                        run_id=loaded.run_id, policy_version=loaded.bundle.policy_config.version,
                                        features=features, rules_evaluated=list(RULE_IDS), source="api",
-                                       idempotency_key=key)
+                                       idempotency_key=key, request_fingerprint=fingerprint)
             for answer, features in pairs]
+
+
+def _fingerprint(requests: list[ScoreRequest]) -> str:
+    """The digest of what was asked, to refuse an Idempotency-Key reused for a different request."""
+    canonical = json.dumps([r.model_dump(mode="json") for r in requests], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -79,7 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
     metrics = make_metrics()
     holder = ModelHolder(settings.model_uri, metrics)
-    decisions = DecisionLog(settings.database_url)
+    decisions = DecisionLog(settings.database_url, sync=settings.decision_log_sync)
+    writer = GroupCommit(decisions)
     rings = KeyRing(settings.api_key_values()), KeyRing(settings.admin_key_values())
     scoring = scoring_caller(rings[0], rings[1], settings.insecure)
     admin = admin_caller(rings[1], rings[0], settings.insecure)
@@ -90,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher = asyncio.create_task(_watch_alias(holder, settings.reload_interval_s))
         yield
         watcher.cancel()
+        writer.close()
         decisions.close()
 
     app = FastAPI(title="cureflow", version="0.2.0", lifespan=lifespan,
@@ -112,14 +130,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "loc": ["body", err.table, err.column], "msg": str(err), "type": "contract_error", "rows": err.rows}]})
 
     def decide(loaded: LoadedModel, requests: list[ScoreRequest], caller: str, key: str | None) -> list[dict]:
-        """Score, record, then answer: a replayed Idempotency-Key returns the recorded answers unchanged."""
+        """Score, record, then answer: a replayed Idempotency-Key returns the recorded answers unchanged, the
+        same key with another request is a 422."""
+        fingerprint = _fingerprint(requests) if key else None
         try:
-            if key and (replay := decisions.find_idempotent(caller, key)) is not None:
+            if key and (replay := decisions.find_idempotent(caller, key, fingerprint)) is not None:
                 return replay
             pairs = score_requests_with_features(loaded.bundle, [r.model_dump() for r in requests])
-            decisions.append(_records(pairs, loaded, caller, key))
+            writer.append(_records(pairs, loaded, caller, key, fingerprint))
         except IdempotencyConflict as race:
             return race.answers
+        except IdempotencyMismatch as reuse:
+            raise HTTPException(status_code=422, detail=str(reuse)) from None
         except DecisionLogUnavailable:
             metrics.decision_log_errors_total.inc()
             log.error("decision log unavailable: answering 503")

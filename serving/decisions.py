@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,7 +39,16 @@ from sqlalchemy.engine import Connection, Engine, make_url
 log = logging.getLogger("cureflow.decisions")
 
 SOURCES = ("api", "batch")
+SYNC_MODES = ("full", "normal")
 T = TypeVar("T")
+
+
+class IdempotencyMismatch(ValueError):
+    """An Idempotency-Key already recorded with a different request: the client reused a key (answer 422)."""
+
+    def __init__(self, caller: str, key: str):
+        super().__init__("this Idempotency-Key was already used with a different request")
+        self.caller, self.key = caller, key
 
 
 class DecisionLogUnavailable(RuntimeError):
@@ -98,6 +108,7 @@ decisions = sa.Table(
     sa.Column("propensity", sa.Float(), nullable=True),
     sa.Column("idempotency_key", sa.String(), nullable=True),
     sa.Column("request_position", sa.Integer(), nullable=False),
+    sa.Column("request_fingerprint", sa.String(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
     sa.CheckConstraint("source IN ('api', 'batch')", name="ck_decisions_source"),
     sa.UniqueConstraint("caller", "idempotency_key", "request_position", name="uq_decisions_idempotency"),
@@ -105,7 +116,9 @@ decisions = sa.Table(
 
 RECORD_COLUMNS = ("decision_id", "request_id", "caller", "as_of", "account_id", "model_version", "run_id",
                   "policy_version", "features", "answer", "rules_evaluated", "propensity", "source",
-                  "idempotency_key", "created_at")
+                  "idempotency_key", "request_fingerprint", "created_at")
+# columns added after the first release: created on an older table by `_add_missing_columns`
+ADDED_COLUMNS = ("request_fingerprint",)
 
 
 @dataclass
@@ -126,6 +139,7 @@ class DecisionRecord:
     propensity: float | None
     source: str
     idempotency_key: str | None = None
+    request_fingerprint: str | None = None  # with a key: the digest of the request, to refuse a reuse
     created_at: datetime | None = None
 
     def __post_init__(self) -> None:
@@ -135,13 +149,13 @@ class DecisionRecord:
     @classmethod
     def from_answer(cls, answer: dict[str, Any], *, request_id: str, caller: str, run_id: str | None,
                     policy_version: str, features: dict[str, Any], rules_evaluated: list[str], source: str,
-                    idempotency_key: str | None = None) -> DecisionRecord:
+                    idempotency_key: str | None = None, request_fingerprint: str | None = None) -> DecisionRecord:
         """The record of a contract answer (models/answers.py): ids, as-of, version and propensity come from it."""
         return cls(decision_id=answer["decision_id"], request_id=request_id, caller=caller, as_of=answer["as_of"],
                    account_id=answer["account_id"], model_version=answer["model_version"], run_id=run_id,
                    policy_version=policy_version, features=features, answer=answer,
                    rules_evaluated=list(rules_evaluated), propensity=answer.get("propensity"), source=source,
-                   idempotency_key=idempotency_key)
+                   idempotency_key=idempotency_key, request_fingerprint=request_fingerprint)
 
 
 def _json_safe(value: Any) -> Any:
@@ -171,8 +185,11 @@ def _normalise_url(url: str) -> sa.URL:
     return parsed
 
 
-def _engine_options(url: sa.URL, pool_size: int, connect_timeout_s: float, statement_timeout_s: float) -> dict:
-    """Pool and driver options so a dead database fails within seconds and a commit is durable."""
+def _engine_options(url: sa.URL, pool_size: int, connect_timeout_s: float, statement_timeout_s: float,
+                    sync: str = "full") -> dict:
+    """Pool and driver options so a dead database fails within seconds and a commit is durable (`sync` full:
+    on disk before the commit returns; normal: survives a crash of the process or server, may lose the last
+    commits on a power loss)."""
     options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "pool_timeout": statement_timeout_s,
                                "hide_parameters": True, "json_serializer": _dumps}
     if url.get_backend_name() == "postgresql":
@@ -180,7 +197,8 @@ def _engine_options(url: sa.URL, pool_size: int, connect_timeout_s: float, state
         options["max_overflow"] = pool_size
         options["connect_args"] = {
             "connect_timeout": max(2, math.ceil(connect_timeout_s)),  # libpq's minimum is 2 s
-            "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} -c synchronous_commit=on",
+            "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} "
+                       f"-c synchronous_commit={'on' if sync == 'full' else 'off'}",
             "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
         }
     elif url.get_backend_name() == "sqlite":
@@ -200,10 +218,13 @@ class DecisionLog:
     """The append-only decision log. Connects lazily on first use and creates the table if it is missing."""
 
     def __init__(self, url: str, *, pool_size: int = 5, connect_timeout_s: float = 2.0,
-                 statement_timeout_s: float = 5.0):
+                 statement_timeout_s: float = 5.0, sync: str = "full"):
+        if sync not in SYNC_MODES:
+            raise ValueError(f"sync must be one of {SYNC_MODES}, got {sync!r}")
         self.url = _normalise_url(url)
         self.backend = self.url.get_backend_name()
-        self._options = _engine_options(self.url, pool_size, connect_timeout_s, statement_timeout_s)
+        self.sync = sync
+        self._options = _engine_options(self.url, pool_size, connect_timeout_s, statement_timeout_s, sync)
         self._engine: Engine | None = None
         self._schema_ready = False
         self._lock = threading.Lock()
@@ -215,7 +236,7 @@ class DecisionLog:
             if self._engine is None:
                 self._engine = sa.create_engine(self.url, **self._options)
                 if self.backend == "sqlite":
-                    sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+                    sa.event.listen(self._engine, "connect", _sqlite_pragmas(self.sync))
             engine = self._engine
         if not self._schema_ready:
             self._create_schema(engine)  # concurrent callers may all try: create_all tolerates losing the race
@@ -232,6 +253,15 @@ class DecisionLog:
             if not _lost_create_race(err):
                 raise
             metadata.create_all(engine)
+        self._add_missing_columns(engine)
+
+    def _add_missing_columns(self, engine: Engine) -> None:
+        """The one migration so far: a table from an older release gets the columns added since (nullable)."""
+        present = {column["name"] for column in sa.inspect(engine).get_columns("decisions")}
+        for name in ADDED_COLUMNS:
+            if name not in present:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE decisions ADD COLUMN {name} VARCHAR"))
 
     @contextmanager
     def _connection(self, what: str, *, write: bool) -> Iterator[Connection]:
@@ -258,21 +288,75 @@ class DecisionLog:
         DecisionLogUnavailable when the database cannot be reached, DecisionRejected when it refuses a record,
         and IdempotencyConflict when another request under the same (caller, Idempotency-Key) won the race.
         """
-        if not records:
-            return
+        try:
+            self.append_groups([records])
+        except DecisionRejected:
+            self._raise_conflict(records)
+            raise
+
+    def append_groups(self, groups: list[list[DecisionRecord]]) -> None:
+        """Several callers' records in one committed transaction (one disk sync), or none of them; each
+        group's records are numbered from 0 (`request_position`). Raises DecisionRejected on any refused
+        record (the callers then retry alone to learn whose it was) and DecisionLogUnavailable."""
         created_at = datetime.now(UTC)
         rows = [{**{c: getattr(r, c) for c in RECORD_COLUMNS}, "created_at": created_at,
                  "propensity": _finite_or_none(r.propensity), "request_position": i}
-                for i, r in enumerate(records)]
+                for records in groups for i, r in enumerate(records)]
+        if not rows:
+            return
         try:
             with self._connection("write", write=True) as conn:
                 conn.execute(decisions.insert(), rows)
         except exc.IntegrityError as err:
-            self._raise_conflict(records)
             log.warning("decision log write rejected", extra={"error": _describe(err), "backend": self.backend})
             raise DecisionRejected(f"decision log write rejected: {_describe(err)}") from None
-        for record in records:
-            record.created_at = created_at
+        for records in groups:
+            for record in records:
+                record.created_at = created_at
+
+    def append_once(self, records: list[DecisionRecord], batch_size: int = 2000) -> int:
+        """The batch's bulk append: at most one record per (caller, idempotency_key), however often it is called.
+
+        The nightly batch keys each record by its run and account, so a run that is killed while recording and
+        started again records every account of the run exactly once. Records go in committed batches; in each,
+        keys already present are skipped and an insert that loses a race to a concurrent writer is ignored
+        (ON CONFLICT DO NOTHING on the idempotency constraint). Returns how many records were new.
+        """
+        if any(r.idempotency_key is None for r in records):
+            raise ValueError("append_once needs an idempotency_key on every record")
+        new = 0
+        for lo in range(0, len(records), batch_size):
+            batch = records[lo:lo + batch_size]
+            created_at = datetime.now(UTC)
+            try:
+                rows = self._insert_new(batch, created_at)
+            except exc.IntegrityError as err:
+                log.warning("decision log write rejected", extra={"error": _describe(err), "backend": self.backend})
+                raise DecisionRejected(f"decision log write rejected: {_describe(err)}") from None
+            new += len(rows)
+        return new
+
+    def _insert_new(self, batch: list[DecisionRecord], created_at: datetime) -> list[dict[str, Any]]:
+        """In one transaction: the batch's records whose (caller, key) is not recorded yet, inserted."""
+        with self._connection("write", write=True) as conn:
+            keys = sa.select(decisions.c.caller, decisions.c.idempotency_key).where(
+                decisions.c.idempotency_key.in_([r.idempotency_key for r in batch]), decisions.c.request_position == 0)
+            seen = {tuple(row) for row in conn.execute(keys)}
+            rows = [{**{c: getattr(r, c) for c in RECORD_COLUMNS}, "created_at": created_at,
+                     "propensity": _finite_or_none(r.propensity), "request_position": 0}
+                    for r in batch if (r.caller, r.idempotency_key) not in seen]
+            if rows:
+                conn.execute(self._insert_ignoring_duplicates(), rows)
+        return rows
+
+    def _insert_ignoring_duplicates(self) -> sa.Insert:
+        """INSERT ... ON CONFLICT (caller, idempotency_key, request_position) DO NOTHING, in this backend's dialect."""
+        if self.backend == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(decisions).on_conflict_do_nothing(
+            index_elements=["caller", "idempotency_key", "request_position"])
 
     def _raise_conflict(self, records: list[DecisionRecord]) -> None:
         """After an integrity error: if a keyed request already holds answers, the caller lost a race."""
@@ -282,13 +366,19 @@ class DecisionLog:
                 raise IdempotencyConflict(caller, key, answers)
 
     # -- reads ---------------------------------------------------------------------------------------------
-    def find_idempotent(self, caller: str, key: str) -> list[dict[str, Any]] | None:
-        """The answers stored under (caller, Idempotency-Key), in request order, or None if there are none."""
-        query = (sa.select(decisions.c.answer)
+    def find_idempotent(self, caller: str, key: str, fingerprint: str | None = None) -> list[dict[str, Any]] | None:
+        """The answers stored under (caller, Idempotency-Key), in request order, or None if there are none.
+        Raises IdempotencyMismatch when `fingerprint` is given and the stored request had another one."""
+        query = (sa.select(decisions.c.answer, decisions.c.request_fingerprint)
                  .where(decisions.c.caller == caller, decisions.c.idempotency_key == key)
                  .order_by(decisions.c.request_position))
-        answers = self._read("idempotency lookup", lambda conn: list(conn.scalars(query)))
-        return answers or None
+        rows = self._read("idempotency lookup", lambda conn: conn.execute(query).all())
+        if not rows:
+            return None
+        stored = rows[0][1]
+        if fingerprint is not None and stored is not None and stored != fingerprint:
+            raise IdempotencyMismatch(caller, key)
+        return [answer for answer, _ in rows]
 
     def get(self, decision_id: str) -> dict[str, Any] | None:
         """The latest record of `decision_id` with `times_recorded` and `first_recorded_at`, or None."""
@@ -329,6 +419,81 @@ class DecisionLog:
                 self._engine, self._schema_ready = None, False
 
 
+@dataclass
+class _Pending:
+    """One caller's records waiting for the group commit, and what became of them."""
+
+    records: list[DecisionRecord]
+    done: threading.Event
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """The API's writer: records of concurrent requests share one transaction, so one disk sync covers them all.
+
+    Each caller still blocks until its own records are committed (written before answered). A group the
+    database refuses is retried one caller at a time, so each gets its own outcome (IdempotencyConflict,
+    DecisionRejected); when the database is unreachable every caller of the group gets that error at once.
+    With one request in flight a group is that request alone: nothing waits for company.
+    """
+
+    def __init__(self, log: DecisionLog, max_callers: int = 64):
+        self.log, self.max_callers = log, max_callers
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def append(self, records: list[DecisionRecord]) -> None:
+        """Commit `records` (with whatever else is waiting); raises what `DecisionLog.append` raises."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="decision-log-writer", daemon=True)
+                self._thread.start()
+        pending = _Pending(records, threading.Event())
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            group = [first]
+            while len(group) < self.max_callers:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                group.append(item)
+            self._commit(group)
+
+    def _commit(self, group: list[_Pending]) -> None:
+        try:
+            self.log.append_groups([p.records for p in group])
+        except DecisionRejected:
+            for pending in group:
+                try:
+                    self.log.append(pending.records)
+                except BaseException as err:  # handed to the waiting caller, who raises it
+                    pending.error = err
+                pending.done.set()
+            return
+        except BaseException as err:
+            for pending in group:
+                pending.error = err
+        for pending in group:
+            pending.done.set()
+
+    def close(self) -> None:
+        """Let the writer finish what is queued, then stop it."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
 def _lost_create_race(err: exc.DBAPIError) -> bool:
     """Whether CREATE TABLE failed because another process created the table first (not a dead database)."""
     if isinstance(err, exc.IntegrityError | exc.ProgrammingError):  # PostgreSQL: duplicate table / pg_type row
@@ -340,10 +505,14 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL lets readers run beside the writer; synchronous=FULL keeps every commit on disk."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.close()
+def _sqlite_pragmas(sync: str) -> Callable[[Any, Any], None]:
+    """The connect hook: WAL lets readers run beside the writer; synchronous=FULL puts every commit on disk
+    before it returns, NORMAL syncs at checkpoints (a crash of the process loses nothing, a power loss may
+    lose the last commits)."""
+    def hook(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={sync.upper()}")
+        cursor.close()
+    return hook
 

@@ -5,14 +5,14 @@ of `repr`, so printing or logging the settings never shows a secret.
 
     CUREFLOW_API_KEYS="k1,k2"      scoring keys (several at once, for rotation)
     CUREFLOW_ADMIN_KEYS="a1"       keys for /v1/admin/*
-    CUREFLOW_MODEL_URI, CUREFLOW_DATABASE_URL, CUREFLOW_MAX_CONCURRENCY, CUREFLOW_MAX_BODY_BYTES,
-    CUREFLOW_RELOAD_INTERVAL_S, CUREFLOW_INSECURE, CUREFLOW_LOG_LEVEL
+    CUREFLOW_MODEL_URI, CUREFLOW_DATABASE_URL, CUREFLOW_DECISION_LOG_SYNC, CUREFLOW_MAX_CONCURRENCY,
+    CUREFLOW_MAX_BODY_BYTES, CUREFLOW_RELOAD_INTERVAL_S, CUREFLOW_INSECURE, CUREFLOW_LOG_LEVEL
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     admin_keys: KeyList
     model_uri: str = "models:/cureflow@champion"
     database_url: str = Field(default="sqlite:///decisions.db", repr=False)
+    decision_log_sync: Literal["full", "normal"] = Field(
+        default="full", description="full: each decision on disk before its answer; normal: survives a crash "
+                                    "of the process or database server, may lose the last ones on a power loss")
     max_concurrency: int = Field(default=32, ge=1, description="requests in flight before the service sheds load")
     max_body_bytes: int = Field(default=2_000_000, ge=1)
     reload_interval_s: float = Field(default=0.0, ge=0, description="0 = no periodic check of the model alias")

@@ -20,7 +20,9 @@ from serving.decisions import (
     DecisionLogUnavailable,
     DecisionRecord,
     DecisionRejected,
+    GroupCommit,
     IdempotencyConflict,
+    IdempotencyMismatch,
 )
 from tests.postgres import PostgresServer, free_port, throwaway_postgres
 
@@ -366,3 +368,77 @@ def test_processes_starting_together_on_an_empty_database_all_become_ready(backe
     assert all(ready), ready
     for decision_log in logs:
         decision_log.close()
+
+
+def test_group_commit_records_every_concurrent_caller_before_it_returns(log):
+    writer, seen, errors = GroupCommit(log), {}, []
+
+    def call(n: int) -> None:
+        try:
+            writer.append([record(n)])
+            seen[n] = log.get(f"dec-{n}") is not None  # readable as soon as append returns
+        except Exception as err:  # pragma: no cover - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    assert not errors and all(seen.values()) and len(seen) == 24 and log.count("api") == 24
+
+
+def test_group_commit_gives_one_winner_per_idempotency_key_and_the_others_its_answers(log):
+    writer, outcomes = GroupCommit(log), []
+    barrier = threading.Barrier(8)
+
+    def call(n: int) -> None:
+        barrier.wait()
+        try:
+            writer.append([record(n, key="k-1", marker=f"m{n}")])
+            outcomes.append(("won", n))
+        except IdempotencyConflict as conflict:
+            outcomes.append(("lost", conflict.answers[0]["reasons"][0]))
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    winners = [n for what, n in outcomes if what == "won"]
+    assert len(winners) == 1 and log.count() == 1
+    assert {text for what, text in outcomes if what == "lost"} == {f"overdue 35 days (m{winners[0]})"}
+
+
+def test_a_reused_key_with_another_request_is_refused(log):
+    log.append([record(1, key="k-9", request_fingerprint="aaa")])
+    assert log.find_idempotent("crm", "k-9", "aaa")[0]["decision_id"] == "dec-1"
+    with pytest.raises(IdempotencyMismatch):
+        log.find_idempotent("crm", "k-9", "bbb")
+
+
+def test_a_table_from_the_first_release_gains_the_fingerprint_column(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the first release's table: no request_fingerprint
+        conn.execute(sa.text("CREATE TABLE decisions (record_id INTEGER PRIMARY KEY, decision_id VARCHAR NOT NULL, "
+                             "request_id VARCHAR NOT NULL, caller VARCHAR NOT NULL, source VARCHAR NOT NULL, "
+                             "as_of VARCHAR NOT NULL, account_id VARCHAR NOT NULL, model_version VARCHAR NOT NULL, "
+                             "run_id VARCHAR, policy_version VARCHAR NOT NULL, features JSON NOT NULL, "
+                             "answer JSON NOT NULL, rules_evaluated JSON NOT NULL, propensity FLOAT, "
+                             "idempotency_key VARCHAR, request_position INTEGER NOT NULL, "
+                             "created_at DATETIME NOT NULL)"))
+    engine.dispose()
+    log = DecisionLog(url)
+    log.append([record(3, key="k", request_fingerprint="f")])
+    assert log.get("dec-3")["request_fingerprint"] == "f"
+    log.close()
+
+
+@pytest.mark.parametrize("sync, pragma", [("full", 2), ("normal", 1)])
+def test_sqlite_sync_setting_reaches_every_connection(tmp_path, sync, pragma):
+    log = DecisionLog(f"sqlite:///{tmp_path / 'd.db'}", sync=sync)
+    assert log._read("pragma", lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar()) == pragma
+    log.close()

@@ -222,6 +222,17 @@ def test_idempotency_key_returns_the_same_decision_and_writes_no_second_record(c
     assert second.json() == first.json() and log.count("api") == count
 
 
+def test_idempotency_key_reused_for_another_request_is_422_and_writes_nothing(client):
+    log = client.app.state.decisions
+    headers = {**HEADERS, "Idempotency-Key": "crm-reused-1"}
+    assert client.post("/v1/score", json=example_request(), headers=headers).status_code == 200
+    count = log.count("api")
+    other = {**example_request(), "as_of": "2026-11-02T00:00:00+09:00"}
+    resp = client.post("/v1/score", json=other, headers=headers)
+    assert resp.status_code == 422 and "Idempotency-Key" in resp.json()["detail"]
+    assert log.count("api") == count
+
+
 def test_keys_are_required_and_admin_routes_need_an_admin_key(client):
     assert client.post("/v1/score", json=example_request(), headers={"X-API-Key": ""}).status_code == 401
     assert client.post("/v1/score", json=example_request(), headers={"X-API-Key": "wrong"}).status_code == 401
