@@ -349,3 +349,35 @@ def test_several_worker_processes_serve_behind_one_port(trained):
                    for _ in range(6)]
         assert all(a.status_code == 200 for a in answers)
         assert len({a.json()["decision_id"] for a in answers}) == 1
+
+
+def test_real_server_sheds_load_past_its_concurrency_at_once_and_records_every_success(trained):
+    import asyncio
+
+    from serving.decisions import DecisionLog
+
+    database = trained["root"] / "overload-decisions.db"
+    env = {"CUREFLOW_API_KEYS": KEY, "CUREFLOW_DATABASE_URL": f"sqlite:///{database}",
+           "CUREFLOW_MAX_CONCURRENCY": "2"}
+    request = _requests_for(trained["data"], [read_dir(trained["data"]).accounts["account_id"].iloc[0]],
+                            "2026-11-01T00:00:00+09:00")[0]
+
+    async def burst(base: str, n: int) -> list[tuple[int, float, str | None]]:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=n)) as client:
+            async def one():
+                start = time.perf_counter()
+                resp = await client.post(f"{base}/v1/score", json=request, headers=HEADERS)
+                return resp.status_code, time.perf_counter() - start, resp.headers.get("retry-after")
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    with _server(["--model", str(trained["bundle_path"])], env) as base:
+        results = asyncio.run(burst(base, 48))
+    codes = [code for code, _, _ in results]
+    shed = [(t, retry) for code, t, retry in results if code == 503]
+    served = sorted(t for code, t, _ in results if code == 200)
+    assert set(codes) <= {200, 503} and shed and served
+    assert all(retry == "1" for _, retry in shed)
+    assert sorted(t for t, _ in shed)[len(shed) // 2] < served[len(served) // 2]  # refused at once, not queued
+    log = DecisionLog(f"sqlite:///{database}")
+    assert log.count("api") == len(served)  # every success recorded, nothing for a refusal
+    log.close()
