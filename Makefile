@@ -31,6 +31,7 @@ demo: install
 
 test: install
 	scripts/ensure_postgres.sh
+	scripts/ensure_java.sh
 	$(BIN)/pytest -q -n 2
 
 lint: install
