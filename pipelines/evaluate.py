@@ -31,41 +31,52 @@ def _costs(bundle: ScoringBundle, space: ActionSpace) -> np.ndarray:
     return np.array([costs.get(c, 0.0) for c, _, _ in space.actions])
 
 
-def _allowed_actions(channel_ok: np.ndarray, arm_ok: np.ndarray, n_windows: int) -> np.ndarray:
+def allowed_actions(channel_ok: np.ndarray, arm_ok: np.ndarray, n_windows: int) -> np.ndarray:
     """(n, actions) allowed mask over the space (no contact always allowed)."""
     ok = channel_ok[:, :, None, None] & arm_ok[:, None, None, :]
     ok = np.broadcast_to(ok, (len(ok), ok.shape[1], n_windows, ok.shape[3])).reshape(len(ok), -1)
     return np.hstack([ok, np.ones((len(ok), 1), dtype=bool)])
 
 
-def _logged_allowed(portfolio: Portfolio, account_ids: pd.Series, space: ActionSpace) -> np.ndarray:
+def allowed_logged(portfolio: Portfolio, account_ids: pd.Series, space: ActionSpace) -> np.ndarray:
     """What the experiments could draw from: consented channels, none for accounts under a hold."""
     acc = portfolio.accounts.set_index("account_id").reindex(account_ids)
     held = acc[["do_not_contact", "legal_representative", "bankruptcy", "dispute_open"]].any(axis=1).to_numpy()
     consent = vocab.CONSENT_COLUMN
     channel_ok = np.column_stack([acc[consent[c]].to_numpy(dtype=bool) if c in consent else np.ones(len(acc), bool)
                                   for c in vocab.CONTACT_CHANNELS]) & ~held[:, None]
-    return _allowed_actions(channel_ok, np.ones((len(acc), len(ARM_OFFERS)), dtype=bool), len(space.windows))
+    return allowed_actions(channel_ok, np.ones((len(acc), len(ARM_OFFERS)), dtype=bool), len(space.windows))
 
 
-def off_policy(  # noqa: D103
-bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp) -> tuple[pd.DataFrame, int]:
-    """IPS, SNIPS and DR estimates of the greedy policy beside the logging policy, on held-out logs."""
+def greedy_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """For logged decisions with features: the response model's (decisions, actions) chance of payment and
+    the greedy policy's action (the most money among those the consent and legal flags allowed)."""
+    space = bundle.response.space
+    X = logs[bundle.feature_names].to_numpy(dtype=np.float64)
+    q = bundle.response.predict_matrix(X)
+    money = (q - q[:, -1:]) * logs["arrears"].to_numpy()[:, None] - _costs(bundle, space)[None, :]
+    money = np.where(allowed_logged(portfolio, logs["account_id"], space), money, -np.inf)
+    return q, np.where(money.max(axis=1) > 0, money.argmax(axis=1), space.none_index)
+
+
+def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, logs: pd.DataFrame | None = None,
+               since: pd.Timestamp | None = None) -> tuple[pd.DataFrame, int]:
+    """IPS, SNIPS and DR estimates of the greedy policy beside the logging policy, on held-out logs: the
+    decisions from `since` (default: the bundle's own response holdout start). `logs`: the decision examples
+    when the caller already has them (pipelines.logs.decision_examples), else they are built here."""
     from models import ope
 
     params, config = bundle.params, bundle.feature_config
     if bundle.response is None:
         return pd.DataFrame(columns=["unit", "estimator", "value", "low", "high", "n", "ess"]), 0
-    logs = decision_examples(portfolio, prepare(portfolio, config), config, params, end)
-    cut = pd.Timestamp(bundle.metadata["response_holdout_from"])
+    if logs is None:
+        logs = decision_examples(portfolio, prepare(portfolio, config), config, params, end)
+    cut = pd.Timestamp(bundle.metadata["response_holdout_from"]) if since is None else since
     logs = logs[logs["decided_at"] >= cut].reset_index(drop=True)
-    space = bundle.response.space
-    X = logs[bundle.feature_names].to_numpy(dtype=np.float64)
-    stake, costs = logs["arrears"].to_numpy(), _costs(bundle, space)
-    q = bundle.response.predict_matrix(X)
-    money = (q - q[:, -1:]) * stake[:, None] - costs[None, :]
-    money = np.where(_logged_allowed(portfolio, logs["account_id"], space), money, -np.inf)
-    target = np.where(money.max(axis=1) > 0, money.argmax(axis=1), space.none_index)
+    if logs.empty:
+        return pd.DataFrame(columns=["unit", "estimator", "value", "low", "high", "n", "ess"]), 0
+    stake, costs = logs["arrears"].to_numpy(), _costs(bundle, bundle.response.space)
+    q, target = greedy_targets(bundle, portfolio, logs)
     taken = logs["action"].to_numpy()
     rows = np.arange(len(logs))
     out = []
@@ -126,7 +137,7 @@ def truth_values(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFram
     cons = bundle.constraints(portfolio, as_of)
     P = truth_matrix(truth, cons["account_id"], space)
     value = (P - P[:, -1:]) * cons["arrears"][:, None] - _costs(bundle, space)[None, :]
-    allowed = _allowed_actions(cons["channel_ok"], cons["arm_ok"], len(space.windows))
+    allowed = allowed_actions(cons["channel_ok"], cons["arm_ok"], len(space.windows))
     value_ok = np.where(allowed, value, 0.0)
     scored = bundle.score(portfolio, as_of, explore=explore)
     rows = scored.set_index("account_id").loc[cons["account_id"]]
@@ -172,10 +183,11 @@ def audit(rows: pd.DataFrame, portfolio: Portfolio, as_of: pd.Timestamp, hours=(
 
 
 def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Timestamp, end: pd.Timestamp,
-        explore: float, out: Path | None = None, log=print) -> dict:
-    """Everything `cureflow evaluate` prints, also written as JSON to `out`."""
+        explore: float, out: Path | None = None, log=print, logs: pd.DataFrame | None = None) -> dict:
+    """Everything `cureflow evaluate` prints, also written as JSON to `out`. `logs`: the logged decisions
+    with their features when already built (the DVC features stage), else they are built here."""
     report: dict = {"as_of": as_of.isoformat(), "explore": explore, "model_version": bundle.model_version}
-    table, n = off_policy(bundle, portfolio, end)
+    table, n = off_policy(bundle, portfolio, end, logs=logs)
     report["off_policy"] = table.to_dict("records")
     if n:
         log(f"off-policy, {n:,} held-out logged decisions (95% intervals):")

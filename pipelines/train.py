@@ -1,13 +1,18 @@
 """Training: examples from many as-of dates, the calibrated cure model, the response arms, one bundle.
 
-Steps (each a function, the CLI and dvc call `run`):
-1. `cure_examples`: every overdue account every `example_every_days` days, features at t, label = cure
-   within H days; only as-of dates whose label window is fully observed.
+Steps (each a function; `cureflow train` calls `run`, the DVC stages call `build_examples`, `run` and
+`register_dir` one at a time):
+1. `build_examples` (the DVC `features` stage): `cure_examples`, every overdue account every
+   `example_every_days` days, features at t, label = cure within H days, only as-of dates whose label window
+   is fully observed; and the logged randomised decisions with their features and 7-day label.
 2. `time_split`: the latest `holdout_fraction` of as-of dates form the holdout; training keeps only dates
    whose label window ends before the holdout starts (no leakage through overlapping windows).
 3. Fit `CalibratedLGBM`, evaluate on the holdout, compare with the simulator's truth when it is there.
-4. `response_examples` + `fit_arm_table`: the channel x window x offer arms from the logged experiments.
-5. Log everything to MLflow, register the pyfunc, move `@champion` only past the quality gate.
+4. `fit_response`: the channel x window x offer response model from the logged experiments.
+5. `save_outputs`: bundle, metrics, plots and the HTML model report (`pipelines/report.py`).
+6. `log_and_register`: log everything to MLflow and register the pyfunc. A version that passes the quality
+   gate becomes `@challenger`, or `@champion` when the registry has no champion yet; `cureflow promote`
+   compares a challenger with the champion on the same holdout before `@champion` moves.
 """
 
 from __future__ import annotations
@@ -33,6 +38,18 @@ from models.metrics import classification_report, gains_table
 from models.response import ActionSpace, ResponseModel
 from pipelines.logs import decision_examples
 
+EXAMPLE_FILES = {"cure": "cure_examples.parquet", "decisions": "decisions.parquet", "summary": "examples.json"}
+
+
+@dataclass
+class Examples:
+    """The learning examples of one history: what the features stage writes and the train stage reads."""
+
+    cure: pd.DataFrame             # as_of, account_id, features, label: every account overdue at each as-of date
+    decisions: pd.DataFrame        # logged randomised decisions, features at decision time, 7-day payment label
+    history_end: pd.Timestamp
+    n_dates: int
+
 
 @dataclass
 class TrainResult:
@@ -42,6 +59,9 @@ class TrainResult:
     gains: pd.DataFrame
     truth_gap: pd.DataFrame | None  # account_id, p, p_true at the end of history (simulated data only)
     history_end: pd.Timestamp
+    portfolio: Portfolio | None = None             # the training data (for the report's evaluations)
+    decisions_holdout: pd.DataFrame | None = None  # logged decisions held out from the response model
+    data: Path | None = None
 
 
 def resolve_history_end(data: Path, prep: Prepared, explicit: str | None = None) -> pd.Timestamp:
@@ -124,25 +144,56 @@ def truth_gap(data: Path, bundle: ScoringBundle, portfolio: Portfolio, end: pd.T
     return ours.merge(truth[["account_id", "p_cure_30"]].rename(columns={"p_cure_30": "p_true"}), on="account_id")
 
 
-def fit(data: Path, params: dict | None = None, history_end_at: str | None = None,
-        log=print) -> TrainResult:
-    """Everything but MLflow: examples, split, cure model, holdout metrics, arms, bundle."""
-    params = params or load_params()
+def build_examples(portfolio: Portfolio, data: Path, params: dict, history_end_at: str | None = None,
+                   log=print) -> Examples:
+    """The cure examples (every overdue account every `example_every_days` days, at most `max_examples`)
+    and the logged decisions with their features: everything training learns from."""
     cure_p = params["cure"]
     horizon = int(cure_p["horizon_days"])
     config = FeatureConfig.from_params(params)
     started = time.perf_counter()
-    portfolio = read_dir(data)
     prep = prepare(portfolio, config)
     end = resolve_history_end(data, prep, history_end_at)
-    dates = example_dates(prep, end, horizon, int(cure_p["example_every_days"]))
+    dates = example_dates(prep, end, horizon, int(cure_p["example_every_days"]),
+                          int(cure_p["min_history_days"]))  # 0 for six months of real data (uci.train)
     examples = cure_examples(prep, config, dates, horizon)
     if len(examples) > int(cure_p["max_examples"]):
         examples = examples.sample(int(cure_p["max_examples"]), random_state=params["seed"]).sort_index()
-    train, holdout = time_split(examples, float(cure_p["holdout_fraction"]), horizon)
-    log(f"examples: {len(examples):,} from {len(dates)} as-of dates "
-        f"({len(train):,} train, {len(holdout):,} holdout) in {time.perf_counter() - started:.1f}s")
-    names = feature_names(config)
+    decisions = decision_examples(portfolio, prep, config, params, end)
+    log(f"examples: {len(examples):,} from {len(dates)} as-of dates and {len(decisions):,} logged decisions "
+        f"in {time.perf_counter() - started:.1f}s")
+    return Examples(examples.reset_index(drop=True), decisions, end, len(dates))
+
+
+def save_examples(examples: Examples, out_dir: Path) -> dict[str, Path]:
+    """Write the examples as parquet with a small JSON summary (the DVC features stage's outputs)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {key: out_dir / name for key, name in EXAMPLE_FILES.items()}
+    examples.cure.to_parquet(files["cure"], index=False)
+    examples.decisions.to_parquet(files["decisions"], index=False)
+    summary = {"history_end": examples.history_end.isoformat(), "as_of_dates": examples.n_dates,
+               "cure_examples": len(examples.cure), "cure_base_rate": float(examples.cure["label"].mean()),
+               "logged_decisions": len(examples.decisions)}
+    files["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+    return files
+
+
+def load_examples(directory: Path) -> Examples:
+    """Read what `save_examples` wrote; a missing file is a clear error naming it."""
+    files = {key: Path(directory) / name for key, name in EXAMPLE_FILES.items()}
+    missing = [str(f) for f in files.values() if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"training examples not found: {', '.join(missing)} (run `cureflow features`)")
+    summary = json.loads(files["summary"].read_text())
+    return Examples(pd.read_parquet(files["cure"]), pd.read_parquet(files["decisions"]),
+                    pd.Timestamp(summary["history_end"]).tz_convert("UTC"), int(summary["as_of_dates"]))
+
+
+def fit_cure(train: pd.DataFrame, holdout: pd.DataFrame, names: list[str], params: dict,
+             log=print) -> tuple[CalibratedLGBM, np.ndarray, dict[str, float]]:
+    """The calibrated cure model, its holdout predictions and holdout metrics."""
+    cure_p = params["cure"]
     model = CalibratedLGBM(cure_p["lgbm"], int(cure_p["n_folds"]), cure_p["calibration"], cure_p.get("monotone"),
                            CATEGORICAL, int(cure_p["early_stopping_rounds"]), int(params["seed"]))
     model.fit(train[names], train["label"].to_numpy(), groups=train["account_id"].to_numpy())
@@ -150,7 +201,13 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
     metrics = classification_report(holdout["label"].to_numpy(), p)
     log(f"cure model: {model.n_iterations_} trees; holdout ROC AUC {metrics['roc_auc']:.3f}, "
         f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f}")
-    decisions = decision_examples(portfolio, prep, config, params, end)
+    return model, p, metrics
+
+
+def fit_response_model(decisions: pd.DataFrame, names: list[str], params: dict, config: FeatureConfig,
+                       log=print) -> tuple[ResponseModel | None, pd.DataFrame, pd.Timestamp]:
+    """The response model on the earlier logged decisions; returns it (None without randomised decisions),
+    the held-out decisions and the cut-off between them."""
     resp_train, resp_holdout, resp_cut = response_split(
         decisions, float(params["response"]["holdout_fraction"]), int(params["response"]["horizon_days"]))
     space = ActionSpace(tuple(w.name for w in config.windows))
@@ -162,11 +219,32 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
         response = None
         log(f"no response model ({err}): every account gets no contact, except what exploration draws, "
             f"until randomised decisions are logged")
+    return response, resp_holdout, resp_cut
+
+
+def fit(data: Path, params: dict | None = None, history_end_at: str | None = None,
+        log=print, examples: Examples | None = None) -> TrainResult:
+    """Everything but MLflow: examples (built here unless given), split, cure model, holdout metrics,
+    response model, bundle, and the reference profile `cureflow monitor` compares later batches with."""
+    params = params or load_params()
+    cure_p = params["cure"]
+    horizon = int(cure_p["horizon_days"])
+    config = FeatureConfig.from_params(params)
+    portfolio = read_dir(data)
+    if examples is None:
+        examples = build_examples(portfolio, data, params, history_end_at, log=log)
+    end = examples.history_end
+    train, holdout = time_split(examples.cure, float(cure_p["holdout_fraction"]), horizon)
+    log(f"cure examples: {len(train):,} train, {len(holdout):,} holdout")
+    names = feature_names(config)
+    model, p, metrics = fit_cure(train, holdout, names, params, log=log)
+    response, resp_holdout, resp_cut = fit_response_model(examples.decisions, names, params, config, log=log)
     bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response,
                            metadata={"history_end": end.isoformat(), "data": str(data),
                                      "data_fingerprint": portfolio.fingerprint(),
                                      "response_holdout_from": resp_cut.isoformat(),
                                      "cure_holdout_from": holdout["as_of"].min().isoformat()})
+    bundle.metadata["reference"] = training_reference(bundle, portfolio, train, p, end)
     gap = truth_gap(data, bundle, portfolio, end)
     if gap is not None and len(gap):
         metrics["truth_mae"] = float(np.mean(np.abs(gap["p"] - gap["p_true"])))
@@ -174,7 +252,33 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
         log(f"gap to the simulator's true cure chance: mean |p - p_true| = {metrics['truth_mae']:.4f} "
             f"over {len(gap):,} accounts overdue at the end")
     hold = holdout[["as_of", "account_id", "label"]].assign(p=p)
-    return TrainResult(bundle, metrics, hold, gains_table(hold["label"], hold["p"]), gap, end)
+    return TrainResult(bundle, metrics, hold, gains_table(hold["label"], hold["p"]), gap, end,
+                       portfolio=portfolio, decisions_holdout=resp_holdout, data=Path(data))
+
+
+def training_reference(bundle: ScoringBundle, portfolio: Portfolio, train: pd.DataFrame, p_holdout: np.ndarray,
+                       end: pd.Timestamp) -> dict:
+    """What `cureflow monitor` compares a later batch with: the training examples' features, the holdout's
+    cure chances, the action mix of the batch the model makes at the end of its history, and the profile
+    of the accounts overdue on each of the last `monitor.reference_days` days (keyed by local day of month)."""
+    from pipelines.monitor import day_profile, reference_profile
+    from serving.batch import apply_capacity
+
+    rows = bundle.score(portfolio, end)
+    if len(rows):
+        config = bundle.policy_config
+        rows, _ = apply_capacity(rows, config.phone_capacity, config.calls_per_hour)
+    reference = reference_profile(train[bundle.feature_names], p_holdout, rows, bundle.params)
+    config, zone = bundle.feature_config, bundle.params["calendar"]["default_timezone"]
+    prep = prepare(portfolio, config)
+    for k in range(int(bundle.params["monitor"]["reference_days"]), 0, -1):
+        t = end - pd.Timedelta(days=k)
+        feats = features_at(prep, t, config)
+        feats = feats[feats["arrears"] > 0]
+        scores = bundle.cure.predict_proba(feats[bundle.feature_names])[:, 1] if len(feats) else np.array([])
+        local = t.tz_convert(zone)
+        reference["days"][str(local.day)] = {"date": local.isoformat(), **day_profile(reference, feats, scores)}
+    return reference
 
 
 def git_commit() -> str:
@@ -186,49 +290,96 @@ def git_commit() -> str:
         return "unknown"
 
 
+OUTPUT_FILES = {"bundle": "bundle.joblib", "metrics": "metrics.json", "gains": "gains.csv",
+                "holdout": "holdout.parquet", "calibration": "calibration.png", "roc": "roc.png",
+                "gains_plot": "gains.png", "importance": "importance.png", "report": "report.html"}
+
+
 def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
-    """Write the bundle, metrics, holdout predictions and plots under out_dir (the DVC outputs)."""
-    from pipelines import plots
+    """Write the bundle, metrics, holdout predictions, plots and the model report under out_dir (the DVC
+    outputs of the train stage)."""
+    from pipelines import plots, report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"bundle": out_dir / "bundle.joblib", "metrics": out_dir / "metrics.json",
-             "gains": out_dir / "gains.csv"}
+    files = {key: out_dir / name for key, name in OUTPUT_FILES.items()}
     joblib.dump(result.bundle, files["bundle"])
     files["metrics"].write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
     result.gains.to_csv(files["gains"], index=False)
+    result.holdout.to_parquet(files["holdout"], index=False)
     y, p = result.holdout["label"].to_numpy(), result.holdout["p"].to_numpy()
-    files["calibration"] = plots.calibration_plot(y, p, out_dir / "calibration.png")
-    files["roc"] = plots.roc_plot(y, p, out_dir / "roc.png")
-    files["gains_plot"] = plots.gains_plot(result.gains, out_dir / "gains.png")
+    plots.calibration_plot(y, p, files["calibration"])
+    plots.roc_plot(y, p, files["roc"])
+    plots.gains_plot(result.gains, files["gains_plot"])
     gain = result.bundle.cure.booster_.feature_importance(importance_type="gain")
-    files["importance"] = plots.importance_plot(result.bundle.feature_names, gain, out_dir / "importance.png")
+    plots.importance_plot(result.bundle.feature_names, gain, files["importance"])
+    report.write_report(result, files, files["report"])
     return files
 
 
-def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, log=print) -> dict:
-    """One MLflow run: params, metrics, plots, fingerprint, commit; the pyfunc registered; alias if gated."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
+def _current_alias(client, model_name: str, alias: str) -> str | None:
+    """The version an alias points to, None when the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
 
-    from models.pyfunc import CureflowModel
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _log_run(result: TrainResult, files: dict[str, Path], params: dict):
+    """Inside an active run: params (the bundle's own), holdout metrics, tags and every file but the bundle
+    (the model report under `report/`, the rest under `evaluation/`)."""
+    import mlflow
+
+    mlflow.log_params(_flat_params(result.bundle.params))
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in result.metrics.items()})
+    mlflow.set_tags({"git_commit": git_commit(), "data_fingerprint": result.bundle.metadata["data_fingerprint"],
+                     "history_end": result.history_end.isoformat()})
+    for key, path in files.items():
+        if key != "bundle" and Path(path).exists():
+            mlflow.log_artifact(str(path), artifact_path="report" if key == "report" else "evaluation")
+
+
+def _experiment(params: dict) -> str:
+    """Point MLflow at the tracking store and the experiment (created with its artifacts beside a SQLite
+    store); returns the tracking URI."""
+    import mlflow
+
     from models.registry import artifact_root, configure_mlflow
-    from models.scoring import example_request
 
     uri = configure_mlflow()
     name = params["mlflow"]["experiment"]
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=artifact_root(uri))
     mlflow.set_experiment(name)
+    return uri
+
+
+def log_run(result: TrainResult, files: dict[str, Path], params: dict, run_name: str | None = None) -> str:
+    """One MLflow run with everything but the model (a notebook's experiment, to compare with others);
+    returns its run id. `log_and_register` is the same run plus the registered model."""
+    import mlflow
+
+    _experiment(params)
+    with mlflow.start_run(run_name=run_name) as run:
+        _log_run(result, files, params)
+    return run.info.run_id
+
+
+def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, log=print) -> dict:
+    """One MLflow run: params, metrics, plots, report, fingerprint, commit; the pyfunc registered. Past the
+    quality gate the version becomes `@challenger`, or `@champion` when there is no champion yet."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    from models.pyfunc import CureflowModel
+    from models.scoring import example_request
+
+    uri = _experiment(params)
     model_name = params["mlflow"]["model_name"]
     with mlflow.start_run() as run:
-        mlflow.log_params(_flat_params(params))
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in result.metrics.items()})
-        mlflow.set_tags({"git_commit": git_commit(), "data_fingerprint": result.bundle.metadata["data_fingerprint"],
-                         "history_end": result.history_end.isoformat()})
-        for key, path in files.items():
-            if key != "bundle":
-                mlflow.log_artifact(str(path), artifact_path="evaluation")
+        _log_run(result, files, params)
         result.bundle.run_id = run.info.run_id
         with tempfile.TemporaryDirectory() as tmp:
             bundle_path = Path(tmp) / "bundle.joblib"
@@ -240,14 +391,28 @@ def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, 
                                            input_example=example, registered_model_name=model_name,
                                            code_paths=[str(Path(__file__).resolve().parent.parent / "models")])
     version = str(info.registered_model_version)
-    passed, why = quality_gate(result.metrics, params["train"]["quality_gate"])
-    client = MlflowClient()
+    aliases = set_aliases(MlflowClient(), model_name, version, quality_gate(result.metrics,
+                                                                             params["train"]["quality_gate"]))
+    log(f"MLflow run {run.info.run_id}: registered {model_name} version {version}; {aliases['message']}")
+    return {"run_id": run.info.run_id, "version": version, "champion": "champion" in aliases["set"],
+            "challenger": "challenger" in aliases["set"], "tracking_uri": uri}
+
+
+def set_aliases(client, model_name: str, version: str, gate: tuple[bool, str]) -> dict:
+    """Tag the version with the quality gate's verdict; past the gate make it `@challenger`, or `@champion`
+    when no champion exists (a fresh registry: the demo and the service need one)."""
+    passed, why = gate
     client.set_model_version_tag(model_name, version, "quality_gate", "passed" if passed else f"failed: {why}")
-    if passed:
+    if not passed:
+        return {"set": [], "message": f"NOT a challenger ({why})"}
+    champion = _current_alias(client, model_name, "champion")
+    if champion is None:
         client.set_registered_model_alias(model_name, "champion", version)
-    log(f"MLflow run {run.info.run_id}: registered {model_name} version {version}"
-        f"{'; alias @champion set' if passed else f'; NOT promoted ({why})'}")
-    return {"run_id": run.info.run_id, "version": version, "champion": passed, "tracking_uri": uri}
+        client.set_model_version_tag(model_name, version, "promotion", "first champion: the registry had none")
+        return {"set": ["champion"], "message": "alias @champion set (the registry had no champion)"}
+    client.set_registered_model_alias(model_name, "challenger", version)
+    return {"set": ["challenger"], "message": f"alias @challenger set; `cureflow promote` compares it with "
+                                              f"@champion (version {champion})"}
 
 
 def quality_gate(metrics: dict[str, float], gate: dict) -> tuple[bool, str]:
@@ -272,15 +437,34 @@ def _flat_params(params: dict, prefix: str = "") -> dict[str, str]:
 
 
 def run(data: Path, out_dir: Path, params: dict | None = None, register: bool = True,
-        history_end_at: str | None = None, log=print) -> dict:
-    """The whole training stage: fit, write outputs, log to MLflow and register."""
+        history_end_at: str | None = None, log=print, examples_dir: Path | None = None) -> dict:
+    """The whole training stage: fit (from saved examples when `examples_dir` is given), write outputs,
+    log to MLflow and register."""
     params = params or load_params()
-    result = fit(data, params, history_end_at, log=log)
-    files = save_outputs(result, out_dir)
+    examples = load_examples(examples_dir) if examples_dir else None
+    result = fit(data, params, history_end_at, log=log, examples=examples)
+    files = save_outputs(result, Path(out_dir))
     info = {"metrics": result.metrics, "out_dir": str(out_dir)}
     if register:
         info.update(log_and_register(result, files, params, log=log))
         result.bundle.model_version = f"{params['mlflow']['model_name']}/{info['version']}"
-        joblib.dump(result.bundle, files["bundle"])  # the DVC output, now stamped with run and version
+        joblib.dump(result.bundle, files["bundle"])  # the bundle file, now stamped with run and version
     return info
 
+
+def register_dir(train_dir: Path, evaluation: Path | None = None, params: dict | None = None,
+                 log=print) -> dict:
+    """The DVC register stage: log and register what the train stage wrote under `train_dir` (with
+    `evaluation`, the JSON of `cureflow evaluate`, among the run's artifacts). The quality gate and the
+    MLflow names come from the current params; the logged params are those the bundle was trained with."""
+    train_dir = Path(train_dir)
+    files = {key: train_dir / name for key, name in OUTPUT_FILES.items()}
+    missing = [str(files[k]) for k in ("bundle", "metrics", "holdout", "gains") if not files[k].exists()]
+    if missing:
+        raise FileNotFoundError(f"training outputs not found: {', '.join(missing)} (run `cureflow train`)")
+    if evaluation is not None:
+        files["evaluation"] = Path(evaluation)
+    bundle = joblib.load(files["bundle"])
+    result = TrainResult(bundle, json.loads(files["metrics"].read_text()), pd.read_parquet(files["holdout"]),
+                         pd.read_csv(files["gains"]), None, pd.Timestamp(bundle.metadata["history_end"]))
+    return log_and_register(result, files, params or load_params(), log=log)

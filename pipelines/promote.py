@@ -1,0 +1,301 @@
+"""`cureflow promote`: the challenger replaces the champion only when it is not worse on the same holdout.
+
+`cureflow train` registers every version; one that passes the quality gate becomes `@challenger` (or
+`@champion` when the registry has none). Promotion scores both on data neither was trained on, from the
+same directory:
+
+- the cure model: every account overdue at the as-of dates of the later of the two models' time holdouts
+  (so neither saw them), each model with its own feature configuration; ROC AUC and ECE (calibration);
+- the policy: the logged randomised decisions after the later of the two response holdout cut-offs; the
+  doubly robust estimate of each policy's payment rate within 7 days (`pipelines.evaluate`), and their
+  paired difference with a 95% interval (the same decisions score both). A model without a response model
+  proposes no contact to everyone, and its value is estimated the same way (inverse propensity alone).
+
+The challenger is promoted when it is not worse than the champion by more than `params.yaml: promote`'s
+margins on any of the three, and it passed its own quality gate. Either way the decision and the figures
+behind it are recorded as tags on the challenger's model version (`promotion`, `promotion.reason`,
+`promotion.roc_auc`, ...); a replaced champion is tagged `replaced_by`. `--dry-run` compares and records
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.bundle import ScoringBundle
+from models.contract import Portfolio
+from models.features import prepare
+from models.metrics import classification_report
+from models.response import ActionSpace
+
+ROLES = ("challenger", "champion")
+
+
+@dataclass
+class Contender:
+    """A registered model version taking part in the comparison."""
+
+    role: str
+    uri: str
+    version: str
+    bundle: ScoringBundle
+    tags: dict = field(default_factory=dict)
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """`models:/name@alias` -> (name, alias, None); `models:/name/3` -> (name, None, '3'); else a ValueError."""
+    if not uri.startswith("models:/"):
+        raise ValueError(f"promotion moves registry aliases, so it needs a registry URI (models:/name@alias or "
+                         f"models:/name/3), not {uri!r}")
+    ref = uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, alias, None
+    name, _, version = ref.partition("/")
+    if not version.isdigit():
+        raise ValueError(f"not a model version URI: {uri!r}")
+    return name, None, version
+
+
+def resolve_version(client, uri: str) -> str | None:
+    """The version number a registry URI points to; None when its alias is not set."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_model_uri(uri)
+    if version:
+        return version
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def later(contenders: list[Contender], key: str) -> pd.Timestamp:
+    """The later of the contenders' holdout starts (`cure_holdout_from` or `response_holdout_from`)."""
+    return max(pd.Timestamp(c.bundle.metadata[key]).tz_convert("UTC") for c in contenders)
+
+
+def cure_holdout(bundle: ScoringBundle, portfolio: Portfolio, dates: list[pd.Timestamp], horizon: int
+                 ) -> pd.DataFrame:
+    """as_of, account_id, label and the bundle's cure chance for every account overdue at `dates`."""
+    from pipelines.train import cure_examples
+
+    config = bundle.feature_config
+    examples = cure_examples(prepare(portfolio, config), config, dates, horizon)
+    p = bundle.cure.predict_proba(examples[bundle.feature_names])[:, 1]
+    return examples[["as_of", "account_id", "label"]].assign(p=p)
+
+
+def compare_cure(contenders: list[Contender], portfolio: Portfolio, data: Path) -> dict:
+    """ROC AUC, ECE and the rest of the holdout report of each contender on the same as-of dates."""
+    from pipelines.train import example_dates, resolve_history_end
+
+    reference = contenders[0].bundle
+    cure_p = reference.params["cure"]
+    horizon = int(cure_p["horizon_days"])
+    end = resolve_history_end(data, prepare(portfolio, reference.feature_config))
+    since = later(contenders, "cure_holdout_from")
+    dates = [t for t in example_dates(prepare(portfolio, reference.feature_config), end, horizon,
+                                      int(cure_p["example_every_days"])) if t >= since]
+    if not dates:
+        raise ValueError(f"no common holdout: no as-of date from {since.isoformat()} has its {horizon}-day label "
+                         f"window observed before the history ends ({end.isoformat()})")
+    frames = {c.role: cure_holdout(c.bundle, portfolio, dates, horizon) for c in contenders}
+    keys = [f[["as_of", "account_id", "label"]].reset_index(drop=True) for f in frames.values()]
+    if any(not k.equals(keys[0]) for k in keys[1:]):
+        raise ValueError("the contenders' holdouts differ (different label horizons?); compare like with like")
+    out = {role: classification_report(f["label"].to_numpy(), f["p"].to_numpy()) for role, f in frames.items()}
+    return {"metrics": out, "from": since.isoformat(), "dates": len(dates), "cases": len(keys[0]),
+            "history_end": end.isoformat()}
+
+
+def policy_terms(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame) -> np.ndarray:
+    """Per logged decision, the doubly robust term of the bundle's policy value (payment within 7 days):
+    q(x, policy's action) + 1[policy = logged] / propensity x (paid - q(x, logged action)). Without a
+    response model the policy is no contact and q is 0, which leaves inverse propensity weighting."""
+    from pipelines.evaluate import greedy_targets
+
+    taken = logs["action"].to_numpy()
+    rows = np.arange(len(logs))
+    if bundle.response is None:
+        space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
+        q, target = np.zeros((len(logs), len(space.actions))), np.full(len(logs), space.none_index)
+    else:
+        q, target = greedy_targets(bundle, portfolio, logs)
+    hit = (target == taken).astype(float)
+    paid = logs["label"].to_numpy(dtype=float)
+    return q[rows, target] + hit / logs["propensity"].to_numpy(dtype=float) * (paid - q[rows, taken])
+
+
+def _mean_interval(terms: np.ndarray, z: float = 1.959964) -> dict:
+    """Mean and normal 95% interval of per-decision terms."""
+    half = z * float(np.std(terms, ddof=1)) / np.sqrt(len(terms)) if len(terms) > 1 else float("nan")
+    value = float(np.mean(terms))
+    return {"value": value, "low": value - half, "high": value + half, "n": int(len(terms))}
+
+
+def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Timestamp) -> dict:
+    """Each contender's DR payment rate on the same held-out logged decisions, and the paired difference
+    challenger - champion; an empty comparison when no randomised decision is held out."""
+    from pipelines.logs import decision_examples
+
+    since = later(contenders, "response_holdout_from")
+    terms, cache = {}, {}
+    for c in contenders:
+        config = c.bundle.feature_config
+        if config not in cache:
+            logs = decision_examples(portfolio, prepare(portfolio, config), config, c.bundle.params, end)
+            cache[config] = logs[logs["decided_at"] >= since].reset_index(drop=True)
+        logs = cache[config]
+        if logs.empty:
+            return {"from": since.isoformat(), "decisions": 0, "values": {}, "difference": None}
+        terms[c.role] = pd.Series(policy_terms(c.bundle, portfolio, logs), index=logs["contact_id"].to_numpy())
+    paired = pd.concat(terms, axis=1, join="inner")
+    out = {"from": since.isoformat(), "decisions": len(paired),
+           "values": {role: _mean_interval(paired[role].to_numpy()) for role in terms}}
+    out["difference"] = (_mean_interval((paired["challenger"] - paired["champion"]).to_numpy())
+                         if len(terms) == 2 else None)
+    return out
+
+
+def decide(cure: dict, policy: dict, margins: dict, gate_passed: bool = True) -> tuple[bool, list[dict]]:
+    """Promote when the challenger passed its own quality gate and is not worse than the champion by more
+    than the margins on ROC AUC, ECE and the policy's payment rate (that check is left out when no
+    randomised decision is held out). Returns the verdict and every check (name, ok, text), failures first."""
+    ch, cp = cure["metrics"]["challenger"], cure["metrics"]["champion"]
+    checks = [{"name": "quality_gate", "ok": gate_passed,
+               "text": "passed its own quality gate" if gate_passed else "failed its own quality gate"},
+              {"name": "roc_auc", "ok": ch["roc_auc"] >= cp["roc_auc"] - float(margins["max_roc_auc_drop"]),
+               "text": f"ROC AUC {ch['roc_auc']:.4f} vs champion {cp['roc_auc']:.4f} "
+                       f"(may drop {margins['max_roc_auc_drop']})"},
+              {"name": "ece", "ok": ch["ece"] <= cp["ece"] + float(margins["max_ece_rise"]),
+               "text": f"ECE {ch['ece']:.4f} vs champion {cp['ece']:.4f} (may rise {margins['max_ece_rise']})"}]
+    if policy.get("values"):
+        vc, vp = policy["values"]["challenger"]["value"], policy["values"]["champion"]["value"]
+        d = policy["difference"]
+        checks.append({"name": "policy_value", "ok": vc >= vp - float(margins["max_policy_value_drop"]),
+                       "text": f"policy payment rate {vc:.4f} vs champion {vp:.4f}, paired difference "
+                               f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
+                               f"(may drop {margins['max_policy_value_drop']})"})
+    checks.sort(key=lambda c: c["ok"])
+    return all(c["ok"] for c in checks), checks
+
+
+def _line(check: dict) -> str:
+    return f"{'ok' if check['ok'] else 'WORSE'}: {check['text']}"
+
+
+def record(client, model_name: str, challenger: Contender, champion: Contender | None, verdict: dict) -> None:
+    """Tag the challenger's version with the decision and its figures; move `@champion` when promoted
+    (the old champion is tagged `replaced_by`, and `@challenger` is cleared: it is the champion now)."""
+    version = challenger.version
+    for key, value in verdict["tags"].items():
+        client.set_model_version_tag(model_name, version, key, value)
+    if not verdict["promoted"]:
+        return
+    client.set_registered_model_alias(model_name, "champion", version)
+    if champion is not None:
+        client.set_model_version_tag(model_name, champion.version, "replaced_by", version)
+        client.set_model_version_tag(model_name, champion.version, "replaced_at", verdict["decided_at"])
+    if resolve_version(client, f"models:/{model_name}@challenger") == version:
+        client.delete_registered_model_alias(model_name, "challenger")
+
+
+def _tags(promoted: bool, checks: list[dict], champion: Contender | None, cure: dict | None,
+          policy: dict | None, decided_at: str) -> dict[str, str]:
+    """The model-version tags that say why (MLflow tag values are strings)."""
+    tags = {"promotion": "promoted" if promoted else "rejected", "promotion.decided_at": decided_at,
+            "promotion.reason": "; ".join(_line(c) for c in checks if not c["ok"])
+            or (f"not worse than version {champion.version} on any check" if champion else "no champion yet")}
+    if champion is None:
+        return tags
+    tags["promotion.compared_with"] = champion.version
+    tags.update({f"promotion.{c['name']}": _line(c) for c in checks})
+    tags["promotion.holdout"] = (f"cure: {cure['cases']} cases at {cure['dates']} as-of dates from {cure['from']}; "
+                                 f"policy: {policy['decisions']} logged decisions from {policy['from']}")
+    return tags
+
+
+def load_contender(client, role: str, uri: str) -> Contender | None:
+    """The bundle behind a registry URI, None when its alias is unset."""
+    from models.registry import load_bundle
+
+    version = resolve_version(client, uri)
+    if version is None:
+        return None
+    name = parse_model_uri(uri)[0]
+    loaded = load_bundle(f"models:/{name}/{version}")
+    tags = dict(client.get_model_version(name, version).tags)
+    return Contender(role, uri, version, loaded.bundle, tags)
+
+
+def evaluate_contenders(challenger: Contender, champion: Contender, portfolio: Portfolio, data: Path,
+                        margins: dict) -> tuple[bool, list[dict], dict, dict]:
+    """Both comparisons and the verdict."""
+    contenders = [challenger, champion]
+    cure = compare_cure(contenders, portfolio, data)
+    policy = compare_policy(contenders, portfolio, pd.Timestamp(cure["history_end"]))
+    gate = challenger.tags.get("quality_gate", "passed") == "passed"
+    promoted, checks = decide(cure, policy, margins, gate)
+    return promoted, checks, cure, policy
+
+
+def run(data: Path, challenger_uri: str, champion_uri: str, params: dict, dry_run: bool = False,
+        out: Path | None = None, log=print) -> dict:
+    """Everything `cureflow promote` does and prints; the decision is also written as JSON to `out`."""
+    from mlflow import MlflowClient
+
+    from models.contract import read_dir
+    from models.registry import configure_mlflow
+
+    configure_mlflow()
+    client = MlflowClient()
+    name = parse_model_uri(challenger_uri)[0]
+    challenger = load_contender(client, "challenger", challenger_uri)
+    if challenger is None:
+        raise ValueError(f"no challenger: {challenger_uri} is not set (train a new version first)")
+    champion = load_contender(client, "champion", champion_uri)
+    decided_at = datetime.now(UTC).isoformat(timespec="seconds")
+    report = {"model": name, "challenger": challenger.version, "champion": champion.version if champion else None,
+              "decided_at": decided_at, "dry_run": dry_run}
+    if champion is not None and champion.version == challenger.version:
+        report.update(promoted=False, checks=[], tags={})
+        log(f"version {challenger.version} is already the champion; nothing to do")
+        return _finish(report, out)
+    if champion is None:
+        promoted, checks, cure, policy = True, [], None, None
+    else:
+        promoted, checks, cure, policy = evaluate_contenders(challenger, champion, read_dir(data), data,
+                                                             params["promote"])
+    report.update(promoted=promoted, checks=checks, cure=cure, policy=policy,
+                  tags=_tags(promoted, checks, champion, cure, policy, decided_at))
+    _print(report, log)
+    if not dry_run:
+        record(client, name, challenger, champion, report)
+    return _finish(report, out)
+
+
+def _print(report: dict, log) -> None:
+    verdict = "PROMOTE" if report["promoted"] else "KEEP the champion"
+    dry = " (dry run: nothing recorded)" if report["dry_run"] else ""
+    log(f"challenger {report['model']}/{report['challenger']} vs champion "
+        f"{report['model']}/{report['champion']}: {verdict}{dry}")
+    if report.get("cure"):
+        log(f"  same holdout: {report['tags']['promotion.holdout']}")
+    for check in report["checks"]:
+        log(f"  {_line(check)}")
+    if not report["checks"]:
+        log(f"  {report['tags']['promotion.reason']}")
+
+
+def _finish(report: dict, out: Path | None) -> dict:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2, default=float))
+    return report
