@@ -36,20 +36,63 @@ def train(
     out: Annotated[Path, typer.Option(help="where the bundle, metrics and plots go")] = Path("outputs/train"),
     register: Annotated[bool, typer.Option(help="log to MLflow and register the model")] = True,
     history_end: Annotated[str | None, typer.Option(help="end of the observed history (ISO 8601)")] = None,
+    examples: Annotated[Path | None, typer.Option(help="training examples from `cureflow features`; "
+                                                       "default: built from --data")] = None,
 ) -> None:
-    """Train the cure model and response arms from any directory in the contract; log and register them."""
+    """Train the cure model and response arms from any directory in the contract; log and register them
+    (a version past the quality gate becomes @challenger, or @champion when there is none yet)."""
     from models.contract import ContractError
     from pipelines.train import run
 
     try:
-        run(data, out, register=register, history_end_at=history_end)
+        run(data, out, register=register, history_end_at=history_end, examples_dir=examples)
+    except (ContractError, FileNotFoundError) as err:
+        _fail(err)
+
+
+@app.command()
+def features(
+    data: Annotated[Path, typer.Option(help="directory with the four contract tables")] = Path("data/portfolio"),
+    out: Annotated[Path, typer.Option(help="where the training examples go")] = Path("outputs/features"),
+    history_end: Annotated[str | None, typer.Option(help="end of the observed history (ISO 8601)")] = None,
+) -> None:
+    """Build the training examples (cure examples and logged decisions with their features): the DVC
+    features stage, read by `cureflow train --examples`."""
+    from models.config import load_params
+    from models.contract import ContractError, read_dir
+    from pipelines.train import build_examples, save_examples
+
+    try:
+        save_examples(build_examples(read_dir(data), data, load_params(), history_end), out)
     except ContractError as err:
         _fail(err)
 
 
 @app.command()
+def register(
+    train_dir: Annotated[Path, typer.Option(help="what `cureflow train --no-register` wrote")] = Path("outputs/train"),
+    evaluation: Annotated[Path | None, typer.Option(help="the JSON of `cureflow evaluate`, logged with the run")
+                          ] = None,
+    out: Annotated[Path | None, typer.Option(help="run id, version and aliases as JSON")] = None,
+) -> None:
+    """Log a trained bundle to MLflow and register it (the DVC register stage)."""
+    import json
+
+    from pipelines.train import register_dir
+
+    try:
+        info = register_dir(train_dir, evaluation)
+    except FileNotFoundError as err:
+        _fail(err)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(info, indent=2) + "\n")
+
+
+@app.command()
 def score(
-    data: Annotated[Path, typer.Option(help="directory with the four contract tables")] = Path("data/portfolio"),
+    data: Annotated[str, typer.Option(help="directory with the four contract tables (parquet or csv), or a "
+                                           "SQLAlchemy URL of a database holding them")] = "data/portfolio",
     as_of: Annotated[str | None, typer.Option(help="as-of instant, ISO 8601 with offset; default: end of history")
                      ] = None,
     out: Annotated[Path, typer.Option(help="output file, .parquet or .csv")] = Path("outputs/work_queue.parquet"),
@@ -57,15 +100,25 @@ def score(
     top: Annotated[int, typer.Option(help="print the top N of the work queue")] = 0,
     phone_capacity: Annotated[str | None, typer.Option(help="calls a day, or 'unlimited'; default params")] = None,
     explore: Annotated[float | None, typer.Option(help="exploration rate, 0 = off; default params")] = None,
+    engine: Annotated[str, typer.Option(help="local (chunked, resumable) or spark (PySpark)")] = "local",
+    chunk_size: Annotated[int | None, typer.Option(help="accounts per chunk; default params batch.chunk_size")
+                          ] = None,
+    decision_log: Annotated[str | None, typer.Option(help="decision log URL; default CUREFLOW_DATABASE_URL or "
+                                                          "sqlite:///decisions.db")] = None,
 ) -> None:
-    """Score every overdue account as of AS_OF and write the work queue, highest priority first."""
+    """Score every overdue account as of AS_OF and write the work queue, highest priority first, with its
+    summary and HTML report beside it; one decision-log record per account and run. A run killed and started
+    again resumes from its finished chunks."""
     from models.contract import ContractError
-    from serving.batch import print_queue, score_dir
+    from serving.batch import BatchOptions, print_queue, score_source
+    from serving.decisions import DecisionLogUnavailable
 
+    options = BatchOptions(as_of=as_of, model_uri=model, phone_capacity=phone_capacity, explore=explore,
+                           engine=engine, chunk_size=chunk_size, decision_log=decision_log)
     try:
-        queue = score_dir(data, out, as_of=as_of, model_uri=model, phone_capacity=phone_capacity, explore=explore)
-    except (ContractError, ValueError) as err:  # bad tables, an unreadable --as-of or --phone-capacity
-        _fail(err)
+        queue = score_source(data, out, options)
+    except (ContractError, ValueError, FileNotFoundError, DecisionLogUnavailable) as err:
+        _fail(err)  # bad tables, an unreadable option, or no decision log to record in (nothing is written)
     if top:
         print_queue(queue, top)
 
@@ -79,6 +132,8 @@ def evaluate(
                      ] = None,
     explore: Annotated[float | None, typer.Option(help="exploration rate; default params policy.explore")] = None,
     out: Annotated[Path, typer.Option(help="the report as JSON")] = Path("outputs/evaluation.json"),
+    examples: Annotated[Path | None, typer.Option(help="training examples from `cureflow features` (their logged "
+                                                       "decisions are reused); default: built from --data")] = None,
 ) -> None:
     """Off-policy value of the policy on held-out logs; on simulated data, its true value against no contact,
     the best single action and the oracle, and a rule audit."""
@@ -86,17 +141,18 @@ def evaluate(
     from models.features import prepare
     from models.registry import load_bundle
     from pipelines import evaluate as evaluation
-    from pipelines.train import resolve_history_end
+    from pipelines.train import load_examples, resolve_history_end
 
     try:
         bundle = load_bundle(model).bundle
         portfolio = read_dir(data)
-    except ContractError as err:
+        logs = load_examples(examples).decisions if examples else None
+    except (ContractError, FileNotFoundError) as err:
         _fail(err)
     end = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
     when = pd_timestamp(as_of) if as_of else end
     eps = bundle.policy_config.explore if explore is None else explore
-    evaluation.run(bundle, portfolio, data, when, end, eps, out)
+    evaluation.run(bundle, portfolio, data, when, end, eps, out, logs=logs)
 
 
 def pd_timestamp(text: str):
@@ -136,6 +192,76 @@ def serve(
         _fail(err)
     uvicorn.run("serving.api:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)
+
+
+@app.command()
+def promote(
+    data: Annotated[Path, typer.Option(help="directory with the contract tables to compare on")
+                    ] = Path("data/portfolio"),
+    challenger: Annotated[str, typer.Option(help="registry URI of the challenger")] = "models:/cureflow@challenger",
+    champion: Annotated[str, typer.Option(help="registry URI of the champion")] = "models:/cureflow@champion",
+    dry_run: Annotated[bool, typer.Option(help="compare and print; move no alias, write no tag")] = False,
+    out: Annotated[Path | None, typer.Option(help="the comparison as JSON")] = Path("outputs/promotion.json"),
+) -> None:
+    """Compare the challenger with the champion on the same holdout (cure ROC AUC and ECE, the policy's
+    off-policy value); move @champion only when the challenger is not worse by params' margins."""
+    from models.config import load_params
+    from models.contract import ContractError
+    from pipelines.promote import run
+
+    try:
+        run(data, challenger, champion, load_params(), dry_run=dry_run, out=out)
+    except (ContractError, ValueError) as err:
+        _fail(err)
+
+
+@app.command()
+def monitor(
+    data: Annotated[Path, typer.Option(help="directory with the four contract tables")] = Path("data/portfolio"),
+    model: Annotated[str, typer.Option(help="model URI or bundle path")] = "models:/cureflow@champion",
+    queue: Annotated[Path | None, typer.Option(help="the batch's work queue (`cureflow score`); default: "
+                                                    "score --as-of now")] = None,
+    as_of: Annotated[str | None, typer.Option(help="as-of instant when no --queue; default: history end")] = None,
+    out: Annotated[Path | None, typer.Option(help="the comparison as JSON")] = Path("outputs/monitor.json"),
+    fail_on_drift: Annotated[bool, typer.Option(help="exit with code 1 when drift is flagged")] = False,
+) -> None:
+    """Compare the latest batch with the model's training data: population stability of the features, the
+    cure chance and the action mix; flag drift past params' thresholds."""
+    from models.config import load_params
+    from models.contract import ContractError, read_dir
+    from models.features import prepare
+    from models.registry import load_bundle
+    from pipelines import monitor as monitoring
+    from pipelines.train import resolve_history_end
+
+    try:
+        bundle = load_bundle(model).bundle
+        portfolio = read_dir(data)
+        when = pd_timestamp(as_of) if as_of else None
+        if when is None and queue is None:
+            when = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
+        report = monitoring.run(bundle, portfolio, when, queue, load_params(), out)
+    except (ContractError, ValueError) as err:
+        _fail(err)
+    if fail_on_drift and report["drift"]:
+        raise typer.Exit(code=1)
+
+
+@app.command("ingest-uci")
+def ingest_uci(
+    data: Annotated[Path, typer.Option(help="the UCI credit-card CSV")] = Path(
+        "../shared/data/uci_credit_card/UCI_Credit_Card.csv"),
+    out: Annotated[Path, typer.Option(help="output directory for the contract tables")] = Path("data/uci"),
+) -> None:
+    """Write the UCI credit-card file (Taiwan 2005) in the data contract, with the params `cureflow train` needs
+    for its monthly cure task (OUT/params.yaml, via CUREFLOW_PARAMS); pipelines/uci.py says what is lost."""
+    from models.contract import ContractError
+    from pipelines.uci import main
+
+    try:
+        main(data, out)
+    except (ContractError, FileNotFoundError, ValueError) as err:
+        _fail(err)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import mlflow
 import numpy as np
@@ -69,8 +70,10 @@ def test_quality_gate_names_what_failed():
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`cureflow ARGS` as a user runs it; its decision log goes to a temporary file, not the checkout."""
+    log = f"sqlite:///{os.path.join(tempfile.gettempdir(), f'cureflow-test-decisions-{os.getpid()}.db')}"
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+                          env={**os.environ, "CUREFLOW_DATABASE_URL": log, **(env or {})}, timeout=300)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
