@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models import vocab
-from models.estimators import booster_params, predict
+from models.estimators import booster_params, path_contributions, predict
 
 ARM_OFFERS = ("reminder", "instalment_plan")
 MIN_ROWS = 50  # randomised decisions each sub-model needs at the least
@@ -168,5 +168,5 @@ class ResponseModel:
         if contact.any():
             rows = np.hstack([X[contact], self.space.codes()[action[contact]]])
             booster = self.reached_ if self.reach_ is None else self.reach_
-            out[contact] = predict(booster, rows, pred_contrib=True)
+            out[contact] = path_contributions(booster)(rows)
         return out
