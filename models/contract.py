@@ -277,14 +277,19 @@ def _validate_table(
             continue
         raw = frame[column].reset_index(drop=True)
         try:
-            if rule.kind in ("string", "category"):
-                out[column], codes, uniques = _text(_plain(raw), rule)
-                if rule.unique:
-                    _check_unique(codes, uniques, out[column])
-                if (name, column) in _FOREIGN_KEYS:
-                    distinct[(name, column)] = codes, uniques
-            else:
-                out[column] = _CONVERTERS[rule.kind](_plain(raw), rule)
+            try:
+                if rule.kind in ("string", "category"):
+                    out[column], codes, uniques = _text(_plain(raw), rule)
+                    if rule.unique:
+                        _check_unique(codes, uniques, out[column])
+                    if (name, column) in _FOREIGN_KEYS:
+                        distinct[(name, column)] = codes, uniques
+                else:
+                    out[column] = _CONVERTERS[rule.kind](_plain(raw), rule)
+            except (TypeError, ValueError) as err:
+                if isinstance(err, _Bad):
+                    raise
+                _check_single_values(raw, err)
         except _Bad as bad:
             raise _error(name, column, bad) from None
     result = pd.DataFrame(out)
@@ -292,6 +297,15 @@ def _validate_table(
         if table == name:
             _check_paired(result, table, column, value, other, other_value)
     return result
+
+
+def _check_single_values(raw: pd.Series, err: Exception) -> None:
+    """After a conversion failed: a cell holding a list, mapping or array (parquet allows them) is named as
+    such; any other failure is re-raised. Only run on failure, so a clean column pays nothing."""
+    nested = np.array([isinstance(v, list | tuple | dict | set | np.ndarray) for v in raw], dtype=bool)
+    if nested.any():
+        raise _Bad("not a single value (a list or mapping)", nested, raw) from None
+    raise err
 
 
 def _error(table: str, column: str, bad: _Bad) -> ContractError:
