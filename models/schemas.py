@@ -1,6 +1,7 @@
 """Typed request and answer schemas of the real-time API, from ../shared/CONTRACT.md.
 
-Unknown fields are rejected (`extra="forbid"`), every list is bounded, timestamps must carry an offset.
+Unknown fields are rejected (`extra="forbid"`), every list is bounded, timestamps must carry an offset, and
+the holds and consents are JSON booleans (a 0 or "no" is refused, never read as a flag).
 Domain checks the schema cannot express (for example a duplicate contact id) are the contract
 validator's, the same one the batch uses.
 """
@@ -8,9 +9,9 @@ validator's, the same one the batch uses.
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from models.scoring import example_request
 
@@ -20,6 +21,17 @@ Channel = Literal["phone", "sms", "email", "letter", "ivr", "none"]
 Outcome = Literal["no_answer", "voicemail", "reached", "promise_to_pay", "refused", "wrong_party", "delivered",
                   "bounced", "opened", "clicked", "replied", "held_out"]
 Offer = Literal["reminder", "instalment_plan", "settlement", "hardship_referral", "legal_review", "none"]
+
+def _iso_text(value: object) -> object:
+    """Dates and instants come as ISO 8601 text (or as python dates from code), never as numbers: pydantic
+    would read 0 as 1970-01-01."""
+    if isinstance(value, bool | int | float):
+        raise ValueError("must be ISO 8601 text, not a number")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_text)]
+IsoInstant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 MAX_INSTALLMENTS = 600
 MAX_PAYMENTS = 3000
@@ -33,32 +45,32 @@ class _Strict(BaseModel):
 
 class Account(_Strict):
     account_id: str = Field(min_length=1, max_length=64)
-    opened_on: date
+    opened_on: IsoDate
     term_months: int = Field(ge=1, le=180)
     monthly_amount: float = Field(gt=0, le=1e12)
     birth_year: int | None = Field(default=None, ge=1900, le=2100)
     employment: Employment
     region: str | None = Field(default=None, max_length=64)
     timezone: str | None = Field(default=None, max_length=64)
-    consent_phone: bool
-    consent_sms: bool
-    consent_email: bool
-    do_not_contact: bool
-    dispute_open: bool
-    legal_representative: bool
-    bankruptcy: bool
-    vulnerable: bool
+    consent_phone: StrictBool
+    consent_sms: StrictBool
+    consent_email: StrictBool
+    do_not_contact: StrictBool
+    dispute_open: StrictBool
+    legal_representative: StrictBool
+    bankruptcy: StrictBool
+    vulnerable: StrictBool
 
 
 class Installment(_Strict):
     account_id: str | None = Field(default=None, max_length=64)
-    due_date: date
+    due_date: IsoDate
     amount_due: float = Field(ge=0, le=1e12)
 
 
 class Payment(_Strict):
     account_id: str | None = Field(default=None, max_length=64)
-    paid_at: AwareDatetime
+    paid_at: IsoInstant
     amount: float = Field(gt=0, le=1e12)
     method: Method
 
@@ -66,7 +78,7 @@ class Payment(_Strict):
 class Contact(_Strict):
     contact_id: str = Field(min_length=1, max_length=64)
     account_id: str | None = Field(default=None, max_length=64)
-    contacted_at: AwareDatetime
+    contacted_at: IsoInstant
     channel: Channel
     direction: Literal["outbound", "inbound"]
     template: str | None = Field(default=None, max_length=64)
@@ -79,7 +91,7 @@ class ScoreRequest(_Strict):
     """One account with its own rows (the CRM sends at least the last 24 months)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [example_request()]})
-    as_of: AwareDatetime
+    as_of: IsoInstant
     account: Account
     installments: list[Installment] = Field(default_factory=list, max_length=MAX_INSTALLMENTS)
     payments: list[Payment] = Field(default_factory=list, max_length=MAX_PAYMENTS)

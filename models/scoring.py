@@ -42,6 +42,8 @@ def check_requests(requests: Sequence[Mapping[str, Any]]) -> None:
     repeated = [i for i, a in enumerate(ids) if ids.count(a) > 1] if len(set(ids)) < len(ids) else []
     if repeated:
         _fail("accounts", "account_id", repeated, "duplicate key", [ids[i] for i in repeated])
+    if bad := [i for i, r in enumerate(requests) if _out_of_years(r["as_of"])]:
+        _fail("request", "as_of", bad, f"outside the supported years {FIRST_YEAR}..{LAST_YEAR}")
     if bad := [i for i, r in enumerate(requests) if _out_of_years(r["account"]["opened_on"])]:
         _fail("accounts", "opened_on", bad, f"outside the supported years {FIRST_YEAR}..{LAST_YEAR}")
     for table, when in _WHEN.items():

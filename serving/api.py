@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     Caller = Annotated[str, Depends(scoring)]
     Loaded = Annotated[LoadedModel, Depends(model)]
-    IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+    IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]
 
     @app.post("/v1/score", response_model=Answer, summary="Score one overdue account")
     def score(body: ScoreRequest, caller: Caller, loaded: Loaded, idempotency_key: IdemKey = None) -> dict:

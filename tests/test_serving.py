@@ -233,6 +233,24 @@ def test_idempotency_key_reused_for_another_request_is_422_and_writes_nothing(cl
     assert log.count("api") == count
 
 
+def test_empty_idempotency_key_numeric_dates_and_numeric_flags_are_refused(client):
+    empty_key = {**HEADERS, "Idempotency-Key": ""}
+    assert client.post("/v1/score", json=example_request(), headers=empty_key).status_code == 422
+    for path, value in ((("account", "opened_on"), 0), (("account", "vulnerable"), 0), (("as_of",), 1700000000)):
+        body = example_request()
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        resp = client.post("/v1/score", json=body)
+        assert resp.status_code == 422 and path[-1] in resp.text, (path, resp.text)
+
+
+def test_as_of_outside_the_supported_years_is_a_named_422_not_a_crash(client):
+    resp = client.post("/v1/score", json={**example_request(), "as_of": "2325-01-01T00:00:00Z"})
+    assert resp.status_code == 422 and "as_of" in resp.text
+
+
 def test_keys_are_required_and_admin_routes_need_an_admin_key(client):
     assert client.post("/v1/score", json=example_request(), headers={"X-API-Key": ""}).status_code == 401
     assert client.post("/v1/score", json=example_request(), headers={"X-API-Key": "wrong"}).status_code == 401
