@@ -26,7 +26,8 @@ def test_generated_requests_never_get_a_server_error_and_invalid_ones_are_refuse
             [str(SCHEMATHESIS), "run", f"{base}/openapi.json", "--header", f"X-API-Key: {KEY}",
              "--checks", "not_a_server_error,negative_data_rejection", "--max-examples", "200",
              "--seed", "20261123", "--no-color"],
-            capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+            capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"},
+            cwd=tmp_path)  # its reports directory stays out of the checkout
     summary = done.stdout[-3000:]
     generated = re.search(r"(\d+) generated", done.stdout)
     assert generated and int(generated.group(1)) >= 1000, summary
