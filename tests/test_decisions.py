@@ -232,7 +232,7 @@ def test_ping_is_true_when_the_database_answers(log):
 
 
 def test_failures_log_and_raise_no_record_contents(log, caplog):
-    secret = "ACCOUNT-SECRET-9931"
+    secret = "ACCOUNT-SECRET-9931"  # fixture, not a secret
     with caplog.at_level(logging.DEBUG, logger="cureflow.decisions"), pytest.raises(DecisionRejected) as raised:
         log.append([record(1, account_id=secret, features={"x": secret}), record(2, model_version=None)])
     assert caplog.records, "the failure is logged"

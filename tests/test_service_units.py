@@ -56,7 +56,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_settings_read_comma_separated_keys_from_env_and_hide_them(clean_env):
     clean_env.setenv("CUREFLOW_API_KEYS", f" {SCORING_KEYS[0]} ,{SCORING_KEYS[1]},, ")
     clean_env.setenv("CUREFLOW_ADMIN_KEYS", ADMIN_KEY)
-    clean_env.setenv("CUREFLOW_DATABASE_URL", "postgresql://svc:db-password-xyz@db/cureflow")
+    clean_env.setenv("CUREFLOW_DATABASE_URL", "postgresql://svc:db-password-xyz@db/cureflow")  # fixture, not a secret
     clean_env.setenv("CUREFLOW_MAX_CONCURRENCY", "4")
     clean_env.setenv("CUREFLOW_INSECURE", "false")
     s = load_settings()
