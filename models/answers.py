@@ -1,8 +1,8 @@
 """The contract's real-time request and answer, as plain dicts, and their mapping to tables and batch rows.
 
-A request carries one account's rows; `tables_from_requests` stacks many requests into the four contract
-tables (filling each row's account_id from its account), so the API validates and scores exactly as the
-batch does. `answer_from_row` nests a flattened batch row into the answer, `row_from_answer` flattens back.
+`requests_from_portfolio` writes a portfolio's accounts as the requests a CRM would send. `nest` turns one
+decision's flat columns into the answer, `answer_from_row` does it for a batch row (reasons and blocked as
+JSON text), and `row_from_answer` flattens an answer back into a batch row.
 """
 
 from __future__ import annotations
@@ -14,21 +14,8 @@ from typing import Any
 import pandas as pd
 
 from models.contract import SPEC
-from models.vocab import TABLES
 
 CHILD_TABLES = ("installments", "payments", "contacts")
-
-
-def tables_from_requests(requests: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
-    """The four contract tables holding every request's rows; a child row's account_id defaults to its account's."""
-    rows: dict[str, list[dict]] = {name: [] for name in TABLES}
-    for req in requests:
-        account = dict(req["account"])
-        rows["accounts"].append(account)
-        for name in CHILD_TABLES:
-            for row in req.get(name) or []:
-                rows[name].append({**row, "account_id": row.get("account_id") or account.get("account_id")})
-    return {name: pd.DataFrame.from_records(rows[name]) if rows[name] else None for name in TABLES}
 
 
 def _json(value: Any) -> Any:
@@ -43,7 +30,7 @@ def _json(value: Any) -> Any:
 def requests_from_portfolio(portfolio, as_of: pd.Timestamp, account_ids: list[str] | None = None
                             ) -> list[dict[str, Any]]:
     """JSON-ready real-time requests for accounts of a validated Portfolio (all by default), each with
-    its own rows, as the CRM would send them: the inverse of `tables_from_requests`."""
+    its own rows, as the CRM would send them."""
     ids = list(portfolio.accounts["account_id"]) if account_ids is None else list(account_ids)
     children = {name: getattr(portfolio, name).groupby("account_id", sort=False).indices for name in CHILD_TABLES}
     by_id = dict(zip(portfolio.accounts["account_id"], range(len(portfolio.accounts)), strict=True))
@@ -69,7 +56,12 @@ def _clean(value: Any) -> Any:
 
 
 def answer_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """Nest one flattened batch row into the contract's real-time answer."""
+    """Nest one flattened batch row (reasons and blocked as JSON text) into the contract's real-time answer."""
+    return nest({**row, "reasons": json.loads(row["reasons"]), "blocked": json.loads(row["blocked"])})
+
+
+def nest(row: dict[str, Any]) -> dict[str, Any]:
+    """One decision's flat columns (reasons and blocked as lists) as the contract's real-time answer."""
     window = None
     if row.get("window_start") is not None:
         window = {"start": row["window_start"], "end": row["window_end"]}
@@ -87,8 +79,8 @@ def answer_from_row(row: dict[str, Any]) -> dict[str, Any]:
             "template": _clean(row["template"]),
             "expected_gain": float(row["expected_gain"]),
         },
-        "reasons": json.loads(row["reasons"]),
-        "blocked": json.loads(row["blocked"]),
+        "reasons": row["reasons"],
+        "blocked": row["blocked"],
         "decision_id": row["decision_id"],
         "propensity": _clean(row["propensity"]),
     }

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models import calendar, policy, rules, vocab
+from models.answers import nest
 from models.contract import Portfolio
 from models.estimators import CalibratedLGBM
 from models.features import FeatureConfig, Prepared, feature_matrix, feature_names, features_at, prepare
@@ -96,20 +97,7 @@ class Decisions:
 
     def answers(self) -> list[dict[str, Any]]:
         """The contract's real-time answers (the nested form of `frame`'s rows), in the same order."""
-        c = self.columns
-        out = []
-        for i in range(len(self)):
-            window = {"start": c["window_start"][i], "end": c["window_end"][i]} if c["window_start"][i] else None
-            out.append({
-                "account_id": c["account_id"][i], "as_of": c["as_of"][i], "model_version": c["model_version"][i],
-                "cure_probability": float(c["cure_probability"][i]), "priority": float(c["priority"][i]),
-                "tier": c["tier"][i],
-                "action": {"channel": c["channel"][i], "contact_window": window, "offer": c["offer"][i],
-                           "template": c["template"][i], "expected_gain": float(c["expected_gain"][i])},
-                "reasons": c["reasons"][i], "blocked": c["blocked"][i], "decision_id": c["decision_id"][i],
-                "propensity": float(c["propensity"][i]),
-            })
-        return out
+        return [nest({name: self.columns[name][i] for name in BATCH_COLUMNS}) for i in range(len(self))]
 
 
 @dataclass
