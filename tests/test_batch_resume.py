@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
+
+from tests.test_batch import _records
 
 pytestmark = pytest.mark.slow
 AS_OF = "2026-11-01T00:00:00+09:00"
@@ -49,14 +50,6 @@ def _kill_after_parts(command: list[str], parts_dir: Path, parts: int, seconds: 
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, f"the run ended by itself (code {proc.returncode}) before the kill"
     return len(list(parts_dir.glob("part-*.parquet")))
-
-
-def _records(log: Path) -> pd.DataFrame:
-    engine = sa.create_engine(f"sqlite:///{log}")
-    with engine.connect() as conn:
-        rows = pd.read_sql("SELECT request_id, account_id, decision_id FROM decisions", conn)
-    engine.dispose()
-    return rows
 
 
 def _digest(path: Path) -> str:
