@@ -23,6 +23,7 @@ demo: install
 	$(BIN)/cureflow score --data $(DEMO_DATA) --as-of $(AS_OF) --out outputs/work_queue.parquet --top 15 && \
 	echo "" && \
 	echo "work queue:      outputs/work_queue.parquet (summary: outputs/work_queue.parquet.summary.json)" && \
+	echo "morning report:  outputs/work_queue.parquet.report.html (decision records: decisions.db)" && \
 	echo "policy value:    outputs/evaluation.json" && \
 	echo "holdout metrics: outputs/train/metrics.json (plots: outputs/train/*.png)" && \
 	echo "MLflow store:    $$(pwd)/mlflow.db (artifacts in mlartifacts/)" && \
