@@ -300,12 +300,14 @@ def _validate_table(
 
 
 def _check_single_values(raw: pd.Series, err: Exception) -> None:
-    """After a conversion failed: a cell holding a list, mapping or array (parquet allows them) is named as
-    such; any other failure is re-raised. Only run on failure, so a clean column pays nothing."""
+    """After a conversion raised instead of naming rows: a cell holding a list, mapping or array (parquet
+    allows them) is named as such; any other mix pandas cannot read names the column and its filled rows,
+    never a crash. Only run on failure, so a clean column pays nothing."""
     nested = np.array([isinstance(v, list | tuple | dict | set | np.ndarray) for v in raw], dtype=bool)
     if nested.any():
         raise _Bad("not a single value (a list or mapping)", nested, raw) from None
-    raise err
+    raise _Bad(f"values of mixed kinds that cannot be read ({type(err).__name__})", raw.notna().to_numpy(),
+               raw) from None
 
 
 def _error(table: str, column: str, bad: _Bad) -> ContractError:
