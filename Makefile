@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO_DATA := data/portfolio
 AS_OF  ?= 2026-11-01T00:00:00+09:00
 
-.PHONY: install demo test lint mlflow-ui clean
+.PHONY: install demo test audit lint mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,13 @@ demo: install
 	echo "MLflow UI:       make mlflow-ui, then open http://127.0.0.1:5000" && \
 	echo "demo wall time:  $$(( $$(date +%s) - start ))s"
 
-test: install
+test: audit
 	scripts/ensure_postgres.sh
 	scripts/ensure_java.sh
 	$(BIN)/pytest -q -n 2
+
+audit: install
+	$(BIN)/python scripts/audit.py
 
 lint: install
 	$(BIN)/ruff check models pipelines serving tests benchmarks
