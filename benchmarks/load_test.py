@@ -19,6 +19,9 @@ by a slow client):
 Why a client of its own and wrk only as the cross-check: wrk and locust are closed loops (a connection or a
 user waits for its answer before sending the next), so a server that stalls also slows its client and the
 stall hides in fewer requests (coordinated omission); wrk2, which holds a rate, is not packaged in Debian.
+Locust 2.47 was tried at a fixed rate (users at `constant_throughput(2)`) and measured itself more than the
+service: p50 30 ms at 10 users and 92 ms at 25 with HttpUser, and a 46 ms minimum with FastHttpUser (its
+headers and body go out as two segments), where plain `requests` from the same machine took 7 ms.
 """
 
 from __future__ import annotations
