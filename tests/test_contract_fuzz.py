@@ -97,3 +97,21 @@ def test_every_valid_damaged_portfolio_gets_answers_never_a_crash(trained, frame
     rows = bundle.score(portfolio, pd.Timestamp("2026-11-01T00:00:00+09:00"))
     assert set(rows["account_id"]) <= set(portfolio.accounts["account_id"])
     assert all(0 <= p <= 1 and not math.isnan(p) for p in rows["cure_probability"])
+
+
+def test_an_account_with_no_instalments_is_not_in_the_batch_queue(trained):
+    """Issue 8 names the case: an account with payments and contacts but no instalment (a new contract, or
+    an export that lost its schedule) is a well-defined answer, not a crash and not a collection target."""
+    from models.registry import load_bundle
+    from tests.conftest import monthly_schedule, portfolio
+
+    months = [f"2026-{m:02d}" for m in range(1, 10)]
+    p = portfolio([account("A1"), account("A2")], installments=monthly_schedule("A1", months),
+                  payments=[{"account_id": "A2", "paid_at": "2026-09-27T10:00:00+09:00", "amount": 40000.0,
+                             "method": "direct_debit"}],
+                  contacts=[{"contact_id": "C9", "account_id": "A2", "contacted_at": "2026-10-01T10:00:00+09:00",
+                             "channel": "sms", "direction": "outbound", "template": None, "outcome": "delivered",
+                             "experiment_id": None, "propensity": None}])
+    bundle = load_bundle(str(trained["bundle_path"])).bundle
+    queue = bundle.score(p, pd.Timestamp("2026-11-01T00:00:00+09:00"))
+    assert list(queue["account_id"]) == ["A1"]  # the queue holds the overdue: A1 owes and paid nothing

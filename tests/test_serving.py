@@ -157,6 +157,16 @@ def test_not_overdue_account_gets_no_action(client):
     assert answer["tier"] == "not overdue" and answer["action"]["channel"] == "none"
 
 
+def test_an_account_with_no_instalments_is_answered_not_overdue(client):
+    req = example_request()
+    req["installments"] = []  # payments and a contact remain
+    resp = client.post("/v1/score", json=req)
+    assert resp.status_code == 200
+    answer = resp.json()
+    assert answer["tier"] == "not overdue" and answer["action"]["channel"] == "none"
+    assert answer["priority"] == 0 and 0 <= answer["cure_probability"] <= 1
+
+
 def test_model_endpoint_names_the_version(client, trained):
     info = client.get("/v1/model").json()
     assert info["run_id"] == trained["info"]["run_id"]
