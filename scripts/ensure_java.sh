@@ -26,22 +26,8 @@ if found=$(find_java); then
     echo "ensure_java: Java $(java_major "$found") already present ($found); nothing to do"
     exit 0
 fi
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-    as_root=(sudo)
-else
-    echo "ensure_java: no Java 17+, and neither root nor sudo to install openjdk-17-jre-headless" >&2
-    exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "ensure_java: no Java 17+ and no apt-get; install a Java 17 runtime by hand" >&2
-    exit 1
-fi
-echo "ensure_java: no Java 17+; installing openjdk-17-jre-headless with apt-get"
-"${as_root[@]}" apt-get update
-# the JRE's post-install step expects the man page directory, absent from slim images
-"${as_root[@]}" mkdir -p /usr/share/man/man1
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openjdk-17-jre-headless
+echo "ensure_java: no Java 17+"
+source "$(dirname "$0")/apt_install.sh"
+apt_install ensure_java openjdk-17-jre-headless
 found=$(find_java) || { echo "ensure_java: installed openjdk-17-jre-headless but still no java 17+" >&2; exit 1; }
 echo "ensure_java: installed Java $(java_major "$found") ($found)"

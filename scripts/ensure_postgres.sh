@@ -23,21 +23,9 @@ find_initdb() {
 if found=$(find_initdb); then
     echo "ensure_postgres: PostgreSQL server binaries already present ($found); nothing to do"
 else
-    if [ "$(id -u)" -eq 0 ]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        echo "ensure_postgres: initdb not found, and neither root nor sudo to install the postgresql package" >&2
-        exit 1
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "ensure_postgres: initdb not found and no apt-get; install the PostgreSQL server by hand" >&2
-        exit 1
-    fi
-    echo "ensure_postgres: initdb not found; installing the postgresql package with apt-get"
-    "${as_root[@]}" apt-get update
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+    echo "ensure_postgres: initdb not found"
+    source "$(dirname "$0")/apt_install.sh"
+    apt_install ensure_postgres postgresql
     found=$(find_initdb) || { echo "ensure_postgres: installed postgresql but still no initdb" >&2; exit 1; }
     echo "ensure_postgres: installed PostgreSQL server binaries ($found)"
 fi
