@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
-from models.vocab import CHANNELS, DIRECTIONS, EMPLOYMENT, OUTCOMES, PAYMENT_METHODS, TABLES
+from models.vocab import CHANNELS, DIRECTIONS, EMPLOYMENT, MAX_AMOUNT, OUTCOMES, PAYMENT_METHODS, TABLES
 
 Kind = Literal["string", "category", "date", "timestamp", "int", "float", "bool"]
 
@@ -55,7 +55,7 @@ SPEC: dict[str, dict[str, Column]] = {
         "account_id": Column("string", unique=True),
         "opened_on": Column("date"),
         "term_months": Column("int", low=1, high=180),
-        "monthly_amount": Column("float", low=0, low_open=True),
+        "monthly_amount": Column("float", low=0, low_open=True, high=MAX_AMOUNT),
         "birth_year": Column("int", required=False, low=1900, high=2100),
         "employment": Column("category", values=EMPLOYMENT),
         "region": Column("string", required=False),
@@ -72,12 +72,12 @@ SPEC: dict[str, dict[str, Column]] = {
     "installments": {
         "account_id": Column("string"),
         "due_date": Column("date"),
-        "amount_due": Column("float", low=0),
+        "amount_due": Column("float", low=0, high=MAX_AMOUNT),
     },
     "payments": {
         "account_id": Column("string"),
         "paid_at": Column("timestamp"),
-        "amount": Column("float", low=0, low_open=True),
+        "amount": Column("float", low=0, low_open=True, high=MAX_AMOUNT),
         "method": Column("category", values=PAYMENT_METHODS),
     },
     "contacts": {

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from models.scoring import example_request
+from models.vocab import MAX_AMOUNT
 
 Employment = Literal["salaried", "self_employed", "part_time", "shift_worker", "retired", "student", "unknown"]
 Method = Literal["direct_debit", "bank_transfer", "card", "convenience_store", "other"]
@@ -47,7 +48,7 @@ class Account(_Strict):
     account_id: str = Field(min_length=1, max_length=64)
     opened_on: IsoDate
     term_months: int = Field(ge=1, le=180)
-    monthly_amount: float = Field(gt=0, le=1e12)
+    monthly_amount: float = Field(gt=0, le=MAX_AMOUNT)
     birth_year: int | None = Field(default=None, ge=1900, le=2100)
     employment: Employment
     region: str | None = Field(default=None, max_length=64)
@@ -65,13 +66,13 @@ class Account(_Strict):
 class Installment(_Strict):
     account_id: str | None = Field(default=None, max_length=64)
     due_date: IsoDate
-    amount_due: float = Field(ge=0, le=1e12)
+    amount_due: float = Field(ge=0, le=MAX_AMOUNT)
 
 
 class Payment(_Strict):
     account_id: str | None = Field(default=None, max_length=64)
     paid_at: IsoInstant
-    amount: float = Field(gt=0, le=1e12)
+    amount: float = Field(gt=0, le=MAX_AMOUNT)
     method: Method
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 TABLES = ("accounts", "installments", "payments", "contacts")
 
+# the largest amount of money a row may hold, in the currency's units: the engine counts money in integer
+# cents (int64), and sums over a 24-month history must stay exact; a trillion is far past any instalment
+MAX_AMOUNT = 1e12
+
 EMPLOYMENT = ("salaried", "self_employed", "part_time", "shift_worker", "retired", "student", "unknown")
 PAYMENT_METHODS = ("direct_debit", "bank_transfer", "card", "convenience_store", "other")
 CHANNELS = ("phone", "sms", "email", "letter", "ivr", "none")

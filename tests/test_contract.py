@@ -256,6 +256,22 @@ def test_rejects_duplicate_account_id_naming_both_rows() -> None:
     assert "duplicate" in error.problem
 
 
+@pytest.mark.parametrize("table, column, values, bad_row", [
+    ("payments", "amount", [30000.0, 1e13], 1),
+    ("installments", "amount_due", [30000.0, 30000.0, 1e300, 0.0], 2),
+    ("accounts", "monthly_amount", [30000.0, 45000.5, 1.7e308], 2),
+])
+def test_rejects_amounts_past_what_the_engine_counts_exactly(table, column, values, bad_row) -> None:
+    """Money is counted in int64 cents: an amount past MAX_AMOUNT would overflow it (the API refuses the
+    same amounts through its schema)."""
+    from models.vocab import MAX_AMOUNT
+
+    error = rejection(changed(table, column, values))
+    assert (error.table, error.column, error.rows) == (table, column, [bad_row])
+    assert "out of range" in error.problem and f"{MAX_AMOUNT:g}" in error.problem
+    validate(changed(table, column, [min(v, MAX_AMOUNT) for v in values]))  # the bound itself is accepted
+
+
 def test_rejects_duplicate_contact_id() -> None:
     error = rejection(changed("contacts", "contact_id", ["C1", "C2", "C2"]))
     assert (error.table, error.column, error.rows) == ("contacts", "contact_id", [1, 2])

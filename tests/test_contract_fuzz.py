@@ -78,6 +78,8 @@ def test_any_damage_is_a_named_contract_error_or_a_valid_portfolio(frames):
             if rule.kind in ("int", "float"):
                 values = frame[column].to_numpy(dtype=float)
                 assert not np.isinf(values).any()
+                if rule.high is not None:
+                    assert not (values > rule.high).any()
                 if rule.required:
                     assert not np.isnan(values).any()
 
