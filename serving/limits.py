@@ -28,6 +28,9 @@ async def send_json(send: Send, status: int, body: dict[str, object],
     await send({"type": "http.response.body", "body": payload})
 
 
+SHED_KEY = "cureflow.shed"  # set in the ASGI scope of a request the shedder refused, to its reason
+
+
 class LoadShedder:
     """Refuse (503, `Retry-After: 1`) any non-exempt request that arrives while `max_concurrency` are in flight.
 
@@ -50,6 +53,7 @@ class LoadShedder:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_concurrency:
+            scope[SHED_KEY] = "concurrency"  # read by the access log, which summarises refusals
             await self._shed(send)
             return
         self.in_flight += 1

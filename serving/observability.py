@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 import threading
@@ -28,6 +29,8 @@ from typing import IO, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.limits import SHED_KEY
 
 NAMESPACE = "cureflow"
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
@@ -188,13 +191,23 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestObserver:
-    """Pure ASGI middleware: request id in, `X-Request-ID` out, one metric sample and one access log line."""
+    """Pure ASGI middleware: request id in, `X-Request-ID` out, one metric sample and one access log line.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True):
+    Requests the load shedder refused (`SHED_KEY` in the scope) get their metric sample but share one log
+    line a `shed_log_interval_s` ("load shed", with the count): under a flood, a line for each refusal cost
+    a quarter of the answered rate (measured with wrk, 128 connections: 114-130 answered a second with a
+    line each, 155 without).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True, shed_log_interval_s: float = 1.0):
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        self.shed_log_interval_s = shed_log_interval_s
         self.log = logging.getLogger(f"{NAMESPACE}.access")
+        self._shed_pending = 0
+        self._shed_since = 0.0
+        self._shed_logged_at = -math.inf
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -220,9 +233,20 @@ class RequestObserver:
             REQUEST_ID.reset(token)
 
     def _finish(self, scope: Scope, status: int, seconds: float) -> None:
-        """Record the metric sample and the access log line of one request."""
+        """Record the metric sample and the access log line of one request (refusals: see the class)."""
         route, method = route_template(scope), scope.get("method", "")
         self.metrics.observe_request(route, method, status, seconds)
-        if self.access_log:
+        if not self.access_log:
+            return
+        if SHED_KEY in scope:
+            if not self._shed_pending:
+                self._shed_since = time.monotonic()
+            self._shed_pending += 1
+        else:
             self.log.info("request", extra={"route": route, "method": method, "status": status,
                                             "latency_ms": round(seconds * 1000, 3)})
+        now = time.monotonic()
+        if self._shed_pending and now - self._shed_logged_at >= self.shed_log_interval_s:
+            self.log.warning("load shed", extra={"status": 503, "count": self._shed_pending,
+                                                 "duration_ms": round((now - self._shed_since) * 1000, 3)})
+            self._shed_pending, self._shed_logged_at = 0, now

@@ -400,6 +400,37 @@ def test_load_shedder_refuses_a_third_request_at_once_and_keeps_health_open():
     assert r["shed"] == ["concurrency"]
 
 
+def test_refusals_share_a_log_line_a_second_and_every_answer_keeps_its_metric(log_stream):
+    """A flood of refusals must not cost a log line each: the first is logged at once, the rest are
+    counted into the next "load shed" line once the interval has passed; answers keep their own lines."""
+    metrics = make_metrics()
+
+    async def flood() -> list[int]:
+        release = asyncio.Event()
+        shedder = LoadShedder(_slow_app(release), max_concurrency=2)
+        observer = RequestObserver(shedder, metrics, shed_log_interval_s=0.3)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=observer), base_url="http://t") as client:
+            slow = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
+            while shedder.in_flight < 2:
+                await asyncio.sleep(0.005)
+            codes = [(await client.get("/slow")).status_code for _ in range(10)]
+            await asyncio.sleep(0.35)
+            codes.append((await client.get("/slow")).status_code)  # the 11th refusal, past the interval
+            release.set()
+            codes += [r.status_code for r in await asyncio.gather(*slow)]
+        return codes
+
+    codes = asyncio.run(flood())
+    assert codes == [503] * 11 + [200, 200]
+    lines = _lines(log_stream)
+    shed = [line for line in lines if line["msg"] == "load shed"]
+    assert [(line["count"], line["status"], line["level"]) for line in shed] == [(1, 503, "WARNING"),
+                                                                                 (10, 503, "WARNING")]
+    assert shed[1]["duration_ms"] >= 300
+    assert [(line["msg"], line["status"]) for line in lines if line["msg"] == "request"] == [("request", 200)] * 2
+    assert metrics.requests_total.labels(route="unmatched", method="GET", status="503")._value.get() == 11
+
+
 def test_load_shedder_rejects_a_limit_below_one():
     with pytest.raises(ValueError):
         LoadShedder(FastAPI(), max_concurrency=0)
