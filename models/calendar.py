@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import numpy as np
 import pandas as pd
@@ -46,11 +46,26 @@ def parse_windows(calendar_params: dict) -> tuple[Window, ...]:
     )
 
 
+# tz database keys that name no place: `localtime` is whatever zone the machine running the code is set to
+# (so a batch and an API server could disagree on an account's hours), `Factory` is "local time zone must
+# be set". Both load with ZoneInfo, so they are refused here and the rules fail closed (R-TIME-ZONE).
+NOT_A_PLACE = frozenset({"localtime", "Factory"})
+
+
+@lru_cache(maxsize=1)
+def _iana_names() -> frozenset[str]:
+    """Every zone name of the tz database this machine has (`posix/` and `right/` copies are not in it)."""
+    return frozenset(available_timezones()) - NOT_A_PLACE
+
+
 @lru_cache(maxsize=512)
 def zone(name: str | None) -> ZoneInfo | None:
-    """The ZoneInfo for an IANA name (None and '' mean the default zone); None when the name is invalid."""
+    """The ZoneInfo for an IANA name (None and '' mean the default zone); None when the name is invalid or
+    names no place."""
     if name is None or (isinstance(name, float) and np.isnan(name)) or name == "":
         name = DEFAULT_TIMEZONE
+    if str(name) not in _iana_names():
+        return None
     try:
         return ZoneInfo(str(name))
     except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):

@@ -492,6 +492,23 @@ def test_invalid_time_zone_fails_closed():
     assert {"action": "all", "rule": "R-TIME-ZONE", "until": None} in result.blocked[0]
 
 
+@pytest.mark.parametrize("name", ["localtime", "Factory", "posixrules", "posix/Asia/Tokyo", "right/Asia/Tokyo"])
+def test_a_zone_that_names_no_place_fails_closed(name):
+    """These load with ZoneInfo, but `localtime` is the server's own zone (the batch and the API could
+    disagree on the account's hours), `Factory` means "not set", and the others are the database's copies."""
+    from zoneinfo import ZoneInfo
+
+    ZoneInfo(name)  # it loads: the check is the project's, not the library's
+    facts, result = run(accounts_frame({"timezone": name}), nothing())
+    assert not facts["tz_valid"].iloc[0] and result.held_by[0] == ["R-TIME-ZONE"]
+
+
+@pytest.mark.parametrize("name", ["America/New_York", "UTC", "Etc/GMT-9", "Japan", "Asia/Kolkata"])
+def test_real_zones_and_their_aliases_are_valid(name):
+    facts, result = run(accounts_frame({"timezone": name}), nothing())
+    assert facts["tz_valid"].iloc[0] and "R-TIME-ZONE" not in result.held_by[0]
+
+
 def test_missing_time_zone_means_tokyo():
     facts, result = run(accounts_frame({"timezone": None}), nothing())
     assert facts["tz_valid"].iloc[0] and not result.require_human[0]
