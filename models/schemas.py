@@ -41,7 +41,10 @@ MAX_BATCH = 500
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields are refused, and so are NaN and infinities (Python's JSON reader accepts the literals
+    `NaN` and `Infinity`, which are not JSON)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Account(_Strict):

@@ -13,11 +13,14 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import threading
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from models.contract import ContractError
@@ -73,6 +76,17 @@ class ModelHolder:
         """Start-up: a failed load leaves the process up and not ready; the log says why."""
         with contextlib.suppress(Exception):
             self.load()
+
+
+def _finite(value: Any) -> Any:
+    """The value with every NaN or infinity replaced by its JSON-ish name, so the standard encoder takes it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def settle_heap() -> None:
@@ -139,6 +153,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if loaded is None:
             raise HTTPException(status_code=503, detail=f"no model loaded: {holder.error or 'loading'}")
         return loaded
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, except that a non-finite input is echoed as text: `NaN` in a body would otherwise
+        make the error itself unserialisable (a 500)."""
+        return JSONResponse(status_code=422, content={"detail": _finite(jsonable_encoder(err.errors()))})
 
     @app.exception_handler(ContractError)
     async def contract_error(request: Request, err: ContractError) -> JSONResponse:

@@ -340,6 +340,26 @@ def test_oversized_body_is_413(client):
     assert resp.status_code == 413
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_literals_are_422_naming_the_field_never_a_500(client, literal):
+    """Python's JSON reader takes these non-JSON literals; the error that echoes them must still be JSON."""
+    before = client.app.state.decisions.count("api")
+    for field, value in (("monthly_amount", "42000"), ("term_months", "108")):
+        body = json.dumps(example_request()).replace(f'"{field}": {value}', f'"{field}": {literal}', 1)
+        assert literal in body
+        resp = client.post("/v1/score", content=body, headers={**HEADERS, "Content-Type": "application/json"})
+        assert resp.status_code == 422, resp.text
+        (error,) = resp.json()["detail"]
+        assert error["loc"] == ["body", "account", field] and error["input"] == literal
+    assert client.app.state.decisions.count("api") == before
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(client):
+    for body in ("[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000):
+        resp = client.post("/v1/score", content=body, headers={**HEADERS, "Content-Type": "application/json"})
+        assert resp.status_code == 400 and "pars" in resp.json()["detail"]
+
+
 def test_lists_past_their_bounds_are_422_naming_the_list_and_nothing_is_recorded(client):
     from models.schemas import MAX_BATCH, MAX_CONTACTS, MAX_INSTALLMENTS
 
