@@ -36,7 +36,7 @@ from serving.decisions import (
     IdempotencyConflict,
     IdempotencyMismatch,
 )
-from serving.limits import BodySizeLimit, LoadShedder
+from serving.limits import BodyGuard, LoadShedder
 from serving.observability import Metrics, RequestObserver, configure_logging, current_request_id, make_metrics, render
 from serving.security import KeyRing, admin_caller, require_keys, scoring_caller
 from serving.settings import Settings, load_settings
@@ -143,9 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="cureflow", version="0.2.0", lifespan=lifespan,
                   description="Delinquency risk and next-best-action for collections (see CONTRACT.md).")
     app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # the last added runs first: observer, then the body guard, then the shedder (a slow body takes no slot)
     app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency,
                        on_shed=lambda reason: metrics.shed_total.labels(reason=reason).inc())
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestObserver, metrics=metrics)
 
     def model() -> LoadedModel:

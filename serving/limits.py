@@ -2,18 +2,18 @@
 
 - `LoadShedder` answers 503 with `Retry-After: 1` at once when `max_concurrency` requests are already in
   flight: nothing queues, so latency cannot grow without bound. Health and metrics paths are exempt.
-- `BodySizeLimit` answers 413 when `Content-Length` exceeds the limit, or when a body sent without one grows
-  past it while the app reads it (the stream is counted chunk by chunk, never buffered here).
+- `BodyGuard` reads each body whole before the app (and the shedder) see the request: 413 past the size
+  limit, 408 past the time limit, so a slow sender cannot hold a scoring slot.
 
 Counters are per process: with `--workers N` the service admits up to N x max_concurrency requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterable
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_EXEMPT_PATHS = ("/healthz", "/readyz", "/metrics")
@@ -70,14 +70,6 @@ class LoadShedder:
                         headers=[(b"retry-after", b"1")])
 
 
-class BodyTooLarge(HTTPException):
-    """Raised from `receive` when a streamed body passes the limit; an HTTPException, so FastAPI answers 413
-    itself (instead of turning it into a 400 body-parse error) and `BodySizeLimit` answers for other apps."""
-
-    def __init__(self, max_bytes: int):
-        super().__init__(status_code=413, detail=f"request body larger than {max_bytes} bytes")
-
-
 def _content_length(scope: Scope) -> int | None:
     """The declared Content-Length, or None when absent or unreadable (then the stream is counted)."""
     for name, value in scope["headers"]:
@@ -89,14 +81,34 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-class BodySizeLimit:
-    """413 for request bodies over `max_bytes`: at once from Content-Length, else while the body streams in."""
+class _TooLarge(Exception):
+    """The body passed the limit while it was read."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+
+class _Disconnected(Exception):
+    """The client went away before its body was complete."""
+
+
+class BodyGuard:
+    """Reads the whole request body before the app runs, so the app gets it in one message:
+
+    - 413 when it is over `max_bytes`: at once from `Content-Length`, else as soon as the chunks read pass
+      the limit (the rest is never read; the connection is closed);
+    - 408 when it has not all arrived within `timeout_s` of the request's head.
+
+    It sits outside `LoadShedder`: a client that sends its body slowly (or never) holds a connection, not
+    one of the scoring slots. Before, four connections that sent half a body each held all four slots of a
+    server started with `CUREFLOW_MAX_CONCURRENCY=4`, and it refused everyone else with 503.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0):
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,29 +118,41 @@ class BodySizeLimit:
         if declared is not None and declared > self.max_bytes:
             await self._reject(send)
             return
-        received = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if started:
-                raise
+            body = await asyncio.wait_for(self._read(receive), self.timeout_s)
+        except _TooLarge:
             await self._reject(send)
+            return
+        except TimeoutError:
+            await send_json(send, 408, {"detail": f"request body not received within {self.timeout_s:g} s"},
+                            headers=[(b"connection", b"close")])
+            return
+        except _Disconnected:
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     async def _reject(self, send: Send) -> None:
         """Answer 413 (the rest of the body is never read; the server drops it with the connection)."""

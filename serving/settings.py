@@ -6,7 +6,7 @@ of `repr`, so printing or logging the settings never shows a secret.
     CUREFLOW_API_KEYS="k1,k2"      scoring keys (several at once, for rotation)
     CUREFLOW_ADMIN_KEYS="a1"       keys for /v1/admin/*
     CUREFLOW_MODEL_URI, CUREFLOW_DATABASE_URL, CUREFLOW_DECISION_LOG_SYNC, CUREFLOW_MAX_CONCURRENCY,
-    CUREFLOW_MAX_BODY_BYTES, CUREFLOW_RELOAD_INTERVAL_S, CUREFLOW_INSECURE, CUREFLOW_LOG_LEVEL
+    CUREFLOW_MAX_BODY_BYTES, CUREFLOW_BODY_TIMEOUT_S, CUREFLOW_RELOAD_INTERVAL_S, CUREFLOW_INSECURE, CUREFLOW_LOG_LEVEL
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class Settings(BaseSettings):
                                     "of the process or database server, may lose the last ones on a power loss")
     max_concurrency: int = Field(default=32, ge=1, description="requests in flight before the service sheds load")
     max_body_bytes: int = Field(default=2_000_000, ge=1)
+    body_timeout_s: float = Field(default=10.0, gt=0, description="a request body not received in this time "
+                                                                 "is answered 408")
     reload_interval_s: float = Field(default=0.0, ge=0, description="0 = no periodic check of the model alias")
     insecure: bool = False
     log_level: str = "INFO"

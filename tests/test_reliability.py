@@ -78,6 +78,44 @@ def test_model_swap_under_load_fails_no_request(trained, tmp_path):
     assert recorded == len(codes)
 
 
+def test_clients_that_never_finish_their_body_hold_no_slot_and_get_408(trained, tmp_path):
+    """Slowloris: as many connections as the server has slots each send a head and half a body, then stall.
+    A normal request still gets its answer at once, and each stalled one gets 408 when its time is up."""
+    from models.scoring import example_request
+
+    proc, base = _start(["--model", str(trained["bundle_path"])], {
+        "CUREFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}", "CUREFLOW_MAX_CONCURRENCY": "4",
+        "CUREFLOW_BODY_TIMEOUT_S": "2"})
+    port = int(base.rsplit(":", 1)[1])
+
+    async def slowloris() -> tuple[int, float, list[bytes]]:
+        stalled = []
+        for _ in range(4):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /v1/score HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                         b"X-API-Key: " + KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"as_of\"")
+            await writer.drain()
+            stalled.append((reader, writer))
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(timeout=30) as client:
+            start = time.perf_counter()
+            status = (await client.post(f"{base}/v1/score", json=example_request(), headers=HEADERS)).status_code
+            took = time.perf_counter() - start
+        heads = [await asyncio.wait_for(reader.readuntil(b"\r\n"), 10) for reader, _ in stalled]
+        for _, writer in stalled:
+            writer.close()
+        return status, took, heads
+
+    try:
+        _wait_ready(base, proc)
+        status, took, heads = asyncio.run(slowloris())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert status == 200 and took < 1.5  # answered before any stalled body timed out
+    assert all(head.startswith(b"HTTP/1.1 408") for head in heads), heads
+
+
 def test_shutdown_under_load_lets_requests_in_flight_finish_and_records_them(trained, tmp_path):
     database = tmp_path / "d.db"
     proc, base = _start(["--model", str(trained["bundle_path"])], {"CUREFLOW_DATABASE_URL": f"sqlite:///{database}"})

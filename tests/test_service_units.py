@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ValidationError
 
 from serving import security
-from serving.limits import BodySizeLimit, LoadShedder
+from serving.limits import BodyGuard, LoadShedder
 from serving.observability import (
     REQUEST_ID,
     RequestObserver,
@@ -455,7 +455,7 @@ def _body_app(calls: list[int]) -> FastAPI:
 
 def test_body_limit_rejects_a_large_content_length_before_the_app_runs():
     calls: list[int] = []
-    client = TestClient(BodySizeLimit(_body_app(calls), max_bytes=1000))
+    client = TestClient(BodyGuard(_body_app(calls), max_bytes=1000))
     resp = client.post("/echo", content=json.dumps({"text": "x" * 2000}), headers={"content-type": "application/json"})
     assert resp.status_code == 413 and "1000" in resp.json()["detail"]
     assert calls == []
@@ -464,7 +464,7 @@ def test_body_limit_rejects_a_large_content_length_before_the_app_runs():
 
 def test_body_limit_rejects_a_chunked_body_without_content_length():
     calls: list[int] = []
-    client = TestClient(BodySizeLimit(_body_app(calls), max_bytes=1000))
+    client = TestClient(BodyGuard(_body_app(calls), max_bytes=1000))
     chunks = [b'{"text": "', *([b"y" * 300] * 5), b'"}']
     resp = client.post("/echo", content=iter(chunks), headers={"content-type": "application/json"})
     assert resp.request.headers.get("content-length") is None
@@ -489,6 +489,56 @@ def test_body_limit_counts_streamed_chunks_and_stops_reading_past_the_limit():
         await send_({"type": "http.response.body", "body": b"ok"})
 
     scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
-    asyncio.run(BodySizeLimit(reading_app, max_bytes=1000)(scope, receive, send))
+    asyncio.run(BodyGuard(reading_app, max_bytes=1000)(scope, receive, send))
     assert sent[0]["status"] == 413
     assert len(reads) == 4
+
+
+def _stalled_body(first: bytes):
+    """A receive that sends `first`, says more is coming, then never sends it."""
+    sent = []
+
+    async def receive() -> dict:
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": first, "more_body": True}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def test_body_guard_answers_408_when_the_body_stalls_and_never_runs_the_app():
+    calls, sent = [], []
+
+    async def app(scope, receive_, send_) -> None:
+        calls.append(1)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/score", "headers": [(b"content-length", b"1000")]}
+    start = time.perf_counter()
+    asyncio.run(BodyGuard(app, max_bytes=2000, timeout_s=0.2)(scope, _stalled_body(b'{"as_of"'), send))
+    assert 0.2 <= time.perf_counter() - start < 1.0
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+    assert calls == []
+
+
+def test_a_stalled_body_holds_no_scoring_slot():
+    """The guard outside the shedder (as in the service): a request whose body never completes must not
+    keep a fast request out, even with a single slot."""
+    release = asyncio.Event()
+    stack = BodyGuard(LoadShedder(_slow_app(release), max_concurrency=1), max_bytes=2000, timeout_s=5)
+
+    async def run() -> int:
+        stalled = asyncio.create_task(stack({"type": "http", "method": "POST", "path": "/slow", "headers": []},
+                                            _stalled_body(b"{"), lambda message: asyncio.sleep(0)))
+        await asyncio.sleep(0.05)
+        release.set()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=stack), base_url="http://t") as client:
+            status = (await client.get("/slow")).status_code
+        stalled.cancel()
+        return status
+
+    assert asyncio.run(run()) == 200
