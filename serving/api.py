@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -134,8 +135,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await asyncio.to_thread(holder.load_quietly)
+        retry = asyncio.create_task(_retry_until_loaded(holder))
         watcher = asyncio.create_task(_watch_alias(holder, settings.reload_interval_s))
         yield
+        retry.cancel()
         watcher.cancel()
         writer.close()
         decisions.close()
@@ -248,6 +251,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(content=body, media_type=content_type)
 
     return app
+
+
+LOAD_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)  # then every minute
+
+
+async def _retry_until_loaded(holder: ModelHolder, delays: tuple[float, ...] = LOAD_RETRY_S) -> None:
+    """After a failed start-up load, try again (1 s, 2 s, 4 s, ... then every minute) until a model is
+    loaded: a registry that was down or a file that was missing at start must not leave the process
+    unready for good (its /healthz is fine, so nothing would restart it)."""
+    for delay in itertools.chain(delays, itertools.repeat(delays[-1])):
+        if holder.loaded is not None:
+            return
+        await asyncio.sleep(delay)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(holder.load)
 
 
 async def _watch_alias(holder: ModelHolder, interval_s: float) -> None:

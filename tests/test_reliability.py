@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.contract import read_dir
+from models.scoring import example_request
 from serving.api import create_app
 from serving.decisions import DecisionLog
 from serving.settings import load_settings
@@ -33,7 +35,7 @@ def _start(args: list[str], env: dict) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def test_corrupt_model_file_keeps_the_process_up_not_ready_and_says_why(tmp_path):
+def test_corrupt_model_file_keeps_the_process_up_not_ready_says_why_and_recovers_once_fixed(trained, tmp_path):
     bundle = tmp_path / "bundle.joblib"
     bundle.write_bytes(b"not a joblib file at all")
     proc, base = _start(["--model", str(bundle)], {"CUREFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}"})
@@ -49,10 +51,17 @@ def test_corrupt_model_file_keeps_the_process_up_not_ready_and_says_why(tmp_path
         ready = httpx.get(f"{base}/readyz", timeout=5)
         assert ready.status_code == 503 and "no model loaded" in ready.json()["reasons"][0]
         assert httpx.post(f"{base}/v1/score", json={}, headers=HEADERS, timeout=5).status_code in (422, 503)
+        shutil.copyfile(trained["bundle_path"], bundle)  # the file is fixed: no restart, no admin call
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/readyz", timeout=5).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        assert httpx.post(f"{base}/v1/score", json=example_request(), headers=HEADERS, timeout=30).status_code == 200
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert '"message": "model load failed"' in out or "model load failed" in out
+    assert "model loaded" in out
 
 
 def test_model_swap_under_load_fails_no_request(trained, tmp_path):
@@ -81,8 +90,6 @@ def test_model_swap_under_load_fails_no_request(trained, tmp_path):
 def test_clients_that_never_finish_their_body_hold_no_slot_and_get_408(trained, tmp_path):
     """Slowloris: as many connections as the server has slots each send a head and half a body, then stall.
     A normal request still gets its answer at once, and each stalled one gets 408 when its time is up."""
-    from models.scoring import example_request
-
     proc, base = _start(["--model", str(trained["bundle_path"])], {
         "CUREFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}", "CUREFLOW_MAX_CONCURRENCY": "4",
         "CUREFLOW_BODY_TIMEOUT_S": "2"})
