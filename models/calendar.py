@@ -54,8 +54,12 @@ NOT_A_PLACE = frozenset({"localtime", "Factory"})
 
 @lru_cache(maxsize=1)
 def _iana_names() -> frozenset[str]:
-    """Every zone name of the tz database this machine has (`posix/` and `right/` copies are not in it)."""
-    return frozenset(available_timezones()) - NOT_A_PLACE
+    """Every zone name of the tz database (the system's, else the `tzdata` package's; `posix/` and `right/`
+    copies are not in it). Raises when there is none: every account would fail closed, silently."""
+    names = frozenset(available_timezones()) - NOT_A_PLACE
+    if not names:
+        raise RuntimeError("no time zone database: install the tzdata package (a dependency of cureflow)")
+    return names
 
 
 @lru_cache(maxsize=512)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import time
 
 import numpy as np
@@ -501,6 +502,32 @@ def test_a_zone_that_names_no_place_fails_closed(name):
     ZoneInfo(name)  # it loads: the check is the project's, not the library's
     facts, result = run(accounts_frame({"timezone": name}), nothing())
     assert not facts["tz_valid"].iloc[0] and result.held_by[0] == ["R-TIME-ZONE"]
+
+
+def test_zones_come_from_the_tzdata_package_where_the_system_has_none(tmp_path):
+    """A slim image without /usr/share/zoneinfo: the tzdata dependency still names every zone."""
+    import subprocess
+    import sys
+
+    code = ("from models.calendar import is_valid_timezone as ok; "
+            "print(ok('Asia/Tokyo'), ok('America/New_York'), ok('localtime'), ok('Asia/Atlantis'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONTZPATH": str(tmp_path)}).stdout  # an empty system tz path
+    assert out.split() == ["True", "True", "False", "False"]
+
+
+def test_no_time_zone_database_at_all_is_an_error_not_everyone_failing_closed(monkeypatch):
+    from models import calendar
+
+    monkeypatch.setattr(calendar, "available_timezones", lambda: set())
+    calendar._iana_names.cache_clear()
+    calendar.zone.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match="tzdata"):
+            calendar.is_valid_timezone("Asia/Tokyo")
+    finally:
+        calendar._iana_names.cache_clear()
+        calendar.zone.cache_clear()
 
 
 @pytest.mark.parametrize("name", ["America/New_York", "UTC", "Etc/GMT-9", "Japan", "Asia/Kolkata"])
