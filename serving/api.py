@@ -276,12 +276,12 @@ async def _watch_alias(holder: ModelHolder, interval_s: float) -> None:
 
     while True:
         await asyncio.sleep(interval_s)
-        try:
-            version = registered_version(MlflowClient(), holder.uri)
+        try:  # in a thread: a slow or unreachable registry (MLflow retries for minutes) must not stall requests
+            version = await asyncio.to_thread(registered_version, MlflowClient(), holder.uri)
             if holder.loaded is None or holder.loaded.version != version:
                 await asyncio.to_thread(holder.load)
         except Exception:
-            log.warning("alias check failed; keeping the current model")
+            log.warning("alias check failed; keeping the current model", exc_info=True)
 
 
 def app_from_env() -> FastAPI:

@@ -428,6 +428,35 @@ def test_service_follows_the_champion_alias_to_a_new_version(trained, tmp_path):
             client.set_registered_model_alias("cureflow", "champion", trained["info"]["version"])
 
 
+def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trained, tmp_path, monkeypatch):
+    """The alias check runs beside the requests: a registry that takes seconds to answer (an MLflow server
+    retrying) must not hold up the answers meanwhile."""
+    import mlflow
+
+    import serving.api as api
+
+    mlflow.set_tracking_uri(trained["tracking_uri"])
+    real, checks = api.registered_version, []
+
+    def slow_registry(client, uri):
+        checks.append(time.monotonic())
+        time.sleep(2.0)
+        return real(client, uri)
+
+    monkeypatch.setattr(api, "registered_version", slow_registry)
+    settings = load_settings(model_uri="models:/cureflow@champion", database_url=f"sqlite:///{tmp_path / 'd.db'}",
+                             api_keys=KEY, reload_interval_s=0.2)
+    with TestClient(create_app(settings), headers=HEADERS) as c:
+        deadline = time.monotonic() + 10
+        while not checks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checks, "the alias was never checked"
+        start = time.perf_counter()
+        assert c.get("/healthz").status_code == 200
+        assert c.post("/v1/score", json=example_request()).status_code == 200
+        assert time.perf_counter() - start < 1.0  # answered while the registry is still being asked
+
+
 def test_several_worker_processes_serve_behind_one_port(trained):
     env = {"CUREFLOW_API_KEYS": KEY, "CUREFLOW_DATABASE_URL": f"sqlite:///{trained['root'] / 'workers-decisions.db'}"}
     with _server(["--model", str(trained["bundle_path"]), "--workers", "2"], env) as base:
