@@ -570,10 +570,21 @@ def read_dir(path: str | Path) -> Portfolio:
     Each table is one file, `<table>.parquet` or `<table>.csv` (the formats may differ between tables);
     a table that is missing, or present in both formats, is a ContractError.
     """
+    return validate_tables(read_dir_tables(path))
+
+
+def validate_tables(tables: Mapping[str, pa.Table]) -> Portfolio:
+    """`validate` for tables as read into Arrow (by `read_dir_tables`, or from a database)."""
+    return validate({name: table.to_pandas(date_as_object=False) for name, table in tables.items()})
+
+
+def read_dir_tables(path: str | Path) -> dict[str, pa.Table]:
+    """The four tables of a directory as read, not yet validated (Arrow, contract columns only); the nightly
+    batch reads them so and validates them in chunks, `read_dir` all at once."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no directory {path}")
-    frames = {}
+    tables = {}
     for name in TABLES:
         found = [path / f"{name}.{fmt}" for fmt in FORMATS if (path / f"{name}.{fmt}").is_file()]
         if not found:
@@ -582,22 +593,22 @@ def read_dir(path: str | Path) -> Portfolio:
             raise ContractError(
                 name, None, problem=f"table present twice: both {name}.parquet and {name}.csv in {path}"
             )
-        frames[name] = _read_table(name, found[0])
-    return validate(frames)
+        tables[name] = _read_table(name, found[0])
+    return tables
 
 
-def _read_table(name: str, file: Path) -> pd.DataFrame:
+def _read_table(name: str, file: Path) -> pa.Table:
     """One table file as read, contract columns only: parquet in its own types, CSV all as text."""
     try:
         if file.suffix == ".parquet":
             columns = [column for column in pq.read_schema(file).names if column in SPEC[name]]
-            return pq.read_table(file, columns=columns).to_pandas(date_as_object=False)
+            return pq.read_table(file, columns=columns)
         with open(file, encoding="utf-8-sig", newline="") as fh:
             header = next(csv.reader(fh), [])
         columns = [column for column in SPEC[name] if column in header]
         twice = [column for column in columns if header.count(column) > 1]
         if not columns:  # none of the contract's columns: validate names the first one missing
-            return pd.DataFrame()
+            return pa.table({})
         if not twice:
             convert = pv.ConvertOptions(
                 column_types=dict.fromkeys(columns, pa.string()),
@@ -607,7 +618,7 @@ def _read_table(name: str, file: Path) -> pd.DataFrame:
                 quoted_strings_can_be_null=True,
             )
             parse = pv.ParseOptions(newlines_in_values=True)
-            return pv.read_csv(file, parse_options=parse, convert_options=convert).to_pandas()
+            return pv.read_csv(file, parse_options=parse, convert_options=convert)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise ContractError(name, None, problem=f"cannot read {file.name}: {exc}") from exc
     raise ContractError(name, twice[0], problem=f"column appears {header.count(twice[0])} times in {file.name}")

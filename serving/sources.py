@@ -19,7 +19,6 @@ order (for a database, the order it is read in).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,12 +28,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pv
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from models.contract import FORMATS, SPEC, ContractError, Portfolio, validate
+from models.contract import SPEC, ContractError, Portfolio, read_dir_tables, validate_tables
 from models.vocab import TABLES
 
 CHILD_TABLES = ("installments", "payments", "contacts")
@@ -81,42 +78,6 @@ def _decoded(table: pa.Table) -> pa.Table:
         if pa.types.is_dictionary(field.type):
             table = table.set_column(i, field.name, table[field.name].cast(field.type.value_type))
     return table
-
-
-# ---------------------------------------------------------------------------------------------- files
-
-
-def read_dir_tables(path: Path) -> dict[str, pa.Table]:
-    """Each table from `<table>.parquet` (its own types) or `<table>.csv` (all text, validated later)."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"no directory {path}")
-    tables = {}
-    for name in TABLES:
-        found = [path / f"{name}.{fmt}" for fmt in FORMATS if (path / f"{name}.{fmt}").is_file()]
-        if not found:
-            raise ContractError(name, None, problem=f"table missing: no {name}.parquet or {name}.csv in {path}")
-        if len(found) > 1:
-            raise ContractError(name, None, problem=f"table present twice: both {name}.parquet and {name}.csv "
-                                                    f"in {path}")
-        tables[name] = _read_file(name, found[0])
-    return tables
-
-
-def _read_file(name: str, file: Path) -> pa.Table:
-    """One file as an Arrow table of the contract's columns (a repeated CSV column is left for validate)."""
-    try:
-        if file.suffix == ".parquet":
-            return pq.read_table(file, columns=[c for c in pq.read_schema(file).names if c in SPEC[name]])
-        with open(file, encoding="utf-8-sig", newline="") as fh:
-            header = next(csv.reader(fh), [])
-        columns = [c for c in SPEC[name] if c in header and header.count(c) == 1]
-        if not columns:
-            return pa.table({})
-        convert = pv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()), include_columns=columns,
-                                    null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True)
-        return pv.read_csv(file, parse_options=pv.ParseOptions(newlines_in_values=True), convert_options=convert)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise ContractError(name, None, problem=f"cannot read {file.name}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------- databases
@@ -208,11 +169,6 @@ def _iso_text(instants: pd.Series) -> pd.Series:
 # ---------------------------------------------------------------------------------------------- chunks
 
 
-def portfolio_of(tables: dict[str, pa.Table]) -> Portfolio:
-    """All tables validated at once, exactly as `read_dir` would (for errors and small inputs)."""
-    return validate({name: table.to_pandas(date_as_object=False) for name, table in tables.items()})
-
-
 def _key_ok(table: pa.Table, column: str) -> bool:
     """The column is present, text, without nulls, and every value is distinct."""
     if column not in table.column_names:
@@ -254,7 +210,7 @@ def chunks(tables: dict[str, pa.Table], size: int) -> Iterator[Chunk]:
         raise ValueError(f"chunk size must be at least 1, got {size}")
     chunk_of = _chunk_of_rows(tables, size)
     if chunk_of is None:
-        portfolio_of(tables)  # raises the exact error
+        validate_tables(tables)  # raises the exact error
         raise ContractError("accounts", "account_id", problem="keys could not be matched across tables")
     count = n_chunks(tables, size)
     order, bounds = {}, {}
@@ -266,9 +222,9 @@ def chunks(tables: dict[str, pa.Table], size: int) -> Iterator[Chunk]:
         positions = {name: order[name][bounds[name][k]:bounds[name][k + 1]] for name in TABLES}
         parts = {name: tables[name].take(positions[name]) for name in TABLES}
         try:
-            portfolio = validate({name: part.to_pandas(date_as_object=False) for name, part in parts.items()})
+            portfolio = validate_tables(parts)
         except ContractError:
-            portfolio_of(tables)  # the error with the whole input's counts and first rows
+            validate_tables(tables)  # the error with the whole input's counts and first rows
             raise
         yield Chunk(k, portfolio, positions, fingerprint(parts))
 
@@ -325,7 +281,7 @@ def latest_event(tables: dict[str, pa.Table]) -> pd.Timestamp | None:
             continue
         parsed = pd.to_datetime(values.to_pandas(), format="ISO8601", utc=True, errors="coerce")
         if parsed.isna().sum() > values.null_count:
-            portfolio_of(tables)  # names the unreadable rows
+            validate_tables(tables)  # names the unreadable rows
         latest.append(parsed.max())
     latest = [t for t in latest if t is not None and pd.notna(t)]
     return max(latest) if latest else None

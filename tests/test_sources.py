@@ -95,6 +95,20 @@ def test_chunked_reading_raises_the_error_read_dir_raises(sim_dir, tmp_path, edi
     assert str(chunked.value) == str(expected.value)
 
 
+def test_a_csv_column_given_twice_is_the_error_read_dir_gives(sim_dir, tmp_path):
+    """One reader of table files serves both: before, the batch dropped the repeated column and then
+    reported it missing."""
+    out = tmp_path / "twice"
+    write_dir(read_dir(sim_dir), out, fmt="csv")
+    lines = (out / "payments.csv").read_text().splitlines()
+    (out / "payments.csv").write_text("\n".join([lines[0] + ",amount", *(line + ",1" for line in lines[1:])]) + "\n")
+    with pytest.raises(ContractError) as expected:
+        read_dir(out)
+    with pytest.raises(ContractError) as batch:
+        sources.read_tables(out)
+    assert str(batch.value) == str(expected.value) and "appears 2 times in payments.csv" in str(expected.value)
+
+
 def test_a_database_without_a_table_is_named(tmp_path):
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     engine = sa.create_engine(url)
