@@ -14,8 +14,7 @@ from typing import Any
 import pandas as pd
 
 from models.contract import SPEC
-
-CHILD_TABLES = ("installments", "payments", "contacts")
+from models.vocab import CHILD_TABLES
 
 
 def _json(value: Any) -> Any:

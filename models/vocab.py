@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 TABLES = ("accounts", "installments", "payments", "contacts")
+CHILD_TABLES = TABLES[1:]  # the tables whose rows belong to an account
 
 # the largest amount of money a row may hold, in the currency's units: the engine counts money in integer
 # cents (int64), and sums over a 24-month history must stay exact; a trillion is far past any instalment

@@ -36,10 +36,11 @@ from rich.progress import ProgressColumn
 from rich.text import Text
 
 from models import policy
-from models.answers import CHILD_TABLES, answer_from_row
+from models.answers import answer_from_row
 from models.bundle import ALT_COLUMNS, BATCH_COLUMNS
 from models.contract import Portfolio
 from models.registry import load_bundle
+from models.vocab import CHILD_TABLES
 from serving import sources
 
 PARTS_FORMAT = 1

@@ -32,9 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from models.contract import SPEC, ContractError, Portfolio, read_dir_tables, validate_tables
-from models.vocab import TABLES
+from models.vocab import CHILD_TABLES, TABLES
 
-CHILD_TABLES = ("installments", "payments", "contacts")
 TIME_COLUMNS = {"payments": "paid_at", "contacts": "contacted_at"}
 SQL_BATCH_ROWS = 100_000
 
