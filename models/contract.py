@@ -277,21 +277,18 @@ def _validate_table(
             continue
         raw = frame[column].reset_index(drop=True)
         try:
-            try:
-                if rule.kind in ("string", "category"):
-                    out[column], codes, uniques = _text(_plain(raw), rule)
-                    if rule.unique:
-                        _check_unique(codes, uniques, out[column])
-                    if (name, column) in _FOREIGN_KEYS:
-                        distinct[(name, column)] = codes, uniques
-                else:
-                    out[column] = _CONVERTERS[rule.kind](_plain(raw), rule)
-            except (TypeError, ValueError) as err:
-                if isinstance(err, _Bad):
-                    raise
-                _check_single_values(raw, err)
+            if rule.kind in ("string", "category"):
+                out[column], codes, uniques = _text(_plain(raw), rule)
+                if rule.unique:
+                    _check_unique(codes, uniques, out[column])
+                if (name, column) in _FOREIGN_KEYS:
+                    distinct[(name, column)] = codes, uniques
+            else:
+                out[column] = _CONVERTERS[rule.kind](_plain(raw), rule)
         except _Bad as bad:
             raise _error(name, column, bad) from None
+        except (TypeError, ValueError) as err:  # a conversion raised instead of naming rows
+            raise _error(name, column, _unreadable(raw, err)) from None
     result = pd.DataFrame(out)
     for table, column, value, other, other_value in PAIRED_VALUES:
         if table == name:
@@ -299,15 +296,14 @@ def _validate_table(
     return result
 
 
-def _check_single_values(raw: pd.Series, err: Exception) -> None:
-    """After a conversion raised instead of naming rows: a cell holding a list, mapping or array (parquet
-    allows them) is named as such; any other mix pandas cannot read names the column and its filled rows,
-    never a crash. Only run on failure, so a clean column pays nothing."""
+def _unreadable(raw: pd.Series, err: Exception) -> _Bad:
+    """What to name after a conversion raised instead of naming rows: the cells holding a list, mapping or
+    array (parquet allows them), else the column's filled rows, as values of mixed kinds pandas cannot
+    read. Only run on failure, so a clean column pays nothing."""
     nested = np.array([isinstance(v, list | tuple | dict | set | np.ndarray) for v in raw], dtype=bool)
     if nested.any():
-        raise _Bad("not a single value (a list or mapping)", nested, raw) from None
-    raise _Bad(f"values of mixed kinds that cannot be read ({type(err).__name__})", raw.notna().to_numpy(),
-               raw) from None
+        return _Bad("not a single value (a list or mapping)", nested, raw)
+    return _Bad(f"values of mixed kinds that cannot be read ({type(err).__name__})", raw.notna().to_numpy(), raw)
 
 
 def _error(table: str, column: str, bad: _Bad) -> ContractError:
