@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,13 +78,6 @@ def progress_bar(enabled: bool):
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("accounts"),
                RateColumn(), TimeRemainingColumn())
     return Progress(*columns, disable=not enabled, transient=False)
-
-
-def default_as_of(portfolio: Portfolio) -> pd.Timestamp:
-    """The end of the observed history: the day after the latest event (UTC midnight)."""
-    latest = [portfolio.payments["paid_at"].max(), portfolio.contacts["contacted_at"].max()]
-    latest = [t for t in latest if pd.notna(t)]
-    return max(latest).ceil("D") if latest else pd.Timestamp.now(tz="UTC").floor("D")
 
 
 def empty_rows(extra: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -230,14 +223,12 @@ class Parts:
 
 def with_feature_text(rows: pd.DataFrame) -> pd.DataFrame:
     """The `_features` dicts as JSON text (for parquet parts and Spark), NaN as null."""
+    from serving.decisions import json_text  # the decision log's JSON: NaN as null, numpy values as Python
+
     rows = rows.copy()
     features = rows["_features"] if "_features" in rows.columns else []
-    rows["_features"] = [json.dumps(_finite(f), allow_nan=False) for f in features]
+    rows["_features"] = [json_text(f) for f in features]
     return rows
-
-
-def _finite(features: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in features.items()}
 
 
 def plain_text(rows: pd.DataFrame) -> pd.DataFrame:
@@ -384,14 +375,15 @@ def batch_params() -> dict:
     return {"chunk_size": 100_000, "decision_log_batch": 2000, **section, "spark": spark}
 
 
-def resolve_as_of(as_of: str | None, tables: dict) -> pd.Timestamp:
-    """--as-of (needs a UTC offset), else the day after the latest payment or contact (UTC midnight)."""
+def resolve_as_of(as_of: str | None, latest_event: Callable[[], pd.Timestamp | None]) -> pd.Timestamp:
+    """--as-of (needs a UTC offset), else the day after the latest payment or contact (UTC midnight), which
+    `latest_event` finds (each engine in its own tables; asked only when there is no --as-of)."""
     if as_of:
         when = pd.Timestamp(as_of)
         if when.tzinfo is None:
             raise ValueError(f"--as-of needs a UTC offset (for example 2026-11-01T00:00:00+09:00), got {as_of!r}")
         return when
-    latest = sources.latest_event(tables)
+    latest = latest_event()
     return latest.ceil("D") if latest is not None else pd.Timestamp.now(tz="UTC").floor("D")
 
 
@@ -449,7 +441,7 @@ def _score(data, out: Path, options: BatchOptions, loaded, eps: float, chunk_siz
         return scored, when
     t = time.perf_counter()
     tables = sources.read_tables(data)
-    when = resolve_as_of(options.as_of, tables)
+    when = resolve_as_of(options.as_of, lambda: sources.latest_event(tables))
     timings["read_s"] = time.perf_counter() - t
     t = time.perf_counter()
     parts = Parts(out, _scoring_key(when, loaded, eps) | {"chunk_size": chunk_size, "source": sources.describe(data)})

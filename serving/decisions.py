@@ -171,7 +171,8 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _dumps(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """A value as JSON text the way the log stores it: `_json_safe`, non-ASCII kept, never NaN."""
     return json.dumps(_json_safe(value), ensure_ascii=False, allow_nan=False)
 
 
@@ -191,7 +192,7 @@ def _engine_options(url: sa.URL, pool_size: int, connect_timeout_s: float, state
     on disk before the commit returns; normal: survives a crash of the process or server, may lose the last
     commits on a power loss)."""
     options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "pool_timeout": statement_timeout_s,
-                               "hide_parameters": True, "json_serializer": _dumps}
+                               "hide_parameters": True, "json_serializer": json_text}
     if url.get_backend_name() == "postgresql":
         statement_ms = int(statement_timeout_s * 1000)
         options["max_overflow"] = pool_size

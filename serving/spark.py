@@ -185,7 +185,7 @@ def score(location, bundle, as_of: str | None, explore: float, chunk_size: int, 
           driver_memory: str = "4g"):
     """Score a portfolio on Spark; returns (`serving.batch.Scored`, as-of instant)."""
     from serving import sources
-    from serving.batch import Scored, in_priority_order, plain_text
+    from serving.batch import Scored, in_priority_order, plain_text, resolve_as_of
 
     location = str(location)
     if sources.is_url(location) and _is_database(location):
@@ -196,12 +196,7 @@ def score(location, bundle, as_of: str | None, explore: float, chunk_size: int, 
         buckets = max(-(-accounts // chunk_size), spark.sparkContext.defaultParallelism)  # every core busy
         spark.conf.set("spark.sql.shuffle.partitions", str(buckets))
         union, present = tagged_union(spark, location, buckets)
-        when = pd.Timestamp(as_of) if as_of else None
-        if when is None:
-            latest = latest_event(spark, location)
-            when = latest.ceil("D") if latest is not None else pd.Timestamp.now(tz="UTC").floor("D")
-        elif when.tzinfo is None:
-            raise ValueError(f"--as-of needs a UTC offset (for example 2026-11-01T00:00:00+09:00), got {as_of!r}")
+        when = resolve_as_of(as_of, lambda: latest_event(spark, location))
         ref = spark.sparkContext.broadcast(bundle)
         scored = union.groupBy("_bucket").applyInPandas(scorer(ref, present, when, explore), output_schema())
         result = _collect(scored)
