@@ -208,3 +208,11 @@ class CalibratedLGBM(ClassifierMixin, BaseEstimator):
     def contributions(self, X) -> np.ndarray:
         """Per-feature path contributions to the raw score (`PathContributions`); last column is the bias."""
         return path_contributions(self.booster_)(np.asarray(X, dtype=np.float64))
+
+
+def cure_estimator(params: dict, categorical: tuple[str, ...] = ()) -> CalibratedLGBM:
+    """The cure model's estimator with the numbers of `params.yaml: cure` and the top-level seed (boosting,
+    folds, calibration, monotone priors, early stopping): training and the real-data benchmarks build it here."""
+    cure = params["cure"]
+    return CalibratedLGBM(cure["lgbm"], int(cure["n_folds"]), cure["calibration"], cure.get("monotone"),
+                          categorical, int(cure["early_stopping_rounds"]), int(params["seed"]))

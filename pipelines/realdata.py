@@ -1,6 +1,6 @@
 """Real public data (../shared/data): what the benchmarks on it share, and the Hillstrom e-mail experiment.
 
-- `cure_estimator`: the cure model's estimator built from `params.yaml: cure` exactly as training builds it.
+- the cure model's estimator is `models.estimators.cure_estimator`, the one training builds.
 - `summary`: a metric over folds or seeds as mean, standard deviation, range and an interval.
 - Hillstrom (Kevin Hillstrom's MineThatData e-mail experiment, 2008): `read_hillstrom` reads and checks it;
   `ArmSpace` makes its three randomised arms the actions of the project's `ResponseModel`; `two_model` and
@@ -20,17 +20,9 @@ import pandas as pd
 from scipy import stats
 
 from models.contract import ContractError
-from models.estimators import CalibratedLGBM, booster_params
+from models.estimators import booster_params
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def cure_estimator(params: dict, categorical: tuple[str, ...] = ()) -> CalibratedLGBM:
-    """The cure model's estimator with the numbers of `params.yaml: cure` and the top-level seed, built the
-    way `pipelines.train.fit_cure` builds it (boosting, folds, calibration, monotone priors, early stopping)."""
-    cure = params["cure"]
-    return CalibratedLGBM(cure["lgbm"], int(cure["n_folds"]), cure["calibration"], cure.get("monotone"),
-                          categorical, int(cure["early_stopping_rounds"]), int(params["seed"]))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import pandas as pd
 from models.bundle import ScoringBundle
 from models.config import load_params
 from models.contract import Portfolio, read_dir
-from models.estimators import CalibratedLGBM
+from models.estimators import CalibratedLGBM, cure_estimator
 from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
 from models.labels import cure_labels, history_end
 from models.metrics import classification_report, gains_table
@@ -193,9 +193,7 @@ def load_examples(directory: Path) -> Examples:
 def fit_cure(train: pd.DataFrame, holdout: pd.DataFrame, names: list[str], params: dict,
              log=print) -> tuple[CalibratedLGBM, np.ndarray, dict[str, float]]:
     """The calibrated cure model, its holdout predictions and holdout metrics."""
-    cure_p = params["cure"]
-    model = CalibratedLGBM(cure_p["lgbm"], int(cure_p["n_folds"]), cure_p["calibration"], cure_p.get("monotone"),
-                           CATEGORICAL, int(cure_p["early_stopping_rounds"]), int(params["seed"]))
+    model = cure_estimator(params, CATEGORICAL)
     model.fit(train[names], train["label"].to_numpy(), groups=train["account_id"].to_numpy())
     p = model.predict_proba(holdout[names])[:, 1]
     metrics = classification_report(holdout["label"].to_numpy(), p)
