@@ -29,6 +29,7 @@ from models import features as F
 from models import vocab
 from models.config import load_params
 from serving import sources
+from serving.batch import batch_params
 
 AS_OF = "2026-11-01T00:00:00+09:00"
 DAY = F.DAY_NS
@@ -147,7 +148,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--chunk-size", type=int, default=None, help="default params.yaml batch.chunk_size")
     args = parser.parse_args()
-    args.chunk_size = args.chunk_size or int(load_params()["batch"]["chunk_size"])
+    args.chunk_size = args.chunk_size or int(batch_params()["chunk_size"])
     config = F.FeatureConfig.from_params(load_params())
     t = int(pd.Timestamp(AS_OF).tz_convert("UTC").value)
     seconds, worst, conn = defaultdict(float), defaultdict(float), duckdb.connect()

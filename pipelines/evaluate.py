@@ -59,10 +59,10 @@ def greedy_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFra
     return q, np.where(money.max(axis=1) > 0, money.argmax(axis=1), space.none_index)
 
 
-def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, logs: pd.DataFrame | None = None,
-               since: pd.Timestamp | None = None) -> tuple[pd.DataFrame, int]:
+def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, logs: pd.DataFrame | None = None
+               ) -> tuple[pd.DataFrame, int]:
     """IPS, SNIPS and DR estimates of the greedy policy beside the logging policy, on held-out logs: the
-    decisions from `since` (default: the bundle's own response holdout start). `logs`: the decision examples
+    decisions from the bundle's own response holdout start. `logs`: the decision examples
     when the caller already has them (pipelines.logs.decision_examples), else they are built here."""
     from models import ope
 
@@ -71,7 +71,7 @@ def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, l
         return pd.DataFrame(columns=["unit", "estimator", "value", "low", "high", "n", "ess"]), 0
     if logs is None:
         logs = decision_examples(portfolio, prepare(portfolio, config), config, params, end)
-    cut = pd.Timestamp(bundle.metadata["response_holdout_from"]) if since is None else since
+    cut = pd.Timestamp(bundle.metadata["response_holdout_from"])
     logs = logs[logs["decided_at"] >= cut].reset_index(drop=True)
     if logs.empty:
         return pd.DataFrame(columns=["unit", "estimator", "value", "low", "high", "n", "ess"]), 0
