@@ -47,32 +47,70 @@ class LoadedModel:
     run_id: str
 
 
-def load_bundle(uri: str = DEFAULT_MODEL_URI):
+def registry_client():
+    """An MLflow client on the tracking store of `configure_mlflow` (its registry is the same store)."""
+    from mlflow import MlflowClient
+
+    uri = configure_mlflow()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def load_bundle(uri: str = DEFAULT_MODEL_URI, client=None):
     """Load the scoring bundle from `models:/name@alias`, `models:/name/3`, `runs:/...`, an MLflow model
-    directory, or a bundle.joblib file; stamps it with the registered version where there is one."""
+    directory, or a bundle.joblib file; stamps it with the registered version where there is one.
+
+    An alias is resolved once, to a version, and that version is loaded: resolving it again afterwards
+    could label the old model with the new number if the alias moved in between."""
     path = Path(uri)
     if path.suffix == ".joblib" and path.exists():
         bundle = joblib.load(path)
         return LoadedModel(bundle, uri, bundle.model_version, bundle.run_id)
     import mlflow
-    from mlflow import MlflowClient
 
-    configure_mlflow()
-    model = mlflow.pyfunc.load_model(uri)
+    client = client or registry_client()
+    version = registered_version(client, uri)
+    if version is None and uri.startswith("models:/") and "@" in uri:
+        raise LookupError(f"{uri}: the alias is not set in the registry")
+    model = mlflow.pyfunc.load_model(f"models:/{version}" if version else uri)
     bundle = model.unwrap_python_model().bundle
-    version = registered_version(MlflowClient(), uri)
     if version:
         bundle.model_version = version
     return LoadedModel(bundle, uri, bundle.model_version, bundle.run_id)
 
 
-def registered_version(client, uri: str) -> str | None:
-    """`cureflow/3` for a registry URI (alias or number), None for anything else."""
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """`models:/name@alias` -> (name, alias, None); `models:/name/3` -> (name, None, '3'); else a ValueError."""
     if not uri.startswith("models:/"):
-        return None
+        raise ValueError(f"not a registry URI (models:/name@alias or models:/name/3): {uri!r}")
     ref = uri[len("models:/"):]
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        return f"{name}/{client.get_model_version_by_alias(name, alias).version}"
+        return name, alias, None
     name, _, version = ref.partition("/")
-    return f"{name}/{version}" if version.isdigit() else None
+    if not version.isdigit():
+        raise ValueError(f"not a model version URI: {uri!r}")
+    return name, None, version
+
+
+def resolve_version(client, uri: str) -> str | None:
+    """The version number a registry URI points to; None when its alias (or the model) is not set."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_model_uri(uri)
+    if version:
+        return version
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def registered_version(client, uri: str) -> str | None:
+    """`cureflow/3` for `models:/cureflow@alias` or `models:/cureflow/3`; None for an alias not set and for
+    any other URI (a file, `runs:/...`, a logged model's `models:/m-...`)."""
+    try:
+        name = parse_model_uri(uri)[0]
+    except ValueError:
+        return None
+    version = resolve_version(client, uri)
+    return f"{name}/{version}" if version else None

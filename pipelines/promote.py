@@ -32,6 +32,7 @@ from models.bundle import ScoringBundle
 from models.contract import Portfolio
 from models.features import prepare
 from models.metrics import classification_report
+from models.registry import load_bundle, parse_model_uri, registry_client, resolve_version
 from models.response import ActionSpace
 
 ROLES = ("challenger", "champion")
@@ -46,34 +47,6 @@ class Contender:
     version: str
     bundle: ScoringBundle
     tags: dict = field(default_factory=dict)
-
-
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """`models:/name@alias` -> (name, alias, None); `models:/name/3` -> (name, None, '3'); else a ValueError."""
-    if not uri.startswith("models:/"):
-        raise ValueError(f"promotion moves registry aliases, so it needs a registry URI (models:/name@alias or "
-                         f"models:/name/3), not {uri!r}")
-    ref = uri[len("models:/"):]
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, alias, None
-    name, _, version = ref.partition("/")
-    if not version.isdigit():
-        raise ValueError(f"not a model version URI: {uri!r}")
-    return name, None, version
-
-
-def resolve_version(client, uri: str) -> str | None:
-    """The version number a registry URI points to; None when its alias is not set."""
-    from mlflow.exceptions import MlflowException
-
-    name, alias, version = parse_model_uri(uri)
-    if version:
-        return version
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
 
 
 def later(contenders: list[Contender], key: str) -> pd.Timestamp:
@@ -224,13 +197,11 @@ def _tags(promoted: bool, checks: list[dict], champion: Contender | None, cure: 
 
 def load_contender(client, role: str, uri: str) -> Contender | None:
     """The bundle behind a registry URI, None when its alias is unset."""
-    from models.registry import load_bundle
-
     version = resolve_version(client, uri)
     if version is None:
         return None
     name = parse_model_uri(uri)[0]
-    loaded = load_bundle(f"models:/{name}/{version}")
+    loaded = load_bundle(f"models:/{name}/{version}", client)
     tags = dict(client.get_model_version(name, version).tags)
     return Contender(role, uri, version, loaded.bundle, tags)
 
@@ -249,13 +220,9 @@ def evaluate_contenders(challenger: Contender, champion: Contender, portfolio: P
 def run(data: Path, challenger_uri: str, champion_uri: str, params: dict, dry_run: bool = False,
         out: Path | None = None, log=print) -> dict:
     """Everything `cureflow promote` does and prints; the decision is also written as JSON to `out`."""
-    from mlflow import MlflowClient
-
     from models.contract import read_dir
-    from models.registry import configure_mlflow
 
-    configure_mlflow()
-    client = MlflowClient()
+    client = registry_client()
     name = parse_model_uri(challenger_uri)[0]
     challenger = load_contender(client, "challenger", challenger_uri)
     if challenger is None:

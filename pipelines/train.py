@@ -35,6 +35,7 @@ from models.estimators import CalibratedLGBM, cure_estimator
 from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
 from models.labels import cure_labels, history_end
 from models.metrics import classification_report, gains_table
+from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
 from models.response import ActionSpace, ResponseModel
 from pipelines.logs import decision_examples
 
@@ -314,16 +315,6 @@ def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
     return files
 
 
-def _current_alias(client, model_name: str, alias: str) -> str | None:
-    """The version an alias points to, None when the alias (or the model) does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None
-
-
 def _log_run(result: TrainResult, files: dict[str, Path], params: dict):
     """Inside an active run: params (the bundle's own), holdout metrics, tags and every file but the bundle
     (the model report under `report/`, the rest under `evaluation/`)."""
@@ -342,8 +333,6 @@ def _experiment(params: dict) -> str:
     """Point MLflow at the tracking store and the experiment (created with its artifacts beside a SQLite
     store); returns the tracking URI."""
     import mlflow
-
-    from models.registry import artifact_root, configure_mlflow
 
     uri = configure_mlflow()
     name = params["mlflow"]["experiment"]
@@ -368,7 +357,6 @@ def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, 
     """One MLflow run: params, metrics, plots, report, fingerprint, commit; the pyfunc registered. Past the
     quality gate the version becomes `@challenger`, or `@champion` when there is no champion yet."""
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     from models.pyfunc import CureflowModel
@@ -389,8 +377,8 @@ def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, 
                                            input_example=example, registered_model_name=model_name,
                                            code_paths=[str(Path(__file__).resolve().parent.parent / "models")])
     version = str(info.registered_model_version)
-    aliases = set_aliases(MlflowClient(), model_name, version, quality_gate(result.metrics,
-                                                                             params["train"]["quality_gate"]))
+    aliases = set_aliases(registry_client(), model_name, version,
+                          quality_gate(result.metrics, params["train"]["quality_gate"]))
     log(f"MLflow run {run.info.run_id}: registered {model_name} version {version}; {aliases['message']}")
     return {"run_id": run.info.run_id, "version": version, "champion": "champion" in aliases["set"],
             "challenger": "challenger" in aliases["set"], "tracking_uri": uri}
@@ -403,7 +391,7 @@ def set_aliases(client, model_name: str, version: str, gate: tuple[bool, str]) -
     client.set_model_version_tag(model_name, version, "quality_gate", "passed" if passed else f"failed: {why}")
     if not passed:
         return {"set": [], "message": f"NOT a challenger ({why})"}
-    champion = _current_alias(client, model_name, "champion")
+    champion = resolve_version(client, f"models:/{model_name}@champion")
     if champion is None:
         client.set_registered_model_alias(model_name, "champion", version)
         client.set_model_version_tag(model_name, version, "promotion", "first champion: the registry had none")

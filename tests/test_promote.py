@@ -11,8 +11,9 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from models.config import load_params
+from models.registry import parse_model_uri, resolve_version
 from pipelines.cli import app
-from pipelines.promote import decide, parse_model_uri
+from pipelines.promote import decide
 
 MARGINS = {"max_roc_auc_drop": 0.005, "max_ece_rise": 0.005, "max_policy_value_drop": 0.01}
 
@@ -88,8 +89,6 @@ def registry(trained, tmp_path_factory):
 
 
 def _alias(client: MlflowClient, alias: str) -> str | None:
-    from pipelines.promote import resolve_version
-
     return resolve_version(client, f"models:/cureflow@{alias}")
 
 
