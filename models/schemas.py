@@ -8,7 +8,7 @@ validator's, the same one the batch uses.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
@@ -151,3 +151,6 @@ class ModelInfo(BaseModel):
     run_id: str
     policy_version: str
     feature_names: list[str]
+    alias_checked_at: datetime | None = Field(
+        default=None, description="When the registry last answered the alias watcher; null when it is off "
+                                  "(CUREFLOW_RELOAD_INTERVAL_S=0) or has not answered yet")

@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -25,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from models.contract import ContractError
-from models.registry import LoadedModel, load_bundle, registered_version
+from models.registry import LoadedModel, load_bundle, registered_version, registry_client
 from models.rules import RULE_IDS
 from models.schemas import Answer, BatchAnswer, BatchRequest, ModelInfo, ScoreRequest
 from models.scoring import example_request, score_requests_with_features
@@ -54,6 +55,7 @@ class ModelHolder:
         self.metrics = metrics
         self.loaded: LoadedModel | None = None
         self.error: str | None = None
+        self.alias_checked_at: datetime | None = None  # the alias watcher's last answer from the registry
         self._lock = threading.Lock()
 
     def load(self) -> LoadedModel:
@@ -72,6 +74,11 @@ class ModelHolder:
         self.metrics.set_model(candidate.version, candidate.run_id)
         log.info("model loaded", extra={"model_uri": self.uri, "model_version": candidate.version})
         return candidate
+
+    def alias_checked(self, at: datetime) -> None:
+        """The registry answered the alias watcher at `at`."""
+        self.alias_checked_at = at
+        self.metrics.alias_checked.set(at.timestamp())
 
     def load_quietly(self) -> None:
         """Start-up: a failed load leaves the process up and not ready; the log says why."""
@@ -135,8 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await asyncio.to_thread(holder.load_quietly)
-        retry = asyncio.create_task(_retry_until_loaded(holder))
-        watcher = asyncio.create_task(_watch_alias(holder, settings.reload_interval_s))
+        retry = _background(_retry_until_loaded(holder), "load retry")
+        watcher = _background(_watch_alias(holder, settings.reload_interval_s), "alias watcher")
         yield
         retry.cancel()
         watcher.cancel()
@@ -218,7 +225,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def model_info(caller: Caller, loaded: Loaded) -> dict[str, Any]:
         bundle = loaded.bundle
         return {"model_uri": loaded.uri, "model_version": loaded.version, "run_id": loaded.run_id,
-                "policy_version": bundle.policy_config.version, "feature_names": bundle.feature_names}
+                "policy_version": bundle.policy_config.version, "feature_names": bundle.feature_names,
+                "alias_checked_at": holder.alias_checked_at}
 
     @app.post("/v1/admin/reload", summary="Load the model URI again (a new @champion) and swap atomically")
     def reload(caller: Annotated[str, Depends(admin)]) -> dict[str, Any]:
@@ -268,17 +276,38 @@ async def _retry_until_loaded(holder: ModelHolder, delays: tuple[float, ...] = L
             await asyncio.to_thread(holder.load)
 
 
+def _background(coroutine, name: str) -> asyncio.Task:
+    """A task of the service's own; if it ever ends on an error, the log says so (a task that dies
+    silently would leave, say, the alias unwatched with nothing to show for it)."""
+    task = asyncio.create_task(coroutine, name=name)
+
+    def report(done: asyncio.Task) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.error("%s stopped", name, exc_info=done.exception())
+
+    task.add_done_callback(report)
+    return task
+
+
 async def _watch_alias(holder: ModelHolder, interval_s: float) -> None:
-    """Every `interval_s` seconds, reload when the registry alias points at another version (0 = never)."""
+    """Every `interval_s` seconds, ask the registry which version the alias names and load it when it moved
+    (0 = never). The question runs in a thread: a slow or unreachable registry (MLflow's client retries for
+    minutes) must not stall requests. Each answer is stamped on the holder, shown as `alias_checked_at` by
+    GET /v1/model and as a metric, so a watcher that stopped hearing from the registry is visible."""
     if interval_s <= 0 or not holder.uri.startswith("models:/") or "@" not in holder.uri:
         return
-    from mlflow import MlflowClient
-
+    client = None
     while True:
         await asyncio.sleep(interval_s)
-        try:  # in a thread: a slow or unreachable registry (MLflow retries for minutes) must not stall requests
-            version = await asyncio.to_thread(registered_version, MlflowClient(), holder.uri)
-            if holder.loaded is None or holder.loaded.version != version:
+        try:
+            client = client or await asyncio.to_thread(registry_client)
+            version = await asyncio.to_thread(registered_version, client, holder.uri)
+            holder.alias_checked(datetime.now(UTC))
+            if version is None:
+                log.warning("alias not set in the registry; keeping the current model",
+                            extra={"model_uri": holder.uri})
+            elif holder.loaded is None or holder.loaded.version != version:
+                log.info("model alias moved; loading", extra={"model_uri": holder.uri, "model_version": version})
                 await asyncio.to_thread(holder.load)
         except Exception:
             log.warning("alias check failed; keeping the current model", exc_info=True)

@@ -62,6 +62,7 @@ class Metrics:
     model_info: Gauge
     shed_total: Counter
     decision_log_errors_total: Counter
+    alias_checked: Gauge
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set_model(self, version: str, run_id: str) -> None:
@@ -98,6 +99,8 @@ def make_metrics() -> Metrics:
         shed_total=Counter("shed_total", "Requests refused at once to shed load", ["reason"], **common),
         decision_log_errors_total=Counter("decision_log_errors_total", "Decisions that could not be recorded",
                                           **common),
+        alias_checked=Gauge("alias_checked_timestamp_seconds", "When the registry last answered the alias "
+                            "watcher (0 = not yet, or the watcher is off)", **common),
     )
 
 

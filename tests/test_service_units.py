@@ -237,7 +237,7 @@ def test_metrics_render_every_service_metric_on_its_own_registry():
     assert content_type.startswith("text/plain")
     for name in ("cureflow_requests_total", "cureflow_request_latency_seconds_bucket", "cureflow_decisions_total",
                  "cureflow_rule_blocks_total", "cureflow_model_info", "cureflow_shed_total",
-                 "cureflow_decision_log_errors_total"):
+                 "cureflow_decision_log_errors_total", "cureflow_alias_checked_timestamp_seconds"):
         assert name in text
     assert 'le="0.001"' in text and 'le="0.1"' in text
     other = make_metrics()  # a second app in the same process: no clash, nothing shared
@@ -250,6 +250,30 @@ def test_model_info_swap_leaves_exactly_one_series():
     m.set_model("4", "run-b")
     series = [(s.labels, s.value) for s in _samples(m, "cureflow_model_info")]
     assert series == [({"version": "4", "run_id": "run-b"}, 1.0)]
+
+
+def test_a_background_task_that_dies_says_so_in_the_log(caplog):
+    from serving.api import _background
+
+    async def broken():
+        raise RuntimeError("registry client crashed")
+
+    async def idle():
+        await asyncio.sleep(60)
+
+    async def main():
+        dead, cancelled = _background(broken(), "alias watcher"), _background(idle(), "load retry")
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        await asyncio.sleep(0.05)
+        return dead, cancelled
+
+    with caplog.at_level(logging.ERROR, logger="cureflow.api"):
+        dead, cancelled = asyncio.run(main())
+    assert dead.done() and cancelled.cancelled()
+    stopped = [r for r in caplog.records if r.getMessage() == "alias watcher stopped"]
+    assert len(stopped) == 1 and "registry client crashed" in str(stopped[0].exc_info[1])
+    assert not any("load retry" in r.getMessage() for r in caplog.records)  # a cancel at shutdown is quiet
 
 
 def test_request_observer_counts_by_route_template_and_echoes_request_id():

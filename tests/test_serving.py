@@ -407,25 +407,34 @@ def _wait_ready(base: str, proc: subprocess.Popen, seconds: float = 90) -> None:
 
 
 def test_service_follows_the_champion_alias_to_a_new_version(trained, tmp_path):
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(trained["tracking_uri"])
-    client = MlflowClient(trained["tracking_uri"])
+    client = MlflowClient(trained["tracking_uri"], registry_uri=trained["tracking_uri"])
     settings = load_settings(model_uri="models:/cureflow@champion", database_url=f"sqlite:///{tmp_path / 'd.db'}",
                              api_keys=KEY, reload_interval_s=0.5)
     with TestClient(create_app(settings), headers=HEADERS) as c:
-        before = c.get("/v1/model").json()["model_version"]
-        new = mlflow.register_model(f"runs:/{trained['info']['run_id']}/model", "cureflow")
+        before = c.get("/v1/model").json()
+        assert before["alias_checked_at"] is None  # the first check comes after one interval
+        first = client.get_model_version("cureflow", trained["info"]["version"])
+        new = client.create_model_version("cureflow", first.source, run_id=first.run_id)
         client.set_registered_model_alias("cureflow", "champion", new.version)
         try:
             deadline = time.monotonic() + 30
-            while c.get("/v1/model").json()["model_version"] == before and time.monotonic() < deadline:
+            while c.get("/v1/model").json()["model_version"] == before["model_version"] \
+                    and time.monotonic() < deadline:
                 time.sleep(0.5)
-            assert c.get("/v1/model").json()["model_version"] == f"cureflow/{new.version}"
+            now = c.get("/v1/model").json()
+            assert now["model_version"] == f"cureflow/{new.version}", now  # says when the watcher last checked
+            assert now["alias_checked_at"] is not None
             assert c.post("/v1/score", json=example_request()).json()["model_version"] == f"cureflow/{new.version}"
+            assert "cureflow_alias_checked_timestamp_seconds" in c.get("/metrics").text
         finally:
             client.set_registered_model_alias("cureflow", "champion", trained["info"]["version"])
+
+
+def test_an_alias_not_set_is_a_clear_error_at_load(trained):
+    with pytest.raises(LookupError, match="models:/cureflow@no-such-alias.*not set"):
+        load_bundle("models:/cureflow@no-such-alias")
 
 
 def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trained, tmp_path, monkeypatch):
