@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from models import vocab
-from models.estimators import booster_params, path_contributions, predict
+from models.estimators import early_stopped_booster, path_contributions, predict
 
 ARM_OFFERS = ("reminder", "instalment_plan")
 MIN_ROWS = 50  # randomised decisions each sub-model needs at the least
@@ -104,22 +104,10 @@ class ResponseModel:
         """One booster; its number of trees is chosen by early stopping on a seeded 15% slice, then it is
         refit on every row (the four sub-models see very different amounts of data)."""
         names = list(self.feature_names_) + (list(ACTION_COLUMNS) if codes is not None else [])
-        data = X if codes is None else np.hstack([X, codes])
         cats = [c for c in self.categorical if c in self.feature_names_]
         cats += list(ACTION_COLUMNS) if codes is not None else []
-        params, rounds = booster_params(self.lgbm_params, self.random_state, default_rounds=300)
-        weight = weight / weight.mean()
-        valid = np.random.default_rng(self.random_state).random(len(y)) < 0.15
-
-        def dataset(rows, reference=None):
-            return lgb.Dataset(data[rows], label=y[rows], weight=weight[rows], feature_name=names,
-                               categorical_feature=cats, free_raw_data=False, reference=reference)
-
-        fit_set = dataset(~valid)
-        probe = lgb.train(params, fit_set, num_boost_round=rounds, valid_sets=[dataset(valid, fit_set)],
-                          callbacks=[lgb.early_stopping(30, verbose=False)])
-        best = max(probe.best_iteration or rounds, 1)
-        return lgb.train(params, dataset(np.ones(len(y), dtype=bool)), num_boost_round=best)
+        data = X if codes is None else np.hstack([X, codes])
+        return early_stopped_booster(data, y, weight, self.lgbm_params, self.random_state, cats, names)
 
     def fit(self, X: pd.DataFrame, action: np.ndarray, y: np.ndarray, propensity: np.ndarray,
             reached: np.ndarray | None) -> ResponseModel:

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from models.contract import ContractError
-from models.estimators import booster_params
+from models.estimators import early_stopped_booster
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -127,21 +127,8 @@ class ArmSpace:
 
 def boosted(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray, lgbm_params: dict, seed: int,
             categorical: tuple[str, ...]) -> lgb.Booster:
-    """One booster for a baseline, trained like each of the response model's: trees chosen by early stopping
-    (30 rounds) on a seeded 15% slice, then refit on every row, weights normalised to mean 1."""
-    params, rounds = booster_params(lgbm_params, seed, default_rounds=300)
-    weight = weight / weight.mean()
-    valid = np.random.default_rng(seed).random(len(y)) < 0.15
-    cats = [c for c in categorical if c in X.columns]
-
-    def dataset(rows: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
-        return lgb.Dataset(X[rows], label=y[rows], weight=weight[rows], categorical_feature=cats,
-                           free_raw_data=False, reference=reference)
-
-    fit_set = dataset(~valid)
-    probe = lgb.train(params, fit_set, num_boost_round=rounds, valid_sets=[dataset(valid, fit_set)],
-                      callbacks=[lgb.early_stopping(30, verbose=False)])
-    return lgb.train(params, dataset(np.ones(len(y), dtype=bool)), num_boost_round=max(probe.best_iteration, 1))
+    """One booster for a baseline, trained exactly like each of the response model's sub-models."""
+    return early_stopped_booster(X, y, weight, lgbm_params, seed, [c for c in categorical if c in X.columns])
 
 
 def two_model(X: pd.DataFrame, arm: np.ndarray, y: np.ndarray, X_test: pd.DataFrame, lgbm_params: dict,
