@@ -125,20 +125,32 @@ def snips(reward: np.ndarray, logged_propensity: np.ndarray, target_prob: np.nda
     return _estimate("SNIPS", value, influence, confidence, _kish(w))
 
 
+def mean_of(terms: np.ndarray, name: str = "mean", confidence: float = 0.95) -> Estimate:
+    """The mean of per-decision terms with its normal interval (for a paired difference of two policies'
+    terms, too); `ess` is n."""
+    (t,) = _arrays(terms=terms)
+    return _estimate(name, float(np.mean(t)), t, confidence, float(len(t)))
+
+
 def direct(q_target: np.ndarray, confidence: float = 0.95) -> Estimate:
     """Direct method: the mean of the reward model's expected reward under the target policy.
 
     Its interval is the spread of q over the logged contexts only; it says nothing about the model's bias."""
-    (q,) = _arrays(q_target=q_target)
-    return _estimate("DM", float(np.mean(q)), q, confidence, float(len(q)))
+    return mean_of(q_target, "DM", confidence)
+
+
+def dr_terms(reward: np.ndarray, logged_propensity: np.ndarray, target_prob: np.ndarray, q_logged: np.ndarray,
+             q_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per logged decision, the doubly robust term q_target + w (reward - q_logged), and the weights w."""
+    r, w, q_log, q_tgt = _weights(reward, logged_propensity, target_prob, q_logged=q_logged, q_target=q_target)
+    return q_tgt + w * (r - q_log), w
 
 
 def doubly_robust(reward: np.ndarray, logged_propensity: np.ndarray, target_prob: np.ndarray,
                   q_logged: np.ndarray, q_target: np.ndarray, confidence: float = 0.95) -> Estimate:
     """Doubly robust: the direct method corrected by the importance-weighted residual of the logged action,
     mean of q_target + w (reward - q_logged). `ess` is that of the correction's weights."""
-    r, w, q_log, q_tgt = _weights(reward, logged_propensity, target_prob, q_logged=q_logged, q_target=q_target)
-    terms = q_tgt + w * (r - q_log)
+    terms, w = dr_terms(reward, logged_propensity, target_prob, q_logged, q_target)
     return _estimate("DR", float(np.mean(terms)), terms, confidence, _kish(w))
 
 

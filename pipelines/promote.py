@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models import ope
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
 from models.features import prepare
@@ -101,16 +102,14 @@ def policy_terms(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame
         q, target = np.zeros((len(logs), len(space.actions))), np.full(len(logs), space.none_index)
     else:
         q, target = greedy_targets(bundle, portfolio, logs)
-    hit = (target == taken).astype(float)
-    paid = logs["label"].to_numpy(dtype=float)
-    return q[rows, target] + hit / logs["propensity"].to_numpy(dtype=float) * (paid - q[rows, taken])
+    return ope.dr_terms(logs["label"], logs["propensity"], (target == taken).astype(float), q[rows, taken],
+                        q[rows, target])[0]
 
 
-def _mean_interval(terms: np.ndarray, z: float = 1.959964) -> dict:
+def _mean_interval(terms: np.ndarray) -> dict:
     """Mean and normal 95% interval of per-decision terms."""
-    half = z * float(np.std(terms, ddof=1)) / np.sqrt(len(terms)) if len(terms) > 1 else float("nan")
-    value = float(np.mean(terms))
-    return {"value": value, "low": value - half, "high": value + half, "n": int(len(terms))}
+    e = ope.mean_of(terms)
+    return {"value": e.value, "low": e.low, "high": e.high, "n": e.n}
 
 
 def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Timestamp) -> dict:
