@@ -13,6 +13,7 @@ Values are in money (JPY): (chance of payment with the action - without) x arrea
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,28 +130,57 @@ def chosen_actions(rows: pd.DataFrame, bundle: ScoringBundle, space: ActionSpace
     return space.index(channel, names[codes], np.where(channel == "none", "none", arm))
 
 
+@dataclass(frozen=True)
+class TrueValues:
+    """Per overdue account (in `bundle.constraints` order), from the simulator's truth: the chance of payment
+    under every action of the space (P), each action's JPY value against no contact (the payment uplift x
+    arrears - the action's cost), and which actions the rules allow."""
+
+    space: ActionSpace
+    account_id: np.ndarray
+    P: np.ndarray
+    value: np.ndarray
+    allowed: np.ndarray
+
+    @classmethod
+    def of(cls, bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame, as_of: pd.Timestamp
+           ) -> TrueValues:
+        space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
+        cons = bundle.constraints(portfolio, as_of)
+        P = truth_matrix(truth, cons["account_id"], space)
+        value = (P - P[:, -1:]) * cons["arrears"][:, None] - _costs(bundle, space)[None, :]
+        allowed = allowed_actions(cons["channel_ok"], cons["arm_ok"], len(space.windows))
+        return cls(space, cons["account_id"], P, value, allowed)
+
+    def chosen(self, rows: pd.DataFrame, bundle: ScoringBundle) -> np.ndarray:
+        """The action index of each account's batch row, in this order."""
+        return chosen_actions(rows.set_index("account_id").loc[self.account_id].reset_index(), bundle, self.space)
+
+    def oracle(self) -> float:
+        """The mean value of the best allowed action per account (no contact when nothing pays)."""
+        return float(np.maximum(np.where(self.allowed, self.value, 0.0).max(axis=1), 0.0).mean())
+
+    def uplift(self, chosen: np.ndarray) -> float:
+        """The mean true payment uplift of the chosen actions over no contact."""
+        return float((self.P[np.arange(len(self.P)), chosen] - self.P[:, -1]).mean())
+
+
 def truth_values(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame, as_of: pd.Timestamp,
                  explore: float) -> dict:
     """True value per overdue account of the policy, no contact, the best single action and the oracle,
     with the rule violations by the rules' own mask and by the independent audit."""
-    space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
-    cons = bundle.constraints(portfolio, as_of)
-    P = truth_matrix(truth, cons["account_id"], space)
-    value = (P - P[:, -1:]) * cons["arrears"][:, None] - _costs(bundle, space)[None, :]
-    allowed = allowed_actions(cons["channel_ok"], cons["arm_ok"], len(space.windows))
-    value_ok = np.where(allowed, value, 0.0)
+    tv = TrueValues.of(bundle, portfolio, truth, as_of)
     scored = bundle.score(portfolio, as_of, explore=explore)
-    rows = scored.set_index("account_id").loc[cons["account_id"]]
-    chosen = chosen_actions(rows.reset_index(), bundle, space)
-    picked = value[np.arange(len(value)), chosen]
-    single = value_ok.mean(axis=0)
+    chosen = tv.chosen(scored, bundle)
+    picked = tv.value[np.arange(len(tv.value)), chosen]
+    single = np.where(tv.allowed, tv.value, 0.0).mean(axis=0)
     best = int(single.argmax())
-    out = {"accounts": int(len(value)), "policy": float(picked.mean()), "no_contact": 0.0,
-           "best_single_action": float(single[best]), "best_single_action_is": "/".join(space.actions[best]),
-           "oracle": float(np.maximum(value_ok.max(axis=1), 0.0).mean()),
-           "violations": int((~allowed[np.arange(len(value)), chosen]).sum()),
+    out = {"accounts": int(len(tv.value)), "policy": float(picked.mean()), "no_contact": 0.0,
+           "best_single_action": float(single[best]), "best_single_action_is": "/".join(tv.space.actions[best]),
+           "oracle": tv.oracle(),
+           "violations": int((~tv.allowed[np.arange(len(tv.value)), chosen]).sum()),
            "audit_violations": audit(scored, portfolio, as_of),
-           "policy_payment_uplift": float((P[np.arange(len(P)), chosen] - P[:, -1]).mean())}
+           "policy_payment_uplift": tv.uplift(chosen)}
     out["share_of_oracle"] = out["policy"] / out["oracle"] if out["oracle"] else float("nan")
     single_value = out["best_single_action"]
     out["times_best_single"] = out["policy"] / single_value if single_value > 0 else float("nan")

@@ -150,25 +150,18 @@ def true_value(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame,
     """The day's batch as the bundle's policy numbers make it (exploration and call capacity included),
     valued with the simulator's truth: per overdue account, JPY of (true chance of payment with the chosen
     action - with no contact) x arrears - the action's cost under the same costs; beside the oracle."""
-    from pipelines.evaluate import allowed_actions, chosen_actions, truth_matrix
+    from pipelines.evaluate import TrueValues
     from serving.batch import apply_capacity
 
     config = bundle.policy_config
-    space = bundle.response.space
-    rows = bundle.score(portfolio, as_of)
-    rows, summary = apply_capacity(rows, config.phone_capacity, config.calls_per_hour)
-    cons = bundle.constraints(portfolio, as_of)
-    P = truth_matrix(truth, cons["account_id"], space)
-    costs = np.array([config.costs.get(c, 0.0) for c, _, _ in space.actions])
-    value = (P - P[:, -1:]) * cons["arrears"][:, None] - costs[None, :]
-    ok = allowed_actions(cons["channel_ok"], cons["arm_ok"], len(space.windows))
-    chosen = chosen_actions(rows.set_index("account_id").loc[cons["account_id"]].reset_index(), bundle, space)
-    picked = value[np.arange(len(value)), chosen]
-    oracle = float(np.maximum(np.where(ok, value, 0.0).max(axis=1), 0.0).mean())
-    return {"accounts": len(value), "policy": float(picked.mean()), "oracle": oracle,
-            "share_of_oracle": float(picked.mean()) / oracle if oracle else float("nan"),
+    rows, summary = apply_capacity(bundle.score(portfolio, as_of), config.phone_capacity, config.calls_per_hour)
+    tv = TrueValues.of(bundle, portfolio, truth, as_of)
+    chosen = tv.chosen(rows, bundle)
+    policy, oracle = float(tv.value[np.arange(len(tv.value)), chosen].mean()), tv.oracle()
+    return {"accounts": len(tv.value), "policy": policy, "oracle": oracle,
+            "share_of_oracle": policy / oracle if oracle else float("nan"),
             "calls": summary["calls_kept"], "contacts": int((rows["channel"] != "none").sum()),
-            "payment_uplift": float((P[np.arange(len(P)), chosen] - P[:, -1]).mean())}
+            "payment_uplift": tv.uplift(chosen)}
 
 
 def what_if(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame, as_of: pd.Timestamp,
