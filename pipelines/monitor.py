@@ -207,16 +207,13 @@ def read_batch(queue: Path) -> pd.DataFrame:
 def batch_frames(bundle, portfolio, as_of: pd.Timestamp | None, queue: Path | None) -> tuple[pd.DataFrame, ...]:
     """The batch to compare: the work queue's rows when given (its as_of decides the features), else the
     bundle's batch at `as_of` within the day's call capacity; and the features of its accounts."""
-    from serving.batch import apply_capacity
+    from serving.batch import day_queue
 
     if queue is not None:
         rows = read_batch(queue)
         as_of = pd.Timestamp(rows["as_of"].iloc[0]) if len(rows) else as_of
     else:
-        rows = bundle.score(portfolio, as_of)
-        if len(rows):
-            config = bundle.policy_config
-            rows, _ = apply_capacity(rows, config.phone_capacity, config.calls_per_hour)
+        rows, _ = day_queue(bundle, portfolio, as_of)
     feats = bundle.features(portfolio, pd.Timestamp(as_of).tz_convert("UTC")).set_index("account_id")
     unknown = ~rows["account_id"].isin(feats.index)
     if unknown.any():

@@ -261,12 +261,9 @@ def training_reference(bundle: ScoringBundle, portfolio: Portfolio, train: pd.Da
     cure chances, the action mix of the batch the model makes at the end of its history, and the profile
     of the accounts overdue on each of the last `monitor.reference_days` days (keyed by local day of month)."""
     from pipelines.monitor import day_profile, reference_profile
-    from serving.batch import apply_capacity
+    from serving.batch import day_queue
 
-    rows = bundle.score(portfolio, end)
-    if len(rows):
-        config = bundle.policy_config
-        rows, _ = apply_capacity(rows, config.phone_capacity, config.calls_per_hour)
+    rows, _ = day_queue(bundle, portfolio, end)
     reference = reference_profile(train[bundle.feature_names], p_holdout, rows, bundle.params)
     config, zone = bundle.feature_config, bundle.params["calendar"]["default_timezone"]
     prep = prepare(portfolio, config)

@@ -151,10 +151,9 @@ def true_value(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame,
     valued with the simulator's truth: per overdue account, JPY of (true chance of payment with the chosen
     action - with no contact) x arrears - the action's cost under the same costs; beside the oracle."""
     from pipelines.evaluate import TrueValues
-    from serving.batch import apply_capacity
+    from serving.batch import day_queue
 
-    config = bundle.policy_config
-    rows, summary = apply_capacity(bundle.score(portfolio, as_of), config.phone_capacity, config.calls_per_hour)
+    rows, summary = day_queue(bundle, portfolio, as_of)
     tv = TrueValues.of(bundle, portfolio, truth, as_of)
     chosen = tv.chosen(rows, bundle)
     policy, oracle = float(tv.value[np.arange(len(tv.value)), chosen].mean()), tv.oracle()

@@ -146,6 +146,13 @@ def apply_capacity(rows: pd.DataFrame, capacity: int | None, calls_per_hour: flo
     return rows.loc[:, list(BATCH_COLUMNS)], summary
 
 
+def day_queue(bundle, portfolio: Portfolio, as_of: pd.Timestamp) -> tuple[pd.DataFrame, dict]:
+    """The day's work queue as the nightly batch makes it, for a portfolio in memory: every overdue account
+    scored, then the bundle's call capacity (`apply_capacity`); the contract rows and the capacity summary."""
+    config = bundle.policy_config
+    return apply_capacity(bundle.score(portfolio, as_of), config.phone_capacity, config.calls_per_hour)
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
