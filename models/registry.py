@@ -7,6 +7,7 @@ working directory, unless MLFLOW_TRACKING_URI says otherwise. Nothing here runs 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,18 @@ class LoadedModel:
     run_id: str
 
 
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # models:/, runs:/, sqlite:///, https://, ...
+
+
+def _shown(uri: str) -> str:
+    """A store URI fit for a message: its password, if any, masked as in `serving.sources.describe`."""
+    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", uri)
+
+
+class ModelNotFound(LookupError):
+    """No model at the URI: a missing file or directory, an alias not set, a version or run not in the store."""
+
+
 def registry_client():
     """An MLflow client on the tracking store of `configure_mlflow` (its registry is the same store)."""
     from mlflow import MlflowClient
@@ -62,16 +75,26 @@ def load_bundle(uri: str = DEFAULT_MODEL_URI, client=None):
     An alias is resolved once, to a version, and that version is loaded: resolving it again afterwards
     could label the old model with the new number if the alias moved in between."""
     path = Path(uri)
-    if path.suffix == ".joblib" and path.exists():
+    if not SCHEME.match(uri) and not path.exists():
+        raise ModelNotFound(f"no model at {uri}: not a file or directory here (a bundle.joblib, an MLflow model "
+                            f"directory, or a URI such as {DEFAULT_MODEL_URI})")
+    if path.suffix == ".joblib" and path.is_file():
         bundle = joblib.load(path)
         return LoadedModel(bundle, uri, bundle.model_version, bundle.run_id)
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     client = client or registry_client()
     version = registered_version(client, uri)
     if version is None and uri.startswith("models:/") and "@" in uri:
-        raise LookupError(f"{uri}: the alias is not set in the registry")
-    model = mlflow.pyfunc.load_model(f"models:/{version}" if version else uri)
+        raise ModelNotFound(f"{uri}: the alias is not set in the registry at {_shown(configure_mlflow())}")
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{version}" if version else uri)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ModelNotFound(f"{uri}: not found in the tracking store at {_shown(configure_mlflow())} "
+                            f"({err.message.splitlines()[0][:200]})") from None
     bundle = model.unwrap_python_model().bundle
     if version:
         bundle.model_version = version

@@ -110,6 +110,7 @@ def score(
     summary and HTML report beside it; one decision-log record per account and run. A run killed and started
     again resumes from its finished chunks."""
     from models.contract import ContractError
+    from models.registry import ModelNotFound
     from serving.batch import BatchOptions, print_queue, score_source
     from serving.decisions import DecisionLogUnavailable
 
@@ -117,8 +118,8 @@ def score(
                            engine=engine, chunk_size=chunk_size, decision_log=decision_log)
     try:
         queue = score_source(data, out, options)
-    except (ContractError, ValueError, FileNotFoundError, DecisionLogUnavailable) as err:
-        _fail(err)  # bad tables, an unreadable option, or no decision log to record in (nothing is written)
+    except (ContractError, ValueError, FileNotFoundError, ModelNotFound, DecisionLogUnavailable) as err:
+        _fail(err)  # bad tables, an unreadable option, no model, or no decision log to record in (nothing written)
     if top:
         print_queue(queue, top)
 
@@ -139,7 +140,7 @@ def evaluate(
     the best single action and the oracle, and a rule audit."""
     from models.contract import ContractError, read_dir
     from models.features import prepare
-    from models.registry import load_bundle
+    from models.registry import ModelNotFound, load_bundle
     from pipelines import evaluate as evaluation
     from pipelines.train import load_examples, resolve_history_end
 
@@ -147,7 +148,7 @@ def evaluate(
         bundle = load_bundle(model).bundle
         portfolio = read_dir(data)
         logs = load_examples(examples).decisions if examples else None
-    except (ContractError, FileNotFoundError) as err:
+    except (ContractError, FileNotFoundError, ModelNotFound) as err:
         _fail(err)
     end = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
     when = pd_timestamp(as_of) if as_of else end
@@ -207,11 +208,12 @@ def promote(
     off-policy value); move @champion only when the challenger is not worse by params' margins."""
     from models.config import load_params
     from models.contract import ContractError
+    from models.registry import ModelNotFound
     from pipelines.promote import run
 
     try:
         run(data, challenger, champion, load_params(), dry_run=dry_run, out=out)
-    except (ContractError, ValueError) as err:
+    except (ContractError, ValueError, ModelNotFound) as err:
         _fail(err)
 
 
@@ -230,7 +232,7 @@ def monitor(
     from models.config import load_params
     from models.contract import ContractError, read_dir
     from models.features import prepare
-    from models.registry import load_bundle
+    from models.registry import ModelNotFound, load_bundle
     from pipelines import monitor as monitoring
     from pipelines.train import resolve_history_end
 
@@ -241,7 +243,7 @@ def monitor(
         if when is None and queue is None:
             when = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
         report = monitoring.run(bundle, portfolio, when, queue, load_params(), out)
-    except (ContractError, ValueError) as err:
+    except (ContractError, ValueError, ModelNotFound) as err:
         _fail(err)
     if fail_on_drift and report["drift"]:
         raise typer.Exit(code=1)

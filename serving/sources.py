@@ -54,8 +54,19 @@ class Chunk:
 
 
 def is_url(location: str | Path) -> bool:
-    """A SQLAlchemy URL (`dialect[+driver]://...`) rather than a directory."""
+    """A URL (`scheme://...`) rather than a local directory."""
     return "://" in str(location)
+
+
+def is_database(location: str | Path) -> bool:
+    """A SQLAlchemy URL of an installed dialect (as opposed to an hdfs:// or s3a:// path)."""
+    if not is_url(location):
+        return False
+    try:
+        make_url(str(location)).get_dialect()
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError):
+        return False
+    return True
 
 
 def describe(location: str | Path) -> str:
@@ -67,6 +78,10 @@ def describe(location: str | Path) -> str:
 
 def read_tables(location: str | Path) -> dict[str, pa.Table]:
     """The four tables as Arrow tables, contract columns only, from a directory or a SQLAlchemy URL."""
+    if is_url(location) and not is_database(location):
+        raise ContractError("source", None, problem=f"cannot read {describe(location)}: the local engine reads a "
+                            "directory of parquet or CSV files, or a database by SQLAlchemy URL (such as "
+                            "postgresql+psycopg://...); a Hadoop path (hdfs://, s3a://) needs --engine spark")
     tables = read_sql_tables(str(location)) if is_url(location) else read_dir_tables(Path(location))
     return {name: _decoded(table) for name, table in tables.items()}
 

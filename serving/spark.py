@@ -188,7 +188,7 @@ def score(location, bundle, as_of: str | None, explore: float, chunk_size: int, 
     from serving.batch import Scored, in_priority_order, plain_text, resolve_as_of
 
     location = str(location)
-    if sources.is_url(location) and _is_database(location):
+    if sources.is_database(location):
         raise ValueError("--engine spark reads parquet or csv files; score a database with --engine local")
     spark = session(master, driver_memory)
     try:
@@ -220,15 +220,3 @@ def _collect(scored) -> pd.DataFrame:
         if found:
             raise ValueError(f"{found.group(1).strip()} (rows counted within one Spark group of accounts)") from None
         raise
-
-
-def _is_database(location: str) -> bool:
-    """A SQLAlchemy URL of an installed dialect (as opposed to an hdfs:// or s3a:// path)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        make_url(location).get_dialect()
-    except (ArgumentError, NoSuchModuleError):
-        return False
-    return True

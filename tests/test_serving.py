@@ -432,9 +432,32 @@ def test_service_follows_the_champion_alias_to_a_new_version(trained, tmp_path):
             client.set_registered_model_alias("cureflow", "champion", trained["info"]["version"])
 
 
-def test_an_alias_not_set_is_a_clear_error_at_load(trained):
-    with pytest.raises(LookupError, match="models:/cureflow@no-such-alias.*not set"):
-        load_bundle("models:/cureflow@no-such-alias")
+@pytest.mark.parametrize(("uri", "says"), [
+    ("models:/cureflow@no-such-alias", "models:/cureflow@no-such-alias: the alias is not set in the registry"),
+    ("models:/cureflow/999", "models:/cureflow/999: not found in the tracking store"),
+    ("outputs/no-such-bundle.joblib", "no model at outputs/no-such-bundle.joblib: not a file or directory"),
+])
+def test_a_model_that_is_not_there_is_named_by_load_and_by_the_command(trained, tmp_path, uri, says):
+    from typer.testing import CliRunner
+
+    from models.registry import ModelNotFound
+    from pipelines.cli import app
+
+    with pytest.raises(ModelNotFound, match=says):
+        load_bundle(uri)
+    done = CliRunner().invoke(app, ["score", "--data", str(trained["data"]), "--model", uri,
+                                    "--out", str(tmp_path / "q.parquet"),
+                                    "--decision-log", f"sqlite:///{tmp_path / 'd.db'}"])
+    assert done.exit_code == 2 and says in done.output and "Traceback" not in done.output
+    assert not (tmp_path / "q.parquet").exists()
+
+
+def test_a_store_password_never_appears_in_a_model_error():
+    from models.registry import _shown
+
+    uri = "postgresql://mlflow:s3cret@db:5432/mlflow"  # fixture, not a secret
+    assert _shown(uri) == "postgresql://mlflow:***@db:5432/mlflow"
+    assert _shown("sqlite:////srv/mlflow.db") == "sqlite:////srv/mlflow.db"
 
 
 def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trained, tmp_path, monkeypatch):

@@ -119,6 +119,13 @@ def test_a_database_without_a_table_is_named(tmp_path):
         sources.read_tables(url)
 
 
+@pytest.mark.parametrize("location", ["s3://bucket/portfolio", "hdfs://namenode/portfolio"])
+def test_a_url_that_is_not_a_database_is_a_clear_error_for_the_local_engine(location):
+    with pytest.raises(ContractError, match=f"source: cannot read {location}: .*needs --engine spark"):
+        sources.read_tables(location)
+    assert not sources.is_database(location) and sources.is_database("sqlite:///x.db")
+
+
 def test_database_url_is_described_without_its_password():
     url = "postgresql+psycopg://nightly:s3cret@db.internal/cureflow"  # fixture, not a secret
     assert sources.describe(url) == "postgresql+psycopg://nightly:***@db.internal/cureflow"
