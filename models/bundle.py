@@ -199,7 +199,7 @@ class ScoringBundle:
         as_of = pd.Timestamp(as_of).tz_convert("UTC")
         known = np.ones(prep.n, dtype=bool) if history_known is None else np.asarray(history_known, dtype=bool)
         conf = self.configs()
-        eps = conf.policy.explore if explore is None else float(explore)
+        eps = conf.policy.explore if explore is None else policy.explore_rate(explore)
         rows, cols, X = self._overdue(prep, as_of, conf)
         if not len(rows):
             return Decisions({name: [] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)}, X, list(self.feature_names))

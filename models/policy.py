@@ -40,7 +40,7 @@ class PolicyConfig:
             settlement_min_days_past_due=float(offers["settlement_min_days_past_due"]),
             legal_review_min_days_past_due=float(offers["legal_review_min_days_past_due"]),
             version=str(policy.get("version", "policy-1")),
-            explore=float(policy.get("explore", 0.0)),
+            explore=explore_rate(policy.get("explore", 0.0)),
             phone_capacity=parse_capacity(policy.get("phone_capacity", "unlimited")),
             calls_per_hour=float(policy.get("calls_per_hour", 12)),
         )
@@ -50,10 +50,22 @@ def parse_capacity(value) -> int | None:
     """`unlimited` (or None) means no limit; otherwise a whole number of calls a day, at least 0."""
     if value is None or str(value).strip().lower() == "unlimited":
         return None
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"phone capacity must be a whole number >= 0 or 'unlimited', not {value!r}")
-    return number
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"phone capacity (--phone-capacity, params policy.phone_capacity) must be a whole "
+                         f"number >= 0 or 'unlimited', not {value!r}")
+    return int(text)
+
+
+def explore_rate(value) -> float:
+    """An exploration rate: the share of decisions drawn at random among the allowed actions, in [0, 1]."""
+    try:
+        eps = float(value)
+    except (TypeError, ValueError):
+        eps = float("nan")
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"the exploration rate (--explore, params policy.explore) must be in [0, 1], not {value!r}")
+    return eps
 
 
 def staged_offer(arrears_instalments: np.ndarray, days_past_due: np.ndarray, broken_promises: np.ndarray,

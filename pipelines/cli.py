@@ -18,8 +18,8 @@ def _fail(err: Exception) -> None:
 
 @app.command()
 def simulate(
-    accounts: Annotated[int, typer.Option(help="number of contracts")] = 20_000,
-    months: Annotated[int, typer.Option(help="months of history")] = 24,
+    accounts: Annotated[int, typer.Option(min=1, help="number of contracts")] = 20_000,
+    months: Annotated[int, typer.Option(min=1, help="months of history")] = 24,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same portfolio)")] = 7,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("data/portfolio"),
     end: Annotated[str | None, typer.Option(help="history end (ISO 8601 with offset); default params.yaml")] = None,
@@ -64,7 +64,7 @@ def features(
 
     try:
         save_examples(build_examples(read_dir(data), data, load_params(), history_end), out)
-    except ContractError as err:
+    except (ContractError, FileNotFoundError) as err:
         _fail(err)
 
 
@@ -140,20 +140,22 @@ def evaluate(
     the best single action and the oracle, and a rule audit."""
     from models.contract import ContractError, read_dir
     from models.features import prepare
+    from models.policy import explore_rate
     from models.registry import ModelNotFound, load_bundle
     from pipelines import evaluate as evaluation
     from pipelines.train import load_examples, resolve_history_end
 
     try:
+        eps = None if explore is None else explore_rate(explore)
         bundle = load_bundle(model).bundle
         portfolio = read_dir(data)
         logs = load_examples(examples).decisions if examples else None
-    except (ContractError, FileNotFoundError, ModelNotFound) as err:
+    except (ContractError, FileNotFoundError, ModelNotFound, ValueError) as err:
         _fail(err)
     end = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
     when = pd_timestamp(as_of) if as_of else end
-    eps = bundle.policy_config.explore if explore is None else explore
-    evaluation.run(bundle, portfolio, data, when, end, eps, out, logs=logs)
+    evaluation.run(bundle, portfolio, data, when, end, bundle.policy_config.explore if eps is None else eps, out,
+                   logs=logs)
 
 
 def pd_timestamp(text: str):
@@ -243,7 +245,7 @@ def monitor(
         if when is None and queue is None:
             when = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
         report = monitoring.run(bundle, portfolio, when, queue, load_params(), out)
-    except (ContractError, ValueError, ModelNotFound) as err:
+    except (ContractError, ValueError, FileNotFoundError, ModelNotFound) as err:
         _fail(err)
     if fail_on_drift and report["drift"]:
         raise typer.Exit(code=1)

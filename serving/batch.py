@@ -156,13 +156,18 @@ def day_queue(bundle, portfolio: Portfolio, as_of: pd.Timestamp) -> tuple[pd.Dat
 # ---------------------------------------------------------------------------------------------- files
 
 
+def output_format(out: Path) -> str:
+    """`.parquet` or `.csv`, from the output's name; anything else is an error (checked before any work)."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise ValueError(f"output must end in .parquet or .csv, not {Path(out).name!r}")
+    return suffix
+
+
 def write_atomic(rows: pd.DataFrame, out: Path) -> Path:
     """Write to a temporary file beside `out`, then rename: never a half-written file under the final name."""
     out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise ValueError(f"output must end in .parquet or .csv, not {out.name!r}")
-    if suffix == ".parquet":
+    if output_format(out) == ".parquet":
         return _replace_atomically(out, lambda tmp: rows.to_parquet(tmp, index=False))
     return _replace_atomically(out, lambda tmp: rows.to_csv(tmp, index=False))
 
@@ -403,14 +408,15 @@ def score_source(data: str | Path, out: Path, options: BatchOptions) -> pd.DataF
     params = batch_params()
     if options.engine not in ("local", "spark"):
         raise ValueError(f"--engine must be local or spark, not {options.engine!r}")
+    output_format(out)
     loaded = load_bundle(options.model_uri)
     config = loaded.bundle.policy_config
     capacity = config.phone_capacity if options.phone_capacity is None else policy.parse_capacity(
         options.phone_capacity)
-    chunk_size = int(options.chunk_size or params["chunk_size"])
+    chunk_size = int(params["chunk_size"] if options.chunk_size is None else options.chunk_size)
     if chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1, got {chunk_size}")
-    eps = config.explore if options.explore is None else float(options.explore)
+    eps = config.explore if options.explore is None else policy.explore_rate(options.explore)
     scored, when = _score(data, out, options, loaded, eps, chunk_size, params, timings)
     scoring_key = _scoring_key(when, loaded, eps)
     run = run_id(scoring_key, capacity, scored.fingerprint)

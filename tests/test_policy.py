@@ -113,9 +113,24 @@ def test_phone_capacity_reads_unlimited_or_a_count(text, expected):
     assert parse_capacity(text) == expected
 
 
-def test_phone_capacity_rejects_a_negative_count():
-    with pytest.raises(ValueError, match="capacity"):
-        parse_capacity(-1)
+@pytest.mark.parametrize("bad", [-1, "-1", "abc", "1.5", 2.5, "", "١٢"])
+def test_phone_capacity_rejects_anything_but_a_whole_count_naming_the_option(bad):
+    with pytest.raises(ValueError, match=r"--phone-capacity.*whole number >= 0 or 'unlimited'"):
+        parse_capacity(bad)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "often", None])
+def test_an_exploration_rate_outside_0_1_is_refused_by_the_params_and_by_scoring(bad):
+    from models.policy import PolicyConfig, explore_rate
+
+    with pytest.raises(ValueError, match=r"exploration rate \(--explore, params policy.explore\) must be in \[0, 1\]"):
+        explore_rate(bad)
+    if bad is not None:
+        params = {"costs": {}, "tiers": {"call_today_min_value": 0}, "explore": bad, "offers": {
+            "instalment_plan_min_arrears": 0, "settlement_min_days_past_due": 0, "legal_review_min_days_past_due": 0}}
+        with pytest.raises(ValueError, match="exploration rate"):
+            PolicyConfig.from_params(params)
+    assert explore_rate(0) == 0.0 and explore_rate("0.05") == 0.05 and explore_rate(1) == 1.0
 
 
 def test_reminder_stage_may_take_a_plan_but_later_stages_only_arrangements():

@@ -452,6 +452,24 @@ def test_a_model_that_is_not_there_is_named_by_load_and_by_the_command(trained, 
     assert not (tmp_path / "q.parquet").exists()
 
 
+@pytest.mark.parametrize(("option", "says"), [
+    (["--explore", "2"], "exploration rate (--explore, params policy.explore) must be in [0, 1]"),
+    (["--phone-capacity", "lots"], "phone capacity (--phone-capacity, params policy.phone_capacity) must be"),
+    (["--chunk-size", "0"], "--chunk-size must be at least 1"),
+    (["--out", "queue.txt"], "output must end in .parquet or .csv"),
+])
+def test_a_bad_score_option_stops_the_command_before_any_work(trained, tmp_path, monkeypatch, option, says):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["score", "--data", str(trained["data"]), "--model", str(trained["bundle_path"]),
+                                    "--out", "queue.parquet", "--decision-log", "sqlite:///d.db", *option])
+    assert done.exit_code == 2 and says in done.output and "Traceback" not in done.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no queue, no parts, no decision log
+
+
 def test_a_store_password_never_appears_in_a_model_error():
     from models.registry import _shown
 
