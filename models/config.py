@@ -24,8 +24,21 @@ def default_params_path() -> Path:
 
 @lru_cache(maxsize=8)
 def _load(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    """The file's mapping; a missing file or one that is not a YAML mapping is a FileNotFoundError or a
+    ValueError naming the file (and where YAML found the problem)."""
+    source = f"params file {path}" + (f" (from {PARAMS_ENV})" if os.environ.get(PARAMS_ENV) == path else "")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            params = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source} not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{source} is not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(params, dict):
+        raise ValueError(f"{source} must hold a mapping of sections (policy:, cure:, ...), not {type(params).__name__}")
+    return params
 
 
 def load_params(path: str | Path | None = None) -> dict[str, Any]:

@@ -6,14 +6,34 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-app = typer.Typer(help="cureflow: delinquency risk and next-best-action for collections.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+from typer.core import TyperGroup
 
 
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What bad input raises (bad tables or params, a missing file or model, an unreadable option, no decision
+    log to record in): one line and exit code 2, never a traceback. Anything else is a bug and keeps its trace."""
+    from models.contract import ContractError
+    from models.registry import ModelNotFound
+    from serving.decisions import DecisionLogUnavailable
+
+    return ContractError, FileNotFoundError, ModelNotFound, DecisionLogUnavailable, ValueError
+
+
+class _Commands(TyperGroup):
+    """The command group with the one error boundary of every command (nothing is written on an error)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            if not isinstance(err, _user_errors()):
+                raise
+            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from None
+
+
+app = typer.Typer(cls=_Commands, help="cureflow: delinquency risk and next-best-action for collections.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
 @app.command()
@@ -41,13 +61,9 @@ def train(
 ) -> None:
     """Train the cure model and response arms from any directory in the contract; log and register them
     (a version past the quality gate becomes @challenger, or @champion when there is none yet)."""
-    from models.contract import ContractError
     from pipelines.train import run
 
-    try:
-        run(data, out, register=register, history_end_at=history_end, examples_dir=examples)
-    except (ContractError, FileNotFoundError) as err:
-        _fail(err)
+    run(data, out, register=register, history_end_at=history_end, examples_dir=examples)
 
 
 @app.command()
@@ -59,13 +75,10 @@ def features(
     """Build the training examples (cure examples and logged decisions with their features): the DVC
     features stage, read by `cureflow train --examples`."""
     from models.config import load_params
-    from models.contract import ContractError, read_dir
+    from models.contract import read_dir
     from pipelines.train import build_examples, save_examples
 
-    try:
-        save_examples(build_examples(read_dir(data), data, load_params(), history_end), out)
-    except (ContractError, FileNotFoundError) as err:
-        _fail(err)
+    save_examples(build_examples(read_dir(data), data, load_params(), history_end), out)
 
 
 @app.command()
@@ -80,10 +93,7 @@ def register(
 
     from pipelines.train import register_dir
 
-    try:
-        info = register_dir(train_dir, evaluation)
-    except FileNotFoundError as err:
-        _fail(err)
+    info = register_dir(train_dir, evaluation)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(info, indent=2) + "\n")
@@ -109,17 +119,11 @@ def score(
     """Score every overdue account as of AS_OF and write the work queue, highest priority first, with its
     summary and HTML report beside it; one decision-log record per account and run. A run killed and started
     again resumes from its finished chunks."""
-    from models.contract import ContractError
-    from models.registry import ModelNotFound
     from serving.batch import BatchOptions, print_queue, score_source
-    from serving.decisions import DecisionLogUnavailable
 
     options = BatchOptions(as_of=as_of, model_uri=model, phone_capacity=phone_capacity, explore=explore,
                            engine=engine, chunk_size=chunk_size, decision_log=decision_log)
-    try:
-        queue = score_source(data, out, options)
-    except (ContractError, ValueError, FileNotFoundError, ModelNotFound, DecisionLogUnavailable) as err:
-        _fail(err)  # bad tables, an unreadable option, no model, or no decision log to record in (nothing written)
+    queue = score_source(data, out, options)
     if top:
         print_queue(queue, top)
 
@@ -138,20 +142,17 @@ def evaluate(
 ) -> None:
     """Off-policy value of the policy on held-out logs; on simulated data, its true value against no contact,
     the best single action and the oracle, and a rule audit."""
-    from models.contract import ContractError, read_dir
+    from models.contract import read_dir
     from models.features import prepare
     from models.policy import explore_rate
-    from models.registry import ModelNotFound, load_bundle
+    from models.registry import load_bundle
     from pipelines import evaluate as evaluation
     from pipelines.train import load_examples, resolve_history_end
 
-    try:
-        eps = None if explore is None else explore_rate(explore)
-        bundle = load_bundle(model).bundle
-        portfolio = read_dir(data)
-        logs = load_examples(examples).decisions if examples else None
-    except (ContractError, FileNotFoundError, ModelNotFound, ValueError) as err:
-        _fail(err)
+    eps = None if explore is None else explore_rate(explore)
+    bundle = load_bundle(model).bundle
+    portfolio = read_dir(data)
+    logs = load_examples(examples).decisions if examples else None
     end = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
     when = pd_timestamp(as_of) if as_of else end
     evaluation.run(bundle, portfolio, data, when, end, bundle.policy_config.explore if eps is None else eps, out,
@@ -174,7 +175,7 @@ def serve(
                                                    "or models:/cureflow@champion")] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     insecure: Annotated[bool, typer.Option(help="allow starting without API keys (local use only)")] = False,
 ) -> None:
     """Run the real-time scoring API (FastAPI + uvicorn). Settings come from CUREFLOW_* variables."""
@@ -189,10 +190,7 @@ def serve(
         os.environ["CUREFLOW_MODEL_URI"] = model
     if insecure:
         os.environ["CUREFLOW_INSECURE"] = "true"
-    try:
-        require_keys(load_settings())
-    except RuntimeError as err:
-        _fail(err)
+    require_keys(load_settings())
     uvicorn.run("serving.api:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)
 
@@ -209,14 +207,9 @@ def promote(
     """Compare the challenger with the champion on the same holdout (cure ROC AUC and ECE, the policy's
     off-policy value); move @champion only when the challenger is not worse by params' margins."""
     from models.config import load_params
-    from models.contract import ContractError
-    from models.registry import ModelNotFound
     from pipelines.promote import run
 
-    try:
-        run(data, challenger, champion, load_params(), dry_run=dry_run, out=out)
-    except (ContractError, ValueError, ModelNotFound) as err:
-        _fail(err)
+    run(data, challenger, champion, load_params(), dry_run=dry_run, out=out)
 
 
 @app.command()
@@ -232,21 +225,18 @@ def monitor(
     """Compare the latest batch with the model's training data: population stability of the features, the
     cure chance and the action mix; flag drift past params' thresholds."""
     from models.config import load_params
-    from models.contract import ContractError, read_dir
+    from models.contract import read_dir
     from models.features import prepare
-    from models.registry import ModelNotFound, load_bundle
+    from models.registry import load_bundle
     from pipelines import monitor as monitoring
     from pipelines.train import resolve_history_end
 
-    try:
-        bundle = load_bundle(model).bundle
-        portfolio = read_dir(data)
-        when = pd_timestamp(as_of) if as_of else None
-        if when is None and queue is None:
-            when = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
-        report = monitoring.run(bundle, portfolio, when, queue, load_params(), out)
-    except (ContractError, ValueError, FileNotFoundError, ModelNotFound) as err:
-        _fail(err)
+    bundle = load_bundle(model).bundle
+    portfolio = read_dir(data)
+    when = pd_timestamp(as_of) if as_of else None
+    if when is None and queue is None:
+        when = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
+    report = monitoring.run(bundle, portfolio, when, queue, load_params(), out)
     if fail_on_drift and report["drift"]:
         raise typer.Exit(code=1)
 
@@ -259,13 +249,9 @@ def ingest_uci(
 ) -> None:
     """Write the UCI credit-card file (Taiwan 2005) in the data contract, with the params `cureflow train` needs
     for its monthly cure task (OUT/params.yaml, via CUREFLOW_PARAMS); pipelines/uci.py says what is lost."""
-    from models.contract import ContractError
     from pipelines.uci import main
 
-    try:
-        main(data, out)
-    except (ContractError, FileNotFoundError, ValueError) as err:
-        _fail(err)
+    main(data, out)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def require_keys(settings: Settings) -> None:
     """Refuse to start an open service by accident: scoring keys are required unless `insecure` is set."""
     if settings.insecure or settings.api_key_values():
         return
-    raise RuntimeError("refusing to start without CUREFLOW_API_KEYS; pass --insecure for local use")
+    raise ValueError("refusing to start without CUREFLOW_API_KEYS; pass --insecure for local use")
 
 
 def _unauthorized() -> HTTPException:

@@ -148,9 +148,9 @@ def test_security_compares_digests_in_constant_time_and_never_with_equality():
 
 
 def test_require_keys_refuses_to_start_without_scoring_keys_unless_insecure(clean_env):
-    with pytest.raises(RuntimeError, match="CUREFLOW_API_KEYS.*--insecure"):
+    with pytest.raises(ValueError, match="CUREFLOW_API_KEYS.*--insecure"):
         require_keys(load_settings())
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError):
         require_keys(load_settings(api_keys=" , ", admin_keys=ADMIN_KEY))
     require_keys(load_settings(insecure=True))
     require_keys(load_settings(api_keys=SCORING_KEYS[0]))
