@@ -272,7 +272,7 @@ def test_keys_are_required_and_admin_routes_need_an_admin_key(client):
 
 def test_refuses_to_start_without_keys_unless_insecure(trained, tmp_path):
     settings = load_settings(model_uri=str(trained["bundle_path"]), database_url=f"sqlite:///{tmp_path / 'd.db'}")
-    with pytest.raises(RuntimeError, match="CUREFLOW_API_KEYS"):
+    with pytest.raises(ValueError, match="CUREFLOW_API_KEYS"):
         create_app(settings)
     insecure = load_settings(model_uri=str(trained["bundle_path"]), database_url=f"sqlite:///{tmp_path / 'd.db'}",
                              insecure=True)
