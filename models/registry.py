@@ -51,8 +51,9 @@ class LoadedModel:
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")  # models:/, runs:/, sqlite:///, https://, ...
 
 
-def _shown(uri: str) -> str:
-    """A store URI fit for a message: its password, if any, masked as in `serving.sources.describe`."""
+def hide_password(uri: str) -> str:
+    """A store's URI fit for a message or a summary: the password of the URI's user, if any, shown as `***`
+    (the MLflow store here, the batch's source in `serving.sources.describe`)."""
     return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", uri)
 
 
@@ -87,13 +88,13 @@ def load_bundle(uri: str = DEFAULT_MODEL_URI, client=None):
     client = client or registry_client()
     version = registered_version(client, uri)
     if version is None and uri.startswith("models:/") and "@" in uri:
-        raise ModelNotFound(f"{uri}: the alias is not set in the registry at {_shown(configure_mlflow())}")
+        raise ModelNotFound(f"{uri}: the alias is not set in the registry at {hide_password(client.tracking_uri)}")
     try:
         model = mlflow.pyfunc.load_model(f"models:/{version}" if version else uri)
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        raise ModelNotFound(f"{uri}: not found in the tracking store at {_shown(configure_mlflow())} "
+        raise ModelNotFound(f"{uri}: not found in the tracking store at {hide_password(client.tracking_uri)} "
                             f"({err.message.splitlines()[0][:200]})") from None
     bundle = model.unwrap_python_model().bundle
     if version:

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from models.contract import SPEC, ContractError, Portfolio, read_dir_tables, validate_tables
+from models.registry import hide_password
 from models.vocab import CHILD_TABLES, TABLES
 
 TIME_COLUMNS = {"payments": "paid_at", "contacts": "contacted_at"}
@@ -71,9 +72,7 @@ def is_database(location: str | Path) -> bool:
 
 def describe(location: str | Path) -> str:
     """The source for messages and the summary: a URL without its password."""
-    if is_url(location):
-        return make_url(str(location)).render_as_string(hide_password=True)
-    return str(location)
+    return hide_password(str(location))
 
 
 def read_tables(location: str | Path) -> dict[str, pa.Table]:

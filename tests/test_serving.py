@@ -470,11 +470,11 @@ def test_a_bad_score_option_stops_the_command_before_any_work(trained, tmp_path,
 
 
 def test_a_store_password_never_appears_in_a_model_error():
-    from models.registry import _shown
+    from models.registry import hide_password
 
     uri = "postgresql://mlflow:s3cret@db:5432/mlflow"  # fixture, not a secret
-    assert _shown(uri) == "postgresql://mlflow:***@db:5432/mlflow"
-    assert _shown("sqlite:////srv/mlflow.db") == "sqlite:////srv/mlflow.db"
+    assert hide_password(uri) == "postgresql://mlflow:***@db:5432/mlflow"
+    assert hide_password("sqlite:////srv/mlflow.db") == "sqlite:////srv/mlflow.db"
 
 
 def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trained, tmp_path, monkeypatch):
