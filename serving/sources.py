@@ -77,11 +77,14 @@ def describe(location: str | Path) -> str:
 
 def read_tables(location: str | Path) -> dict[str, pa.Table]:
     """The four tables as Arrow tables, contract columns only, from a directory or a SQLAlchemy URL."""
-    if is_url(location) and not is_database(location):
+    if is_database(location):
+        tables = read_sql_tables(str(location))
+    elif is_url(location):
         raise ContractError("source", None, problem=f"cannot read {describe(location)}: the local engine reads a "
                             "directory of parquet or CSV files, or a database by SQLAlchemy URL (such as "
                             "postgresql+psycopg://...); a Hadoop path (hdfs://, s3a://) needs --engine spark")
-    tables = read_sql_tables(str(location)) if is_url(location) else read_dir_tables(Path(location))
+    else:
+        tables = read_dir_tables(Path(location))
     return {name: _decoded(table) for name, table in tables.items()}
 
 
