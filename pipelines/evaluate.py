@@ -156,6 +156,10 @@ class TrueValues:
         """The action index of each account's batch row, in this order."""
         return chosen_actions(rows.set_index("account_id").loc[self.account_id].reset_index(), bundle, self.space)
 
+    def value_of(self, chosen: np.ndarray) -> float:
+        """The mean value of the chosen actions (one per account, in this order)."""
+        return float(self.value[np.arange(len(self.value)), chosen].mean())
+
     def oracle(self) -> float:
         """The mean value of the best allowed action per account (no contact when nothing pays)."""
         return float(np.maximum(np.where(self.allowed, self.value, 0.0).max(axis=1), 0.0).mean())
@@ -172,10 +176,9 @@ def truth_values(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFram
     tv = TrueValues.of(bundle, portfolio, truth, as_of)
     scored = bundle.score(portfolio, as_of, explore=explore)
     chosen = tv.chosen(scored, bundle)
-    picked = tv.value[np.arange(len(tv.value)), chosen]
     single = np.where(tv.allowed, tv.value, 0.0).mean(axis=0)
     best = int(single.argmax())
-    out = {"accounts": int(len(tv.value)), "policy": float(picked.mean()), "no_contact": 0.0,
+    out = {"accounts": int(len(tv.value)), "policy": tv.value_of(chosen), "no_contact": 0.0,
            "best_single_action": float(single[best]), "best_single_action_is": "/".join(tv.space.actions[best]),
            "oracle": tv.oracle(),
            "violations": int((~tv.allowed[np.arange(len(tv.value)), chosen]).sum()),

@@ -156,7 +156,7 @@ def true_value(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame,
     rows, summary = day_queue(bundle, portfolio, as_of)
     tv = TrueValues.of(bundle, portfolio, truth, as_of)
     chosen = tv.chosen(rows, bundle)
-    policy, oracle = float(tv.value[np.arange(len(tv.value)), chosen].mean()), tv.oracle()
+    policy, oracle = tv.value_of(chosen), tv.oracle()
     return {"accounts": len(tv.value), "policy": policy, "oracle": oracle,
             "share_of_oracle": policy / oracle if oracle else float("nan"),
             "calls": summary["calls_kept"], "contacts": int((rows["channel"] != "none").sum()),
