@@ -28,6 +28,7 @@ from models.estimators import CalibratedLGBM
 from models.features import FeatureConfig, Prepared, feature_matrix, feature_names, features_at, prepare
 from models.reasons import action_drivers, action_reason, top_reasons
 from models.response import ARM_OFFERS, ResponseModel
+from models.safe import SafePolicy
 
 BATCH_COLUMNS = ("account_id", "as_of", "model_version", "cure_probability", "priority", "tier", "channel",
                  "window_start", "window_end", "offer", "template", "expected_gain", "reasons", "blocked",
@@ -36,6 +37,7 @@ TEXT_COLUMNS = ("account_id", "as_of", "model_version", "tier", "channel", "wind
                 "template", "reasons", "blocked")
 ALT_COLUMNS = ("_value", "_alt_value", "_alt_channel", "_alt_window_start", "_alt_window_end", "_alt_offer",
                "_alt_template", "_alt_gain")
+ALT_TEXT_COLUMNS = ("_alt_channel", "_alt_window_start", "_alt_window_end", "_alt_offer", "_alt_template")
 DECISION_NAMESPACE = uuid.UUID("6f1c2d1e-8a4b-4c1e-9a57-0c0ffee0cafe")
 
 
@@ -89,7 +91,7 @@ class Decisions:
         cols["reasons"] = [json.dumps(r, ensure_ascii=False) for r in cols["reasons"]]
         cols["blocked"] = [json.dumps(b, ensure_ascii=False) for b in cols["blocked"]]
         rows = pd.DataFrame({name: cols[name] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)})
-        for col in TEXT_COLUMNS:  # pandas 3 would infer a string dtype with NaN for None
+        for col in (*TEXT_COLUMNS, *ALT_TEXT_COLUMNS):  # pandas 3 would infer a string dtype with NaN for None
             rows[col] = pd.Series(list(cols[col]), dtype=object)
         if keep_features:
             rows["_features"] = [self.inputs(i) for i in range(len(self))]
@@ -108,6 +110,7 @@ class ScoringBundle:
     feature_names: list[str]
     cure: CalibratedLGBM
     response: ResponseModel | None   # None until randomised decisions are logged
+    safe: SafePolicy | None = None   # the baseline and the validated departure margin (models.safe)
     run_id: str = ""
     model_version: str = "unregistered"
     metadata: dict = field(default_factory=dict)
@@ -209,7 +212,8 @@ class ScoringBundle:
         u, v = uniforms(ids, as_of, int(self.params["seed"]))
         arm_ok = policy.arm_offers_allowed(staged, verdict.offer_allowed)
         channel_ok = verdict.channel_allowed & ~verdict.suppress_all[:, None]
-        choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, conf.policy, u, v, eps)
+        choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, conf.policy, u, v, eps,
+                               self.safe)
         zones = np.where(prep.tz_valid[rows], prep.zone[rows], None)
         main = self._action_columns(zones, verdict, staged, conf, choice.channel, choice.window, choice.arm)
         alt = self._action_columns(zones, verdict, staged, conf, *choice.alt[:3])
@@ -244,7 +248,8 @@ class ScoringBundle:
         drivers = self._drivers(X, choice)
         for i, items in enumerate(reasons):
             items.append(action_reason(channel[i], windows[choice.window[i]] if choice.window[i] >= 0 else None,
-                                       float(choice.gain[i]), bool(choice.explored[i]), drivers[i]))
+                                       float(choice.gain[i]), bool(choice.explored[i]), drivers[i],
+                                       self._basis(choice, i)))
         n = len(ids)
         return {
             "account_id": ids.tolist(), "as_of": [as_of.isoformat()] * n, "model_version": [self.model_version] * n,
@@ -254,6 +259,16 @@ class ScoringBundle:
             "expected_gain": np.round(choice.gain, 6), "reasons": reasons, "blocked": verdict.blocked,
             "propensity": np.round(choice.propensity, 6),
         }
+
+    def _basis(self, choice, i: int) -> str | None:
+        """Why the action is the baseline's or the model's own (None without a safe policy)."""
+        if self.safe is None or choice.departed is None or choice.explored[i]:
+            return None
+        if choice.departed[i]:
+            return f"the models expect it to beat the baseline by more than JPY {self.safe.margin:,.0f}"
+        return ("the baseline action: " + self.safe.evidence.get("baseline_text", "the best single action")
+                + (", as the evidence to depart from it is not yet enough" if math.isinf(self.safe.margin)
+                   else ", as nothing else is expected to beat it by the validated margin"))
 
     def _drivers(self, X: np.ndarray, choice) -> list[str | None]:
         """The feature behind each chosen contact, from the response model's own contributions."""

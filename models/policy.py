@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import vocab
+from models.safe import SafePolicy
 
 LEGAL_HOLDS = ("R-CEASE", "R-REPRESENTED", "R-INSOLVENCY")
 
@@ -116,6 +117,7 @@ class Choice:
     propensity: np.ndarray
     explored: np.ndarray
     alt: tuple[np.ndarray, ...] = ()
+    departed: np.ndarray | None = None  # the model's action replaced the baseline (None: no safe policy)
 
 
 def action_values(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm_allowed: np.ndarray,
@@ -151,17 +153,26 @@ def _explore(value: np.ndarray, greedy: np.ndarray, u: np.ndarray, v: np.ndarray
 
 
 def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm_allowed: np.ndarray,
-           config: PolicyConfig, u: np.ndarray, v: np.ndarray, eps: float) -> Choice:
+           config: PolicyConfig, u: np.ndarray, v: np.ndarray, eps: float, safe: SafePolicy | None = None) -> Choice:
     """The highest expected value among allowed actions (no contact when nothing beats it), explored
-    with probability `eps` using the account's own uniforms `u` and `v`."""
+    with probability `eps` using the account's own uniforms `u` and `v`. With a `safe` policy the greedy
+    action replaces its baseline only where it beats it by the validated margin (models.safe)."""
     shape = gain.shape
     value = action_values(gain, stake, channel_allowed, arm_allowed, config)
-    flat, propensity, explored = _explore(value, _greedy(value), u, v, eps)
+    greedy, departed = _safe_greedy(value, safe)
+    flat, propensity, explored = _explore(value, greedy, u, v, eps)
     no_phone = channel_allowed.copy()
     no_phone[:, vocab.CONTACT_CHANNELS.index("phone")] = False
     alt_value = action_values(gain, stake, no_phone, arm_allowed, config)
     return Choice(*_unflatten(flat, value, gain, shape), propensity=propensity, explored=explored,
-                  alt=tuple(_unflatten(_greedy(alt_value), alt_value, gain, shape)))
+                  alt=tuple(_unflatten(_safe_greedy(alt_value, safe)[0], alt_value, gain, shape)),
+                  departed=departed)
+
+
+def _safe_greedy(value: np.ndarray, safe: SafePolicy | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The greedy action, or with a safe policy the baseline unless the greedy action beats it by the margin."""
+    greedy = _greedy(value)
+    return (greedy, None) if safe is None else safe.apply(value, greedy)
 
 
 def _unflatten(flat: np.ndarray, value: np.ndarray, gain: np.ndarray, shape: tuple[int, ...]):

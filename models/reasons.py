@@ -72,15 +72,19 @@ def top_reasons(contrib: np.ndarray, values: np.ndarray, names: list[str], k: in
     return out
 
 
-def action_reason(channel: str, window: str | None, gain: float, explored: bool, driver: str | None = None) -> str:
-    """Why this action: its gain over no contact and the feature that makes it work for this customer."""
+def action_reason(channel: str, window: str | None, gain: float, explored: bool, driver: str | None = None,
+                  basis: str | None = None) -> str:
+    """Why this action: its gain over no contact, the feature that makes it work for this customer, and
+    whether it is the baseline's or the model's own choice (`basis`, from the safe policy)."""
     if explored:
         return "chosen at random among the allowed actions, so the models keep learning (exploration)"
     if channel == "none":
-        return "no contact: no allowed action is expected to pay back its cost"
+        text = "no contact: no allowed action is expected to pay back its cost"
+        return f"{text} ({basis})" if basis else text
     when = f" on {window.replace('_', ' ')}s" if window else ""
     text = f"{channel}{when}: {gain:+.0%} chance of a payment within 7 days over no contact"
-    return f"{text}; {driver}" if driver else text
+    text = f"{text}; {driver}" if driver else text
+    return f"{text}; {basis}" if basis else text
 
 
 def action_drivers(diff: np.ndarray, values: np.ndarray, names: list[str]) -> list[str | None]:

@@ -43,11 +43,16 @@ def simulate(
     seed: Annotated[int, typer.Option(help="random seed (same seed, same portfolio)")] = 7,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("data/portfolio"),
     end: Annotated[str | None, typer.Option(help="history end (ISO 8601 with offset); default params.yaml")] = None,
+    preset: Annotated[str | None, typer.Option(help="a world of params.yaml simulator_presets (lease, digital, "
+                                                    "mature, drawn); default: the simulator section as it is")] = None,
+    experiment_share: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="share of past decisions that were randomised; default: the preset's")] = None,
 ) -> None:
     """Simulate a car-lease portfolio in the data contract, with its ground truth under OUT/truth."""
     from pipelines.simulate import main
 
-    main(accounts=accounts, months=months, seed=seed, out=out, end=end)
+    main(accounts=accounts, months=months, seed=seed, out=out, end=end, preset=preset,
+         experiment_share=experiment_share)
 
 
 @app.command()

@@ -12,7 +12,9 @@ Values are in money (JPY): (chance of payment with the action - without) x arrea
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +186,12 @@ def truth_values(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFram
            "violations": int((~tv.allowed[np.arange(len(tv.value)), chosen]).sum()),
            "audit_violations": audit(scored, portfolio, as_of),
            "policy_payment_uplift": tv.uplift(chosen)}
+    if bundle.safe is not None:  # the baseline alone: the same bundle that never departs
+        stay = dataclasses.replace(bundle, safe=dataclasses.replace(bundle.safe, margin=math.inf))
+        base_chosen = tv.chosen(stay.score(portfolio, as_of, explore=explore), bundle)
+        out["baseline"] = tv.value_of(base_chosen)
+        out["baseline_is"] = bundle.safe.evidence.get("baseline_text", "")
+        out["departures"] = int((base_chosen != chosen).sum())
     out["share_of_oracle"] = out["policy"] / out["oracle"] if out["oracle"] else float("nan")
     single_value = out["best_single_action"]
     out["times_best_single"] = out["policy"] / single_value if single_value > 0 else float("nan")
@@ -234,6 +242,9 @@ def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Times
         log(f"true value per overdue account (JPY, {t['accounts']:,} accounts as of {as_of.isoformat()}): "
             f"policy {t['policy']:,.0f}, no contact 0, best single action {t['best_single_action']:,.0f} "
             f"({t['best_single_action_is']}), oracle {t['oracle']:,.0f}")
+        if "baseline" in t:
+            log(f"baseline ({t['baseline_is']}): {t['baseline']:,.0f}; the policy departs from it for "
+                f"{t['departures']:,} of {t['accounts']:,} accounts")
         log(f"policy captures {t['share_of_oracle']:.1%} of the oracle's gain and {t['times_best_single']:.2f}x "
             f"the best single action's; rule violations: {t['violations']} (mask), "
             f"{len(t['audit_violations'])} (audit)")

@@ -104,6 +104,7 @@ class _Config:
     cure_rate: np.ndarray  # (type, shock), per second
     lift: np.ndarray  # (type, offer, shock)
     lift_channel: np.ndarray  # (contact channel,)
+    unreached: np.ndarray  # (contact channel,): P(pays | not reached) = lift x this (0: no effect)
     reach: np.ndarray  # (employment, contact channel, window)
     outcome_cum: np.ndarray  # (contact channel, case, outcome): case 0 not reached, 1 paying, 2 not paying
     method_p: np.ndarray  # (payment method,)
@@ -161,12 +162,70 @@ def _config(params: dict) -> _Config:
         cure_rate=_by_name(raw["self_cure_per_day"], TYPES) / DAY,
         lift=lift,
         lift_channel=_by_name(raw["lift_by_channel"], vocab.CONTACT_CHANNELS),
+        unreached=np.array([float(raw.get("unreached_lift", {}).get(c, 0.0)) for c in vocab.CONTACT_CHANNELS]),
         reach=reach,
         outcome_cum=_outcome_table(raw["outcomes"]),
         method_p=_by_name(raw["payment_methods"] | {"direct_debit": 0.0}, vocab.PAYMENT_METHODS),
         promise_quiet_s=float(quiet["promise_quiet_days"]) * DAY,
         conversation_quiet_s=float(quiet["after_conversation_days"]) * DAY,
     )
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """`base` with `override` deep-merged into it (mappings merge, anything else replaces)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def drawn_world(seed: int, params: dict) -> dict:
+    """Simulator overrides drawn at random from `seed`, for a world nobody designed the model around: the
+    customer mix, reach per lifestyle x channel x window, the lift of each offer per payer type, the channel
+    factors, the effect of an attempt that does not reach the customer, and a staged business rule."""
+    rng = np.random.default_rng(seed)
+    windows = list(params["calendar"]["windows"])
+    emp = rng.dirichlet(np.full(len(vocab.EMPLOYMENT), 2.0))
+    reach = {e: {c: np.round(rng.beta(1.5, 3.0, len(windows)), 3).tolist() for c in vocab.CONTACT_CHANNELS}
+             for e in vocab.EMPLOYMENT}
+    lift = {}
+    for t, top in zip(TYPES, (0.9, 0.9, 0.7, 0.25), strict=True):
+        normal = rng.uniform(0.05, top, len(SIM_OFFERS))
+        lift[t] = {o: [round(float(n), 3), round(float(n * rng.uniform(0.3, 1.0)), 3)]
+                   for o, n in zip(SIM_OFFERS, normal, strict=True)}
+    order = rng.permutation(list(vocab.CONTACT_CHANNELS))
+    steps = [[0, [str(order[0]), str(order[1])], windows[rng.integers(len(windows))]],
+             [int(rng.integers(5, 20)), [str(order[2])], windows[rng.integers(len(windows))]],
+             [int(rng.integers(25, 45)), ["letter"], windows[rng.integers(len(windows))]]]
+    return {
+        "employment": dict(zip(vocab.EMPLOYMENT, np.round(emp, 4).tolist(), strict=True)),
+        "reach": reach, "lift": lift,
+        "lift_by_channel": {c: round(float(rng.uniform(0.5, 1.0)), 3) for c in vocab.CONTACT_CHANNELS},
+        "unreached_lift": {c: round(float(rng.uniform(0.0, 0.3)), 3) for c in vocab.CONTACT_CHANNELS},
+        "decisions": {"experiment_share": 0.10,
+                      "bau": {"rule": "staged", "steps": steps, "deviate": round(float(rng.uniform(0.05, 0.25)), 3)}},
+    }
+
+
+def with_preset(params: dict, preset: str | None = None, experiment_share: float | None = None) -> dict:
+    """params with `simulator_presets[preset]` merged into `simulator` (a `draw: seed` preset is drawn by
+    `drawn_world`) and the share of randomised decisions overridden when given. Unknown names are a
+    ValueError listing the presets."""
+    out = dict(params)
+    if preset:
+        presets = params.get("simulator_presets", {})
+        if preset not in presets:
+            raise ValueError(f"unknown simulator preset {preset!r}; params.yaml simulator_presets has "
+                             f"{', '.join(sorted(presets)) or 'none'}")
+        spec = dict(presets[preset] or {})
+        if "draw" in spec:
+            spec = _merge(drawn_world(int(spec.pop("draw")), params), spec)
+        out["simulator"] = _merge(params["simulator"], spec)
+    if experiment_share is not None:
+        if not 0.0 <= float(experiment_share) <= 1.0:
+            raise ValueError(f"the share of randomised decisions must be in [0, 1], not {experiment_share!r}")
+        out["simulator"] = _merge(out["simulator"], {"decisions": {"experiment_share": float(experiment_share)}})
+    return out
 
 
 # ---------------------------------------------------------------- the clock
@@ -400,6 +459,7 @@ class _World:
         self.contact_exp = np.full(n, NO_EXPERIMENT, np.int64)
         self.contact_prop = np.full(n, np.nan)
         self.last_promise, self.last_conversation = np.full((2, n), -np.inf)
+        self.spell_start = np.full(n, np.inf)  # when the current spell began (the business rule's day count)
         self.payments: list[tuple[np.ndarray, ...]] = []
         self.contacts: list[tuple[np.ndarray, ...]] = []
         self.rng = rng
@@ -444,6 +504,7 @@ class _World:
     def _start_spell(self, idx: np.ndarray, t: np.ndarray) -> None:
         """A first failed debit: self-cure starts, and decisions for accounts we may contact."""
         self.in_spell[idx] = True
+        self.spell_start[idx] = t
         self.draw_cure(idx, t)
         first = t + self._days_between(self.cfg.raw["decisions"]["first_after_days"], idx.size) * DAY
         self.decide_t[idx] = np.where(self.pf.contactable[idx] & self.contacts_on, first, np.inf)
@@ -536,7 +597,7 @@ class _World:
         talked = t - self.last_conversation[idx] < self.cfg.conversation_quiet_s  # R-AFTER-CONVERSATION
         phone_ok[talked, PHONE] = phone_ok[talked, IVR] = False
         experiment = (self.rng.random(idx.size) < raw["experiment_share"]) & self.pf.automatable[idx]
-        ch, win, offer, prop = self._business_as_usual(idx, phone_ok)
+        ch, win, offer, prop = self._business_as_usual(idx, phone_ok, t)
         e_ch, e_win, e_offer, e_prop = self._experiment(idx[experiment], phone_ok[experiment])
         ch[experiment], win[experiment], offer[experiment], prop[experiment] = e_ch, e_win, e_offer, e_prop
         exp_code = np.where(experiment, _quarter_code(self.clock.days(t)), NO_EXPERIMENT)
@@ -563,13 +624,39 @@ class _World:
         prop = (1 - holdout) / n_allowed / len(self.cfg.windows) / np.where(vulnerable, 1, len(SIM_OFFERS))
         return np.where(none, NONE, ch), win, offer, np.where(none, holdout, prop)
 
-    def _business_as_usual(self, idx: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The standing policy: a weekday-morning call where allowed, else a letter; no propensity."""
+    def _business_as_usual(self, idx: np.ndarray, allowed: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The standing policy, no propensity. `rule: phone_or_letter`: a call in the `bau_window` where
+        allowed (w.p. bau_phone_share), else a letter. `rule: staged`: by days into the spell, the channel
+        of the last step reached (the first allowed of the step's channels, a letter when none is), in the
+        step's window; with probability `deviate` a collector picks another window and channel at random
+        among the allowed (rules change, people deviate)."""
         raw = self.cfg.raw["decisions"]
-        call = allowed[:, PHONE] & (self.rng.random(idx.size) < raw["bau_phone_share"])
-        win = np.full(idx.size, self.cfg.windows.index(raw["bau_window"]))
+        bau = raw.get("bau", {"rule": "phone_or_letter"})
         offer = np.where(self.pf.flags["vulnerable"][idx], PLAN, REMINDER)
-        return np.where(call, PHONE, LETTER), win, offer, np.full(idx.size, np.nan)
+        if bau["rule"] == "phone_or_letter":
+            call = allowed[:, PHONE] & (self.rng.random(idx.size) < raw["bau_phone_share"])
+            win = np.full(idx.size, self.cfg.windows.index(raw["bau_window"]))
+            return np.where(call, PHONE, LETTER), win, offer, np.full(idx.size, np.nan)
+        if bau["rule"] != "staged":
+            raise ValueError(f"simulator params: decisions.bau.rule must be phone_or_letter or staged, "
+                             f"not {bau['rule']!r}")
+        days = (t - self.spell_start[idx]) / DAY
+        ch, win = np.full(idx.size, LETTER), np.zeros(idx.size, np.int64)
+        for start_day, channels, window in bau["steps"]:
+            step = days >= float(start_day)
+            pick = np.full(idx.size, LETTER)
+            for name in reversed(channels):
+                pick = np.where(allowed[:, CHANNEL[name]], CHANNEL[name], pick)
+            ch, win = np.where(step, pick, ch), np.where(step, self.cfg.windows.index(window), win)
+        if bau.get("plan_from_instalments"):
+            offer = np.where(self.arrears[idx] >= int(bau["plan_from_instalments"]), PLAN, offer)
+        deviate = self.rng.random(idx.size) < float(bau.get("deviate", 0.0))
+        if deviate.any():
+            n_allowed = allowed[deviate].sum(axis=1)
+            pick = np.minimum((self.rng.random(deviate.sum()) * n_allowed).astype(np.int64), n_allowed - 1)
+            ch[deviate] = (np.cumsum(allowed[deviate], axis=1) <= pick[:, None]).sum(axis=1)
+            win[deviate] = self.rng.integers(0, len(self.cfg.windows), deviate.sum())
+        return ch, win, offer, np.full(idx.size, np.nan)
 
     def _on_contact(self, idx: np.ndarray, t: np.ndarray) -> None:
         """A scheduled outbound contact is made."""
@@ -585,7 +672,8 @@ class _World:
         reach = cfg.reach[self.pf.employment[idx], ch, win] * self.pf.reach_factor[idx]
         reached = self.rng.random(idx.size) < reach
         lift = cfg.lift[self.pf.ptype[idx], offer, self.shock[idx].astype(int)] * cfg.lift_channel[ch]
-        pays = reached & (self.rng.random(idx.size) < lift)
+        u = self.rng.random(idx.size)
+        pays = np.where(reached, u < lift, u < lift * cfg.unreached[ch])  # an unreached SMS may still be read
         case = np.where(reached, np.where(pays, 1, 2), 0)
         cum = cfg.outcome_cum[ch, case]
         outcome = np.minimum((self.rng.random(idx.size)[:, None] >= cum).sum(axis=1), len(vocab.OUTCOMES) - 1)
@@ -688,7 +776,8 @@ def _truth(world: _World, idx: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
             for o, offer in enumerate(SIM_OFFERS):
                 lift = cfg.lift[pf.ptype[idx], o, shock] * cfg.lift_channel[c]
                 labels.append((channel, window, offer))
-                columns.append(1 - quiet * (1 - reach * lift))
+                nudge = (1 - reach) * lift * cfg.unreached[c]
+                columns.append(1 - quiet * (1 - reach * lift - nudge))
     label = np.array(labels, dtype=object)
     actions = pd.DataFrame({
         "account_id": _object(np.repeat(ids, len(labels))),
@@ -917,11 +1006,14 @@ def write(sim: Simulation, out: Path) -> None:
     (out / "manifest.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def main(accounts: int, months: int, seed: int, out: Path, end: str | None = None) -> Path:
+def main(accounts: int, months: int, seed: int, out: Path, end: str | None = None, preset: str | None = None,
+         experiment_share: float | None = None) -> Path:
     """Simulate and write a portfolio (what the CLI calls); prints a one-line summary and returns `out`."""
-    params = load_params()
+    params = with_preset(load_params(), preset, experiment_share)
     end = params["simulate"]["end"] if end is None else end
     sim = simulate(accounts, months, seed, end=end, params=params)
+    sim.run.update(preset=preset or "lease",
+                   experiment_share=float(params["simulator"]["decisions"]["experiment_share"]))
     write(sim, Path(out))
     counts = ", ".join(f"{len(frame)} {name}" for name, frame in sim.tables.items())
     overdue = len(sim.truth_cure)

@@ -18,6 +18,7 @@ Steps (each a function; `cureflow train` calls `run`, the DVC stages call `build
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import tempfile
 import time
@@ -28,6 +29,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from models import safe, vocab
 from models.bundle import ScoringBundle
 from models.config import load_params
 from models.contract import Portfolio, read_dir
@@ -36,7 +38,7 @@ from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names,
 from models.labels import cure_labels, history_end
 from models.metrics import classification_report, gains_table
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
-from models.response import ActionSpace, ResponseModel
+from models.response import ARM_OFFERS, ActionSpace, ResponseModel
 from pipelines.logs import decision_examples
 
 EXAMPLE_FILES = {"cure": "cure_examples.parquet", "decisions": "decisions.parquet", "summary": "examples.json"}
@@ -204,9 +206,9 @@ def fit_cure(train: pd.DataFrame, holdout: pd.DataFrame, names: list[str], param
 
 
 def fit_response_model(decisions: pd.DataFrame, names: list[str], params: dict, config: FeatureConfig,
-                       log=print) -> tuple[ResponseModel | None, pd.DataFrame, pd.Timestamp]:
+                       log=print) -> tuple[ResponseModel | None, pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     """The response model on the earlier logged decisions; returns it (None without randomised decisions),
-    the held-out decisions and the cut-off between them."""
+    the decisions it learned from, the held-out decisions and the cut-off between them."""
     resp_train, resp_holdout, resp_cut = response_split(
         decisions, float(params["response"]["holdout_fraction"]), int(params["response"]["horizon_days"]))
     space = ActionSpace(tuple(w.name for w in config.windows))
@@ -218,7 +220,84 @@ def fit_response_model(decisions: pd.DataFrame, names: list[str], params: dict, 
         response = None
         log(f"no response model ({err}): every account gets no contact, except what exploration draws, "
             f"until randomised decisions are logged")
-    return response, resp_holdout, resp_cut
+    return response, resp_train, resp_holdout, resp_cut
+
+
+def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str], params: dict,
+                   portfolio: Portfolio) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For logged decisions: (n, actions + 1) the model's money of each action against no contact (-inf
+    where the consent and legal flags forbade it; no contact last, 0), the doubly robust scores, and the
+    allowed mask."""
+    from pipelines.evaluate import allowed_logged
+
+    space = response.space
+    costs = params["policy"]["costs"]
+    cost = np.array([float(costs.get(c, 0.0)) for c, _, _ in space.actions])
+    q = response.predict_matrix(logs[names].to_numpy(dtype=np.float64))
+    stake = logs["arrears"].to_numpy(dtype=np.float64)
+    value = (q - q[:, -1:]) * stake[:, None] - cost[None, :]
+    taken = logs["action"].to_numpy()
+    reward = logs["label"].to_numpy(dtype=float) * stake - cost[taken] - q[:, -1] * stake
+    scores = safe.dr_matrix(value, taken, logs["propensity"].to_numpy(dtype=float), reward)
+    allowed = allowed_logged(portfolio, logs["account_id"], space)
+    return np.where(allowed, value, -np.inf), scores, allowed
+
+
+def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, resp_holdout: pd.DataFrame,
+                    names: list[str], params: dict, portfolio: Portfolio, log=print) -> safe.SafePolicy:
+    """The baseline (params policy.baseline: `auto` = the best single action by its doubly robust value on
+    every randomised decision, or the team's {channel, window, offer}) and the departure margin chosen on
+    the held-out randomised decisions (models.safe). Without a response model: the baseline alone."""
+    conf = params["policy"].get("safe", {})
+    windows = tuple(w.name for w in FeatureConfig.from_params(params).windows)
+    space = ActionSpace(windows)
+    chosen = params["policy"].get("baseline", "auto")
+    evidence: dict = {"randomised_train": len(resp_train), "randomised_holdout": len(resp_holdout)}
+    baseline = fallback = safe.NO_CONTACT
+    if isinstance(chosen, dict):
+        key = (chosen["channel"], chosen["window"], chosen["offer"])
+        if key not in space.actions:
+            raise ValueError(f"params policy.baseline {chosen} is not an action of the space "
+                             f"(channels {list(vocab.CONTACT_CHANNELS)}, windows {list(windows)}, "
+                             f"offers {list(ARM_OFFERS)})")
+        baseline = space.actions.index(key)
+        evidence["baseline_source"] = "params policy.baseline (the team's rule)"
+    if response is None:
+        evidence["baseline_text"] = _action_text(space, baseline)
+        log(f"safe policy: no response model; the policy is its baseline ({evidence['baseline_text']})")
+        return safe.SafePolicy(baseline, math.inf, evidence)
+    both = pd.concat([resp_train, resp_holdout], ignore_index=True)
+    if not isinstance(chosen, dict):
+        _, scores, allowed = _logged_values(response, both, names, params, portfolio)
+        baseline, means = safe.best_single(scores, allowed, safe.action_design(space.actions[:-1]))
+        fallback = safe.fallback_of(baseline, means, np.array([c for c, _, _ in space.actions[:-1]]))
+        evidence["fallback_text"] = _action_text(space, fallback)
+        evidence["baseline_source"] = (f"best single action by doubly robust value on {len(both):,} randomised "
+                                       f"decisions, smoothed over channel, window and offer")
+        evidence["baseline_value"] = float(means[baseline]) if baseline >= 0 else 0.0
+    evidence["baseline_text"] = _action_text(space, baseline)
+    margin, trials = math.inf, []
+    if len(resp_holdout):
+        value, scores, _ = _logged_values(response, resp_holdout, names, params, portfolio)
+        greedy = np.where(np.max(value[:, :-1], axis=1) > 0, np.argmax(value[:, :-1], axis=1), safe.NO_CONTACT)
+        margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline, float(conf.get("z", 1.645)),
+                                            int(conf.get("min_departures", 30)), fallback)
+    evidence["trials"] = trials
+    evidence["margin"] = margin
+    best = max(trials, key=lambda t: t["lcb"], default=None)
+    log(f"safe policy: baseline {evidence['baseline_text']} (else {evidence.get('fallback_text', 'no contact')}); "
+        + (f"departs where the models expect > JPY {margin:,.0f} more (held-out DR improvement "
+           f"{best['improvement']:,.0f} per decision, lower bound {best['lcb']:,.0f}, {best['departures']:,} of "
+           f"{len(resp_holdout):,} held-out decisions)" if math.isfinite(margin) else
+           f"no departure yet: no margin's lower bound is above zero on {len(resp_holdout):,} held-out decisions"))
+    return safe.SafePolicy(baseline, margin, evidence, fallback)
+
+
+def _action_text(space: ActionSpace, index: int) -> str:
+    if index < 0:
+        return "no contact"
+    channel, window, offer = space.actions[index]
+    return f"{channel} on {window.replace('_', ' ')}s with a {offer.replace('_', ' ')}"
 
 
 def fit(data: Path, params: dict | None = None, history_end_at: str | None = None,
@@ -237,8 +316,10 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
     log(f"cure examples: {len(train):,} train, {len(holdout):,} holdout")
     names = feature_names(config)
     model, p, metrics = fit_cure(train, holdout, names, params, log=log)
-    response, resp_holdout, resp_cut = fit_response_model(examples.decisions, names, params, config, log=log)
-    bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response,
+    response, resp_train, resp_holdout, resp_cut = fit_response_model(examples.decisions, names, params, config,
+                                                                      log=log)
+    safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, portfolio, log=log)
+    bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response, safe=safe_policy,
                            metadata={"history_end": end.isoformat(), "data": str(data),
                                      "data_fingerprint": portfolio.fingerprint(),
                                      "response_holdout_from": resp_cut.isoformat(),

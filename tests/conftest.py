@@ -69,6 +69,8 @@ def trained(sim_dir, tmp_path_factory):
     params["cure"]["lgbm"]["n_estimators"] = 150
     params["train"]["quality_gate"]["min_roc_auc"] = 0.5
     params["train"]["quality_gate"]["max_ece"] = 1.0
+    # the team's own rule as the baseline (policy.baseline): a call, so the queue has calls to ration
+    params["policy"]["baseline"] = {"channel": "phone", "window": "weekday_evening", "offer": "instalment_plan"}
     info = run(sim_dir, root / "train", params=params, log=lambda *_: None)
     yield {"info": info, "tracking_uri": os.environ["MLFLOW_TRACKING_URI"], "root": root,
            "bundle_path": root / "train" / "bundle.joblib", "data": sim_dir}

@@ -404,3 +404,60 @@ def test_truth_holds_when_end_falls_before_the_morning_debit():
     assert len(overdue) > 0.15 * 60_000
     _assert_within_3se(cured, truth)
     _assert_calibrated(cured, truth)
+
+
+# ---------------------------------------------------------------- presets: worlds, not one world
+
+
+def test_forced_action_truth_holds_where_an_unreached_attempt_still_moves_the_customer():
+    params = sm.with_preset(load_params(), "digital")
+    action = ("sms", "weekday_evening", "reminder")
+    forced = sm.simulate(100_000, 12, seed=9, observe_days=7, contacts_after_end=False, forced_action=action,
+                         params=params)
+    overdue = _overdue_at_end(forced)
+    paid = _paid_in(forced.tables, END, END + pd.Timedelta(days=7)).reindex(overdue.index) > 0
+    truth = forced.truth_actions.set_index(["channel", "window", "offer"]).loc[action]
+    truth = truth.set_index("account_id")["p_payment_7d"].reindex(overdue.index)
+    _assert_within_3se(paid, truth)
+    _assert_calibrated(paid, truth)
+    con = forced.tables["contacts"]
+    outcome = con[con["contacted_at"] == END].set_index("account_id")["outcome"].reindex(overdue.index)
+    not_reached = outcome.isin(["delivered", "bounced"]).to_numpy()
+    assert paid[not_reached].mean() > paid[~not_reached].mean() * 0.2  # texts that got no reply still work
+
+
+@pytest.mark.parametrize("preset", ["digital", "mature", "drawn"])
+def test_presets_log_their_share_of_experiments_and_a_business_rule_without_propensity(preset):
+    params = sm.with_preset(load_params(), preset)
+    share = params["simulator"]["decisions"]["experiment_share"]
+    s = sm.simulate(6_000, 12, seed=4, params=params)
+    decisions = s.tables["contacts"][s.tables["contacts"]["direction"] == "outbound"]
+    randomised = decisions["propensity"].notna().mean()
+    assert abs(randomised - share) < 0.05, (randomised, share)
+    assert 0.0 <= share <= 0.2
+
+
+def test_the_staged_business_rule_texts_first_and_calls_later():
+    params = sm.with_preset(load_params(), "digital", experiment_share=0.0)
+    s = sm.simulate(6_000, 12, seed=4, params=params)
+    con = s.tables["contacts"]
+    bau = con[(con["direction"] == "outbound") & con["propensity"].isna()]
+    assert len(bau) and con["propensity"].notna().sum() == 0
+    first = bau.groupby("account_id")["channel"].first()
+    assert first.isin(["sms", "email"]).mean() > 0.6  # step 1 (day 0): a text or an e-mail where consented
+    assert (bau["channel"] == "phone").mean() > 0.1  # step 2 (day 10): a call
+
+
+def test_the_drawn_world_is_the_same_from_its_seed_and_differs_from_every_designed_one():
+    params = load_params()
+    assert sm.drawn_world(2026, params) == sm.drawn_world(2026, params)
+    drawn = sm.with_preset(params, "drawn")["simulator"]
+    for name in ("lease", "digital", "mature"):
+        assert sm.with_preset(params, name)["simulator"]["reach"] != drawn["reach"]
+
+
+def test_an_unknown_preset_or_share_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown simulator preset 'moon'.*digital"):
+        sm.with_preset(load_params(), "moon")
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        sm.with_preset(load_params(), None, experiment_share=1.5)

@@ -1,0 +1,157 @@
+"""Benchmark: the next-best-action policy on every simulator preset, against its baseline, the best single
+action for everyone and the oracle, valued with the simulator's exact truth on a portfolio it never saw.
+
+For each preset x training size x share of randomised decisions x seed: simulate a training portfolio
+(seed s) and an evaluation portfolio of the same world (seed s + 1000), train with `pipelines.train.fit`
+(exactly what `cureflow train` fits), score the evaluation portfolio at the end of its history with
+exploration off, and value every account's decision with the truth. One JSON line per cell goes to
+`<workdir>/cells.jsonl` (a rerun skips finished cells); the table (mean and a 95% t-interval over seeds)
+and the plot of value against training size are written at the end.
+
+    .venv/bin/python benchmarks/nba_presets.py --sizes 20000 100000 --shares 0 0.05 0.15 --seeds 1 2 3 \
+        --workdir outputs/bench_nba --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PRESETS = ("lease", "digital", "mature", "drawn")
+
+
+def _simulate(workdir: Path, preset: str, accounts: int, share: float, seed: int) -> Path:
+    from pipelines.simulate import main as simulate
+
+    out = workdir / "data" / f"{preset}_{accounts}_{share:g}_{seed}"
+    if not (out / "manifest.json").exists():
+        simulate(accounts=accounts, months=24, seed=seed, out=out, preset=preset, experiment_share=share)
+    return out
+
+
+def cell(workdir: Path, preset: str, size: int, share: float, seed: int, eval_accounts: int) -> dict:
+    """Train on one portfolio of `preset`, value the policy on another of the same world."""
+    from models.config import load_params
+    from models.contract import read_dir
+    from pipelines import evaluate
+    from pipelines.train import fit, truth_gap
+
+    started = time.perf_counter()
+    params = load_params()
+    train_dir = _simulate(workdir, preset, size, share, seed)
+    eval_dir = _simulate(workdir, preset, eval_accounts, share, seed + 1000)
+    result = fit(train_dir, params, log=lambda *_: None)
+    bundle, portfolio = result.bundle, read_dir(eval_dir)
+    as_of = pd.Timestamp(params["simulate"]["end"])
+    t = evaluate.truth_values(bundle, portfolio, pd.read_parquet(eval_dir / "truth" / "actions.parquet"), as_of, 0.0)
+    gap = truth_gap(eval_dir, bundle, portfolio, as_of)
+    safe = bundle.safe.evidence if bundle.safe is not None else {}
+    return {"preset": preset, "size": size, "share": share, "seed": seed, "accounts": t["accounts"],
+            "policy": t["policy"], "baseline": t.get("baseline", float("nan")),
+            "best_single": t["best_single_action"], "best_single_is": t["best_single_action_is"],
+            "oracle": t["oracle"], "share_of_oracle": t["share_of_oracle"],
+            "times_best_single": t["times_best_single"], "violations": t["violations"] + len(t["audit_violations"]),
+            "cure_gap": float(np.mean(np.abs(gap["p"] - gap["p_true"]))) if gap is not None and len(gap) else None,
+            "departures": t.get("departures"), "safe": safe, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _run(args: tuple) -> dict:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return cell(*args)
+
+
+def interval(values: pd.Series) -> str:
+    """mean [95% t-interval] over seeds (the mean alone for one seed)."""
+    from scipy import stats
+
+    v = values.dropna().to_numpy(dtype=float)
+    if len(v) < 2:
+        return f"{v.mean():.2f}" if len(v) else "-"
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return f"{v.mean():.2f} [{v.mean() - half:.2f}, {v.mean() + half:.2f}]"
+
+
+def table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Preset x size x share: the policy against the best single action and the oracle, over seeds."""
+    cells = cells.assign(vs_single=cells["policy"] / cells["best_single"],
+                         vs_oracle=cells["policy"] / cells["oracle"],
+                         gain_jpy=cells["policy"] - cells["best_single"])
+    rows = []
+    for (preset, size, share), g in cells.groupby(["preset", "size", "share"], sort=True):
+        rows.append({"preset": preset, "accounts": size, "randomised": share, "seeds": len(g),
+                     "policy / best single": interval(g["vs_single"]),
+                     "policy / oracle": interval(g["vs_oracle"]),
+                     "policy - best single (JPY)": interval(g["gain_jpy"]),
+                     "departures": interval(g["departures"].astype(float)) if "departures" in g else "-",
+                     "violations": int(g["violations"].sum()), "cure gap": interval(g["cure_gap"])})
+    return pd.DataFrame(rows)
+
+
+def plot(cells: pd.DataFrame, out: Path) -> None:
+    """Share of the oracle's gain (policy and best single action) against training size, per preset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    presets = sorted(cells["preset"].unique())
+    fig, axes = plt.subplots(1, len(presets), figsize=(4 * len(presets), 3.4), sharey=True, squeeze=False)
+    for ax, preset in zip(axes[0], presets, strict=True):
+        for share, g in cells[cells["preset"] == preset].groupby("share"):
+            by = g.assign(p=g["policy"] / g["oracle"], b=g["best_single"] / g["oracle"]).groupby("size")
+            ax.errorbar(by["p"].mean().index, by["p"].mean(), yerr=by["p"].std().fillna(0), marker="o",
+                        capsize=3, label=f"policy, {share:.0%} randomised")
+            ax.plot(by["b"].mean().index, by["b"].mean(), ls="--", color="grey")
+        ax.set_xscale("log")
+        ax.set_title(preset)
+        ax.set_xlabel("training accounts")
+        ax.axhline(0, color="black", lw=0.5)
+    axes[0][0].set_ylabel("share of the oracle's gain (dashed: best single action)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[20_000])
+    parser.add_argument("--shares", nargs="+", type=float, default=[0.15])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--eval-accounts", type=int, default=50_000)
+    parser.add_argument("--workdir", type=Path, default=Path("outputs/bench_nba"))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--report-only", action="store_true", help="only tabulate the finished cells")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    path = args.workdir / "cells.jsonl"
+    done = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    seen = {(c["preset"], c["size"], c["share"], c["seed"]) for c in done}
+    todo = [(args.workdir, p, n, s, seed, args.eval_accounts)
+            for p, n, s, seed in product(args.presets, args.sizes, args.shares, args.seeds)
+            if (p, n, s, seed) not in seen and not args.report_only]
+    with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        for result in pool.map(_run, todo):
+            print(json.dumps({k: v for k, v in result.items() if k != "safe"}), flush=True)
+            with path.open("a") as fh:
+                fh.write(json.dumps(result, default=float) + "\n")
+            done.append(result)
+    cells = pd.DataFrame(done)
+    wanted = cells["preset"].isin(args.presets) & cells["size"].isin(args.sizes) & cells["share"].isin(args.shares)
+    cells = cells[wanted]
+    out = table(cells)
+    print(out.to_markdown(index=False))
+    (args.workdir / "table.md").write_text(out.to_markdown(index=False) + "\n")
+    plot(cells, args.workdir / "value_by_size.png")
+
+
+if __name__ == "__main__":
+    main()

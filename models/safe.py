@@ -1,0 +1,145 @@
+"""Safe policy improvement: depart from a baseline only where held-out evidence says the departure pays.
+
+The response model's argmax is a noisy estimate: on a portfolio whose logs are mostly business as usual,
+or whose customers respond in ways the model's structure does not capture, following it can lose money
+against one fixed action for everyone. So the decision is made in two steps (Thomas et al. 2015, "High
+confidence policy improvement"; the doubly robust scores of Dudik et al. 2011):
+
+1. **Baseline**: the team's rule when one is configured (`policy.baseline: {channel, window, offer}`), else
+   the best single action for everyone, chosen by its doubly robust value on the randomised decisions.
+   An account whose rules forbid the baseline action gets no contact from it.
+2. **Departure margin**: an account gets the model's best action instead of the baseline only when the
+   model expects it to be worth at least `margin` more (JPY). The margin is chosen on decisions the
+   response model never saw (the held-out, randomised ones): for each candidate margin, the doubly robust
+   estimate of (policy - baseline) and its standard error; the margin with the highest lower confidence
+   bound wins, and when no lower bound is above zero the margin is infinite: the policy is its baseline.
+
+Pure numpy: `dr_matrix` turns logged decisions and the model's values into per-decision, per-action doubly
+robust scores; `best_single` and `select_margin` read them; `SafePolicy.apply` is what `policy.choose` calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NO_CONTACT = -1
+
+
+@dataclass(frozen=True)
+class SafePolicy:
+    """The baseline action (a flat index of policy.action_values' layout; -1 = no contact), the margin in
+    money a departure must beat it by (inf: never depart), and the evidence both were chosen on."""
+
+    baseline: int = NO_CONTACT
+    margin: float = math.inf
+    evidence: dict = field(default_factory=dict)
+    fallback: int = NO_CONTACT  # the best single action on another channel, where the baseline's is forbidden
+
+    def base(self, value: np.ndarray) -> np.ndarray:
+        """Per account the baseline action, else the fallback where a rule (or the day's call capacity)
+        forbids it, else no contact."""
+        base = np.full(len(value), NO_CONTACT)
+        for action in (self.fallback, self.baseline):  # the baseline wins where both are allowed
+            if action >= 0 and value.shape[1]:
+                base = np.where(np.isfinite(value[:, action]), action, base)
+        return base
+
+    def apply(self, value: np.ndarray, greedy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(chosen flat index, departed) per account: the greedy action where its value beats the baseline's
+        by more than the margin, else the baseline (`base`)."""
+        rows = np.arange(len(value))
+        base = self.base(value)
+        base_value = np.where(base >= 0, value[rows, np.maximum(base, 0)] if value.shape[1] else 0.0, 0.0)
+        greedy_value = np.where(greedy >= 0, value[rows, np.maximum(greedy, 0)] if value.shape[1] else 0.0, 0.0)
+        depart = (greedy != base) & (greedy_value - base_value > self.margin)
+        return np.where(depart, greedy, base), depart
+
+
+def dr_matrix(value: np.ndarray, taken: np.ndarray, propensity: np.ndarray, reward: np.ndarray) -> np.ndarray:
+    """(decisions, actions + 1) doubly robust score of every action for every logged decision.
+
+    `value`: (n, actions + 1) the model's expected money of each action against no contact (the last
+    column, no contact, is 0); `taken`: the logged action's column; `propensity`: its logged probability;
+    `reward`: realised money against the model's no-contact expectation (paid x stake - cost - q0 x stake).
+    score[i, a] = value[i, a] + 1{taken_i = a} (reward_i - value[i, a]) / propensity_i.
+    """
+    n = len(value)
+    out = value.astype(np.float64).copy()
+    rows = np.arange(n)
+    out[rows, taken] += (reward - value[rows, taken]) / propensity
+    return out
+
+
+def action_design(actions: list[tuple[str, str, str]]) -> np.ndarray:
+    """(actions, k) indicator design of the contact actions: an intercept, each channel, window and offer,
+    and each channel x offer (what shares strength between the 40 actions' estimates)."""
+    cols = []
+    for part in (lambda a: a[0], lambda a: a[1], lambda a: a[2], lambda a: (a[0], a[2])):
+        levels = sorted({part(a) for a in actions}, key=str)
+        cols += [[float(part(a) == level) for a in actions] for level in levels[1:]]
+    return np.column_stack([np.ones(len(actions)), *cols]) if cols else np.ones((len(actions), 1))
+
+
+def fallback_of(baseline: int, estimates: np.ndarray, channel: np.ndarray) -> int:
+    """The best action (by `estimates`) on another channel than the baseline's; -1 when none beats no
+    contact. `channel` names each action's channel."""
+    if baseline < 0:
+        return NO_CONTACT
+    other = np.where(channel != channel[baseline], estimates, -np.inf)
+    best = int(other.argmax())
+    return best if other[best] > 0 else NO_CONTACT
+
+
+def best_single(scores: np.ndarray, allowed: np.ndarray, design: np.ndarray | None = None
+                ) -> tuple[int, np.ndarray]:
+    """The contact action (column) whose policy "this action where allowed, else no contact" has the
+    highest doubly robust value; returns it (-1 when none beats no contact) and every action's estimate.
+
+    Each action's own mean rests on the few decisions that drew it (about 1 in 40), so with a `design`
+    (action_design) the means are smoothed by weighted least squares on channel, window, offer and
+    channel x offer effects (weights 1 / variance): the winner is not the luckiest of 40 noisy means."""
+    none = scores[:, -1:]
+    per = np.where(allowed[:, :-1], scores[:, :-1], none) - none
+    means = per.mean(axis=0)
+    if design is not None and len(per) > 1:
+        w = 1.0 / np.maximum(per.var(axis=0, ddof=1) / len(per), 1e-12)
+        coef = np.linalg.lstsq(design * np.sqrt(w)[:, None], means * np.sqrt(w), rcond=None)[0]
+        means = design @ coef
+    best = int(means.argmax()) if len(means) else NO_CONTACT
+    return (best if len(means) and means[best] > 0 else NO_CONTACT), means
+
+
+def _improvement(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray) -> np.ndarray:
+    rows = np.arange(len(scores))
+    col = lambda a: np.where(a >= 0, a, scores.shape[1] - 1)  # noqa: E731 - no contact is the last column
+    return scores[rows, col(chosen)] - scores[rows, col(base)]
+
+
+def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, baseline: int, z: float,
+                  min_departures: int = 30, fallback: int = NO_CONTACT) -> tuple[float, list[dict]]:
+    """The departure margin with the highest lower confidence bound of (policy - baseline), on held-out
+    decisions; infinite when no bound is above zero. `value` (n, actions) is -inf where a rule forbids,
+    `greedy` the model's best action (-1: no contact). Candidate margins: 0 and the deciles of the
+    model's positive edges; a margin leaving fewer than `min_departures` departures is not tried."""
+    rows = np.arange(len(value))
+    base = SafePolicy(baseline, fallback=fallback).base(value)
+    worth = lambda a: np.where(a >= 0, value[rows, np.maximum(a, 0)] if value.shape[1] else 0.0, 0.0)  # noqa: E731
+    depart = greedy != base
+    edge = np.where(depart, worth(greedy) - worth(base), -np.inf)
+    candidates = [0.0, *np.unique(np.quantile(edge[depart], np.linspace(0.1, 0.9, 9)))] if depart.any() else []
+    trials, best_margin, best_lcb = [], math.inf, 0.0
+    for margin in candidates:
+        go = edge > margin
+        if go.sum() < min_departures:
+            continue
+        d = _improvement(scores, np.where(go, greedy, base), base)
+        mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+        lcb = mean - z * se
+        trials.append({"margin": float(margin), "departures": int(go.sum()), "improvement": mean, "se": se,
+                       "lcb": lcb})
+        if lcb > best_lcb:
+            best_margin, best_lcb = float(margin), lcb
+    return best_margin, trials

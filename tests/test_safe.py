@@ -1,0 +1,76 @@
+"""Safe policy improvement (models.safe): the baseline unless held-out evidence says a departure pays."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from models import safe
+
+
+def _logs(n: int, effect: float, seed: int = 0):
+    """Randomised decisions over 3 actions (+ no contact) where action 2 pays `effect` more than the
+    baseline (action 0) for the half of the customers with x = 1, and the model knows it."""
+    rng = np.random.default_rng(seed)
+    x = rng.random(n) < 0.5
+    truth = np.column_stack([np.full(n, 100.0), np.full(n, 50.0), np.where(x, 100.0 + effect, 0.0), np.zeros(n)])
+    taken = rng.integers(0, 4, n)
+    reward = truth[np.arange(n), taken] + rng.normal(0, 300, n)
+    value = truth.copy()  # a model that is right on average
+    return value, safe.dr_matrix(value, taken, np.full(n, 0.25), reward)
+
+
+def test_apply_keeps_the_baseline_unless_the_model_beats_it_by_the_margin():
+    value = np.array([[100.0, 150.0, -np.inf], [100.0, 400.0, 0.0], [-np.inf, 300.0, 10.0]])
+    greedy = value.argmax(axis=1)
+    chosen, departed = safe.SafePolicy(baseline=0, margin=100.0).apply(value, greedy)
+    assert chosen.tolist() == [0, 1, 1]  # +50 stays; +300 departs; baseline forbidden: +300 over no contact
+    assert departed.tolist() == [False, True, True]
+    never, _ = safe.SafePolicy(baseline=0, margin=math.inf).apply(value, greedy)
+    assert never.tolist() == [0, 0, safe.NO_CONTACT]  # a forbidden baseline means no contact, never a breach
+
+
+def test_dr_scores_are_the_model_plus_the_weighted_residual_on_the_logged_action():
+    value = np.array([[1.0, 2.0, 0.0]])
+    scores = safe.dr_matrix(value, np.array([1]), np.array([0.5]), np.array([5.0]))
+    assert scores.tolist() == [[1.0, 2.0 + (5.0 - 2.0) / 0.5, 0.0]]
+
+
+def test_a_real_improvement_is_found_and_noise_is_not():
+    value, scores = _logs(20_000, effect=400.0)
+    greedy = np.where(value[:, :-1].max(axis=1) > 0, value[:, :-1].argmax(axis=1), -1)
+    margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=0, z=1.645)
+    assert math.isfinite(margin) and trials and max(t["lcb"] for t in trials) > 0
+    flat, flat_scores = _logs(20_000, effect=0.0, seed=1)
+    noisy = flat[:, :-1] + np.random.default_rng(2).normal(0, 50, flat[:, :-1].shape)  # the model sees ghosts
+    greedy = noisy.argmax(axis=1)
+    margin, _ = safe.select_margin(flat_scores, noisy, greedy, baseline=0, z=1.645)
+    assert math.isinf(margin)
+
+
+def test_the_best_single_action_is_smoothed_over_channel_window_and_offer():
+    actions = [(c, w, o) for c in ("phone", "sms") for w in ("am", "pm") for o in ("reminder", "plan")]
+    rng = np.random.default_rng(3)
+    true = np.array([300.0 if a[0] == "phone" else 0.0 for a in actions]) + np.array(
+        [100.0 if a[2] == "plan" else 0.0 for a in actions])
+    n = 4_000
+    taken = rng.integers(0, len(actions) + 1, n)
+    truth = np.column_stack([np.tile(true, (n, 1)), np.zeros(n)])
+    reward = truth[np.arange(n), taken] + rng.normal(0, 2_000, n)
+    scores = safe.dr_matrix(np.zeros_like(truth), taken, np.full(n, 1 / (len(actions) + 1)), reward)
+    allowed = np.ones_like(truth, dtype=bool)
+    best, estimates = safe.best_single(scores, allowed, safe.action_design(actions))
+    assert actions[best][0] == "phone" and actions[best][2] == "plan"
+    assert estimates.shape == (len(actions),)
+    none, _ = safe.best_single(np.column_stack([np.full((n, len(actions)), -5.0), np.zeros(n)]), allowed)
+    assert none == safe.NO_CONTACT  # nothing beats doing nothing
+
+
+def test_where_the_baseline_is_forbidden_the_fallback_on_another_channel_stands_in():
+    value = np.array([[100.0, 80.0, 30.0], [-np.inf, 80.0, 30.0], [-np.inf, -np.inf, 30.0]])
+    policy = safe.SafePolicy(baseline=0, margin=math.inf, fallback=1)
+    chosen, departed = policy.apply(value, value.argmax(axis=1))
+    assert chosen.tolist() == [0, 1, safe.NO_CONTACT] and not departed.any()
+    estimates = np.array([5.0, 4.0, 3.0, 2.0])
+    assert safe.fallback_of(0, estimates, np.array(["phone", "phone", "sms", "letter"])) == 2
