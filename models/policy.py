@@ -130,7 +130,7 @@ def action_values(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarr
     return np.where(ok, value, -np.inf).reshape(n, -1)
 
 
-def _greedy(value: np.ndarray) -> np.ndarray:
+def greedy(value: np.ndarray) -> np.ndarray:
     """Flat index of the best action, -1 (no contact) when nothing beats doing nothing."""
     if value.shape[1] == 0:
         return np.full(len(value), -1)
@@ -171,8 +171,8 @@ def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm
 
 def _safe_greedy(value: np.ndarray, safe: SafePolicy | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The greedy action, or with a safe policy the baseline unless the greedy action beats it by the margin."""
-    greedy = _greedy(value)
-    return (greedy, None) if safe is None else safe.apply(value, greedy)
+    best = greedy(value)
+    return (best, None) if safe is None else safe.apply(value, best)
 
 
 def _unflatten(flat: np.ndarray, value: np.ndarray, gain: np.ndarray, shape: tuple[int, ...]):

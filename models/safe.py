@@ -7,7 +7,8 @@ confidence policy improvement"; the doubly robust scores of Dudik et al. 2011):
 
 1. **Baseline**: the team's rule when one is configured (`policy.baseline: {channel, window, offer}`), else
    the best single action for everyone, chosen by its doubly robust value on the randomised decisions.
-   An account whose rules forbid the baseline action gets no contact from it.
+   An account whose rules forbid the baseline action gets the best single action on another channel
+   (the fallback), else no contact.
 2. **Departure margin**: an account gets the model's best action instead of the baseline only when the
    model expects it to be worth at least `margin` more (JPY). The margin is chosen on decisions the
    response model never saw (the held-out, randomised ones): for each candidate margin, the doubly robust
@@ -20,12 +21,20 @@ robust scores; `best_single` and `select_margin` read them; `SafePolicy.apply` i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 NO_CONTACT = -1
+
+
+def worth(value: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """Each account's value of its action (flat indices into `value`'s columns; no contact is worth 0)."""
+    if not value.shape[1]:
+        return np.zeros(len(value))
+    return np.where(action >= 0, value[np.arange(len(value)), np.maximum(action, 0)], 0.0)
 
 
 @dataclass(frozen=True)
@@ -50,11 +59,8 @@ class SafePolicy:
     def apply(self, value: np.ndarray, greedy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(chosen flat index, departed) per account: the greedy action where its value beats the baseline's
         by more than the margin, else the baseline (`base`)."""
-        rows = np.arange(len(value))
         base = self.base(value)
-        base_value = np.where(base >= 0, value[rows, np.maximum(base, 0)] if value.shape[1] else 0.0, 0.0)
-        greedy_value = np.where(greedy >= 0, value[rows, np.maximum(greedy, 0)] if value.shape[1] else 0.0, 0.0)
-        depart = (greedy != base) & (greedy_value - base_value > self.margin)
+        depart = (greedy != base) & (worth(value, greedy) - worth(value, base) > self.margin)
         return np.where(depart, greedy, base), depart
 
 
@@ -124,18 +130,17 @@ def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, bas
     decisions; infinite when no bound is above zero. `value` (n, actions) is -inf where a rule forbids,
     `greedy` the model's best action (-1: no contact). Candidate margins: 0 and the deciles of the
     model's positive edges; a margin leaving fewer than `min_departures` departures is not tried."""
-    rows = np.arange(len(value))
-    base = SafePolicy(baseline, fallback=fallback).base(value)
-    worth = lambda a: np.where(a >= 0, value[rows, np.maximum(a, 0)] if value.shape[1] else 0.0, 0.0)  # noqa: E731
-    depart = greedy != base
-    edge = np.where(depart, worth(greedy) - worth(base), -np.inf)
-    candidates = [0.0, *np.unique(np.quantile(edge[depart], np.linspace(0.1, 0.9, 9)))] if depart.any() else []
+    policy = SafePolicy(baseline, fallback=fallback)
+    base = policy.base(value)
+    departing = greedy != base
+    edge = worth(value, greedy) - worth(value, base)
+    candidates = [0.0, *np.unique(np.quantile(edge[departing], np.linspace(0.1, 0.9, 9)))] if departing.any() else []
     trials, best_margin, best_lcb = [], math.inf, 0.0
     for margin in candidates:
-        go = edge > margin
+        chosen, go = dataclasses.replace(policy, margin=float(margin)).apply(value, greedy)  # what serving does
         if go.sum() < min_departures:
             continue
-        d = _improvement(scores, np.where(go, greedy, base), base)
+        d = _improvement(scores, chosen, base)
         mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
         lcb = mean - z * se
         trials.append({"margin": float(margin), "departures": int(go.sum()), "improvement": mean, "se": se,

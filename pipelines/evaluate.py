@@ -25,13 +25,17 @@ from models import calendar, vocab
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
 from models.features import prepare
-from models.response import ARM_OFFERS, ActionSpace
+from models.response import ARM_OFFERS, ActionSpace, ResponseModel
 from pipelines.logs import decision_examples
 
 
+def action_costs(costs: dict[str, float], space: ActionSpace) -> np.ndarray:
+    """The cost of every action of the space (params policy.costs; no contact costs nothing)."""
+    return np.array([float(costs.get(c, 0.0)) for c, _, _ in space.actions])
+
+
 def _costs(bundle: ScoringBundle, space: ActionSpace) -> np.ndarray:
-    costs = bundle.policy_config.costs
-    return np.array([costs.get(c, 0.0) for c, _, _ in space.actions])
+    return action_costs(bundle.policy_config.costs, space)
 
 
 def allowed_actions(channel_ok: np.ndarray, arm_ok: np.ndarray, n_windows: int) -> np.ndarray:
@@ -51,15 +55,25 @@ def allowed_logged(portfolio: Portfolio, account_ids: pd.Series, space: ActionSp
     return allowed_actions(channel_ok, np.ones((len(acc), len(ARM_OFFERS)), dtype=bool), len(space.windows))
 
 
+def logged_money(response: ResponseModel, names: list[str], costs: dict[str, float], portfolio: Portfolio,
+                 logs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For logged decisions with features: the response model's (decisions, actions) chance of payment,
+    each action's money against no contact (the uplift x arrears - cost; no contact, the last column, is
+    0), and which actions the consent and legal flags allowed."""
+    space = response.space
+    q = response.predict_matrix(logs[names].to_numpy(dtype=np.float64))
+    stake = logs["arrears"].to_numpy(dtype=np.float64)
+    money = (q - q[:, -1:]) * stake[:, None] - action_costs(costs, space)[None, :]
+    return q, money, allowed_logged(portfolio, logs["account_id"], space)
+
+
 def greedy_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """For logged decisions with features: the response model's (decisions, actions) chance of payment and
     the greedy policy's action (the most money among those the consent and legal flags allowed)."""
-    space = bundle.response.space
-    X = logs[bundle.feature_names].to_numpy(dtype=np.float64)
-    q = bundle.response.predict_matrix(X)
-    money = (q - q[:, -1:]) * logs["arrears"].to_numpy()[:, None] - _costs(bundle, space)[None, :]
-    money = np.where(allowed_logged(portfolio, logs["account_id"], space), money, -np.inf)
-    return q, np.where(money.max(axis=1) > 0, money.argmax(axis=1), space.none_index)
+    q, money, allowed = logged_money(bundle.response, bundle.feature_names, bundle.policy_config.costs, portfolio,
+                                     logs)
+    money = np.where(allowed, money, -np.inf)
+    return q, np.where(money.max(axis=1) > 0, money.argmax(axis=1), bundle.response.space.none_index)
 
 
 def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, logs: pd.DataFrame | None = None

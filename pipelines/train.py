@@ -29,7 +29,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from models import safe, vocab
+from models import policy, safe, vocab
 from models.bundle import ScoringBundle
 from models.config import load_params
 from models.contract import Portfolio, read_dir
@@ -228,18 +228,14 @@ def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str]
     """For logged decisions: (n, actions + 1) the model's money of each action against no contact (-inf
     where the consent and legal flags forbade it; no contact last, 0), the doubly robust scores, and the
     allowed mask."""
-    from pipelines.evaluate import allowed_logged
+    from pipelines.evaluate import action_costs, logged_money
 
-    space = response.space
     costs = params["policy"]["costs"]
-    cost = np.array([float(costs.get(c, 0.0)) for c, _, _ in space.actions])
-    q = response.predict_matrix(logs[names].to_numpy(dtype=np.float64))
+    q, value, allowed = logged_money(response, names, costs, portfolio, logs)
     stake = logs["arrears"].to_numpy(dtype=np.float64)
-    value = (q - q[:, -1:]) * stake[:, None] - cost[None, :]
     taken = logs["action"].to_numpy()
-    reward = logs["label"].to_numpy(dtype=float) * stake - cost[taken] - q[:, -1] * stake
+    reward = logs["label"].to_numpy(dtype=float) * stake - action_costs(costs, response.space)[taken] - q[:, -1] * stake
     scores = safe.dr_matrix(value, taken, logs["propensity"].to_numpy(dtype=float), reward)
-    allowed = allowed_logged(portfolio, logs["account_id"], space)
     return np.where(allowed, value, -np.inf), scores, allowed
 
 
@@ -266,22 +262,24 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
         evidence["baseline_text"] = _action_text(space, baseline)
         log(f"safe policy: no response model; the policy is its baseline ({evidence['baseline_text']})")
         return safe.SafePolicy(baseline, math.inf, evidence)
-    both = pd.concat([resp_train, resp_holdout], ignore_index=True)
-    if not isinstance(chosen, dict):
-        _, scores, allowed = _logged_values(response, both, names, params, portfolio)
+    auto = not isinstance(chosen, dict)
+    logs = pd.concat([resp_train, resp_holdout], ignore_index=True) if auto else resp_holdout
+    value, scores, allowed = _logged_values(response, logs, names, params, portfolio)
+    if auto:
         baseline, means = safe.best_single(scores, allowed, safe.action_design(space.actions[:-1]))
         fallback = safe.fallback_of(baseline, means, np.array([c for c, _, _ in space.actions[:-1]]))
         evidence["fallback_text"] = _action_text(space, fallback)
-        evidence["baseline_source"] = (f"best single action by doubly robust value on {len(both):,} randomised "
+        evidence["baseline_source"] = (f"best single action by doubly robust value on {len(logs):,} randomised "
                                        f"decisions, smoothed over channel, window and offer")
         evidence["baseline_value"] = float(means[baseline]) if baseline >= 0 else 0.0
     evidence["baseline_text"] = _action_text(space, baseline)
     margin, trials = math.inf, []
-    if len(resp_holdout):
-        value, scores, _ = _logged_values(response, resp_holdout, names, params, portfolio)
-        greedy = np.where(np.max(value[:, :-1], axis=1) > 0, np.argmax(value[:, :-1], axis=1), safe.NO_CONTACT)
-        margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline, float(conf.get("z", 1.645)),
-                                            int(conf.get("min_departures", 30)), fallback)
+    if len(resp_holdout):  # the held-out decisions are the last rows of `logs`
+        held = slice(len(logs) - len(resp_holdout), None)
+        value, scores = value[held, :-1], scores[held]
+        margin, trials = safe.select_margin(scores, value, policy.greedy(value), baseline,
+                                            float(conf.get("z", 1.645)), int(conf.get("min_departures", 30)),
+                                            fallback)
     evidence["trials"] = trials
     evidence["margin"] = margin
     best = max(trials, key=lambda t: t["lcb"], default=None)
