@@ -615,8 +615,7 @@ class _World:
         holdout = self.cfg.raw["decisions"]["holdout"]
         n_allowed = allowed.sum(axis=1)
         u = self.rng.random(idx.size)
-        pick = np.minimum(((u - holdout) / (1 - holdout) * n_allowed).astype(np.int64), n_allowed - 1)
-        ch = (np.cumsum(allowed, axis=1) <= pick[:, None]).sum(axis=1)
+        ch = _uniform_allowed(allowed, (u - holdout) / (1 - holdout))
         none = u < holdout
         win = self.rng.integers(0, len(self.cfg.windows), idx.size)
         vulnerable = self.pf.flags["vulnerable"][idx]
@@ -652,9 +651,7 @@ class _World:
             offer = np.where(self.arrears[idx] >= int(bau["plan_from_instalments"]), PLAN, offer)
         deviate = self.rng.random(idx.size) < float(bau.get("deviate", 0.0))
         if deviate.any():
-            n_allowed = allowed[deviate].sum(axis=1)
-            pick = np.minimum((self.rng.random(deviate.sum()) * n_allowed).astype(np.int64), n_allowed - 1)
-            ch[deviate] = (np.cumsum(allowed[deviate], axis=1) <= pick[:, None]).sum(axis=1)
+            ch[deviate] = _uniform_allowed(allowed[deviate], self.rng.random(deviate.sum()))
             win[deviate] = self.rng.integers(0, len(self.cfg.windows), deviate.sum())
         return ch, win, offer, np.full(idx.size, np.nan)
 
@@ -699,6 +696,13 @@ class _World:
         self.contacts.append((idx, t, full(ch, np.int64), full(int(inbound), np.int64),
                               full(template, np.int64), full(outcome, np.int64), full(experiment, np.int64),
                               full(propensity, float)))
+
+
+def _uniform_allowed(allowed: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Per row, the allowed channel a uniform `u` in [0, 1) picks (each allowed channel equally likely)."""
+    n_allowed = allowed.sum(axis=1)
+    pick = np.minimum((u * n_allowed).astype(np.int64), n_allowed - 1)
+    return (np.cumsum(allowed, axis=1) <= pick[:, None]).sum(axis=1)
 
 
 def _quarter_code(days: np.ndarray) -> np.ndarray:
