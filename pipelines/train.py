@@ -295,7 +295,8 @@ def _action_text(space: ActionSpace, index: int) -> str:
     if index < 0:
         return "no contact"
     channel, window, offer = space.actions[index]
-    return f"{channel} on {window.replace('_', ' ')}s with a {offer.replace('_', ' ')}"
+    offer = offer.replace("_", " ")
+    return f"{channel} on {window.replace('_', ' ')}s with {'an' if offer[0] in 'aeiou' else 'a'} {offer}"
 
 
 def fit(data: Path, params: dict | None = None, history_end_at: str | None = None,
