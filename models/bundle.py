@@ -180,7 +180,7 @@ class ScoringBundle:
         rows, cols, X = self._overdue(prep, as_of, conf)
         staged, verdict = self._verdict(prep, rows, cols, as_of, np.ones(prep.n, dtype=bool), conf)
         return {"account_id": prep.account_id[rows], "arrears": cols["arrears"], "X": X,
-                "channel_ok": verdict.channel_allowed & ~verdict.suppress_all[:, None],
+                "channel_ok": _contact_allowed(verdict),
                 "arm_ok": policy.arm_offers_allowed(staged, verdict.offer_allowed)}
 
     def gains(self, X: np.ndarray) -> np.ndarray:
@@ -211,9 +211,11 @@ class ScoringBundle:
         ids = prep.account_id[rows]
         u, v = uniforms(ids, as_of, int(self.params["seed"]))
         arm_ok = policy.arm_offers_allowed(staged, verdict.offer_allowed)
-        channel_ok = verdict.channel_allowed & ~verdict.suppress_all[:, None]
+        channel_ok = _contact_allowed(verdict)
+        prefs = None if self.safe is None else self.safe.preferences(
+            cols["days_past_due"], cols["arrears_instalments"], tuple(w.name for w in conf.windows))
         choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, conf.policy, u, v, eps,
-                               self.safe)
+                               self.safe, prefs)
         zones = np.where(prep.tz_valid[rows], prep.zone[rows], None)
         main = self._action_columns(zones, verdict, staged, conf, choice.channel, choice.window, choice.arm)
         alt = self._action_columns(zones, verdict, staged, conf, *choice.alt[:3])
@@ -246,10 +248,11 @@ class ScoringBundle:
         reasons = top_reasons(self.cure.contributions(X), X, self.feature_names, k=3)
         windows = [w.name for w in conf.windows]
         drivers = self._drivers(X, choice)
+        steps = self._steps(cols)
         for i, items in enumerate(reasons):
             items.append(action_reason(channel[i], windows[choice.window[i]] if choice.window[i] >= 0 else None,
                                        float(choice.gain[i]), bool(choice.explored[i]), drivers[i],
-                                       self._basis(choice, i)))
+                                       self._basis(choice, i, steps[i]), self.response is not None))
         n = len(ids)
         return {
             "account_id": ids.tolist(), "as_of": [as_of.isoformat()] * n, "model_version": [self.model_version] * n,
@@ -260,12 +263,24 @@ class ScoringBundle:
             "propensity": np.round(choice.propensity, 6),
         }
 
-    def _basis(self, choice, i: int) -> str | None:
+    def _steps(self, cols: dict[str, np.ndarray]) -> list[str | None]:
+        """Each account's playbook step in words (None without a playbook baseline, or before its first step)."""
+        book = None if self.safe is None else self.safe.playbook
+        if book is None:
+            return [None] * len(cols["days_past_due"])
+        step = book.step_of(cols["days_past_due"], cols["arrears_instalments"])
+        return [f"step '{book.steps[s].name}'" if s >= 0 else None for s in step.tolist()]
+
+    def _basis(self, choice, i: int, step: str | None = None) -> str | None:
         """Why the action is the baseline's or the model's own (None without a safe policy)."""
         if self.safe is None or choice.departed is None or choice.explored[i]:
             return None
         if choice.departed[i]:
             return f"the models expect it to beat the baseline by more than JPY {self.safe.margin:,.0f}"
+        if step is not None:
+            return (f"the team's playbook, {step}" + (" (no response model yet)" if self.response is None else
+                                                      "" if math.isfinite(self.safe.margin) else
+                                                      ", as the evidence to depart from it is not yet enough"))
         return ("the baseline action: " + self.safe.evidence.get("baseline_text", "the best single action")
                 + (", as the evidence to depart from it is not yet enough" if math.isinf(self.safe.margin)
                    else ", as nothing else is expected to beat it by the validated margin"))
@@ -301,6 +316,12 @@ class ScoringBundle:
         return [str(uuid.uuid5(DECISION_NAMESPACE, f"{a}|{t}|{salt}|{d}|{c}|{w}"))
                 for a, t, d, c, w in zip(out["account_id"], out["as_of"], digests, out["channel"],
                                          out["window_start"], strict=True)]
+
+
+def _contact_allowed(verdict: rules.RuleResult) -> np.ndarray:
+    """(n, channels) where an automatic contact may go: what the rules allow, nothing under a hold, and
+    nothing where a person must decide first (legal review, a missing clock or contact history)."""
+    return verdict.channel_allowed & ~(verdict.suppress_all | verdict.require_human)[:, None]
 
 
 def _take(values: Any, order: np.ndarray) -> Any:

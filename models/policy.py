@@ -30,6 +30,8 @@ class PolicyConfig:
     explore: float = 0.0
     phone_capacity: int | None = None
     calls_per_hour: float = 12.0
+    try_channels: tuple[str, ...] = ("sms", "email", "letter", "ivr")  # channels an experiment may try instead
+    holdout: bool = True  # experiments keep a no-contact arm (the hold-out every lift is measured against)
 
     @classmethod
     def from_params(cls, policy: dict) -> PolicyConfig:
@@ -44,7 +46,22 @@ class PolicyConfig:
             explore=explore_rate(policy.get("explore", 0.0)),
             phone_capacity=parse_capacity(policy.get("phone_capacity", "unlimited")),
             calls_per_hour=float(policy.get("calls_per_hour", 12)),
+            **_experiment_config(policy.get("experiments") or {}),
         )
+
+
+def _experiment_config(raw: dict) -> dict:
+    """params.yaml `policy.experiments`: which channels an experiment may try, and whether it holds out."""
+    out = {}
+    if "try_channels" in raw:
+        bad = [c for c in raw["try_channels"] if c not in vocab.CONTACT_CHANNELS]
+        if bad:
+            raise ValueError(f"params.yaml policy.experiments.try_channels: {bad} are not channels "
+                             f"({list(vocab.CONTACT_CHANNELS)})")
+        out["try_channels"] = tuple(raw["try_channels"])
+    if "holdout" in raw:
+        out["holdout"] = bool(raw["holdout"])
+    return out
 
 
 def parse_capacity(value) -> int | None:
@@ -139,40 +156,67 @@ def greedy(value: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(best) & (best > 0), flat, -1)
 
 
-def _explore(value: np.ndarray, greedy: np.ndarray, u: np.ndarray, v: np.ndarray, eps: float):
-    """With probability eps an allowed action (or no contact) drawn uniformly; returns flat index and
-    the probability the exploring policy gave the action it took."""
-    allowed = np.isfinite(value)
-    k = allowed.sum(axis=1) + 1                       # every allowed action, plus no contact
+def designed_arms(served: np.ndarray, value: np.ndarray, config: PolicyConfig) -> np.ndarray:
+    """(n, k) the arms of each account's experiment, as flat action indices (-1 = no contact, -2 = no arm):
+    the served action itself, its one-factor variants the rules allow (another channel of
+    `config.try_channels` at the same window and offer, another window, the other offer) and, with
+    `config.holdout`, no contact. An account served no contact has no experiment (its only arm is itself)."""
+    n, n_arm = len(served), 2
+    n_win = value.shape[1] // (len(vocab.CONTACT_CHANNELS) * n_arm) if value.shape[1] else 0
+    channel, rest = np.divmod(np.maximum(served, 0), max(n_win, 1) * n_arm)
+    window, arm = np.divmod(rest, n_arm)
+    flat = lambda c, w, a: (c * n_win + w) * n_arm + a  # noqa: E731 - models.playbook.flat_action
+    cols = [np.where(channel != c, flat(c, window, arm), -2)
+            for c in (vocab.CONTACT_CHANNELS.index(name) for name in config.try_channels)]
+    cols += [np.where(window != w, flat(channel, w, arm), -2) for w in range(n_win)]
+    cols.append(flat(channel, window, 1 - arm))
+    variants = np.column_stack(cols) if n_win else np.full((n, 0), -2)
+    rows = np.arange(n)[:, None]
+    ok = (variants >= 0) & (served[:, None] >= 0)
+    ok[ok] = np.isfinite(value[np.broadcast_to(rows, variants.shape)[ok], variants[ok]])
+    arms = [served[:, None], np.where(ok, variants, -2)]
+    if config.holdout:
+        arms.append(np.where(served >= 0, -1, -2)[:, None])
+    return np.column_stack(arms)
+
+
+def _explore(served: np.ndarray, arms: np.ndarray, u: np.ndarray, v: np.ndarray, eps: float):
+    """With probability eps one of the account's experiment arms drawn uniformly (`designed_arms`); returns
+    the flat index, the probability the policy gave the action it took, and whether it was drawn."""
+    valid = arms != -2
+    k = valid.sum(axis=1)
     pick = np.minimum((v * k).astype(np.int64), k - 1)
-    drawn = np.where(pick < k - 1, (np.cumsum(allowed, axis=1) > pick[:, None]).argmax(axis=1), -1)
+    drawn = arms[np.arange(len(arms)), (np.cumsum(valid, axis=1) > pick[:, None]).argmax(axis=1)]
     explored = u < eps
-    chosen = np.where(explored, drawn, greedy)
-    propensity = np.where(chosen == greedy, 1.0 - eps, 0.0) + eps / k
+    chosen = np.where(explored, drawn, served)
+    propensity = np.where(chosen == served, 1.0 - eps, 0.0) + eps / k
     return chosen, propensity, explored
 
 
 def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm_allowed: np.ndarray,
-           config: PolicyConfig, u: np.ndarray, v: np.ndarray, eps: float, safe: SafePolicy | None = None) -> Choice:
+           config: PolicyConfig, u: np.ndarray, v: np.ndarray, eps: float, safe: SafePolicy | None = None,
+           prefs: np.ndarray | None = None) -> Choice:
     """The highest expected value among allowed actions (no contact when nothing beats it), explored
     with probability `eps` using the account's own uniforms `u` and `v`. With a `safe` policy the greedy
-    action replaces its baseline only where it beats it by the validated margin (models.safe)."""
+    action replaces its baseline (per account the first allowed of `prefs`, the playbook's actions, when
+    given) only where it beats it by the validated margin (models.safe)."""
     shape = gain.shape
     value = action_values(gain, stake, channel_allowed, arm_allowed, config)
-    greedy, departed = _safe_greedy(value, safe)
-    flat, propensity, explored = _explore(value, greedy, u, v, eps)
+    greedy, departed = _safe_greedy(value, safe, prefs)
+    flat, propensity, explored = _explore(greedy, designed_arms(greedy, value, config), u, v, eps)
     no_phone = channel_allowed.copy()
     no_phone[:, vocab.CONTACT_CHANNELS.index("phone")] = False
     alt_value = action_values(gain, stake, no_phone, arm_allowed, config)
     return Choice(*_unflatten(flat, value, gain, shape), propensity=propensity, explored=explored,
-                  alt=tuple(_unflatten(_safe_greedy(alt_value, safe)[0], alt_value, gain, shape)),
+                  alt=tuple(_unflatten(_safe_greedy(alt_value, safe, prefs)[0], alt_value, gain, shape)),
                   departed=departed)
 
 
-def _safe_greedy(value: np.ndarray, safe: SafePolicy | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _safe_greedy(value: np.ndarray, safe: SafePolicy | None, prefs: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The greedy action, or with a safe policy the baseline unless the greedy action beats it by the margin."""
     best = greedy(value)
-    return (best, None) if safe is None else safe.apply(value, best)
+    return (best, None) if safe is None else safe.apply(value, best, prefs)
 
 
 def _unflatten(flat: np.ndarray, value: np.ndarray, gain: np.ndarray, shape: tuple[int, ...]):

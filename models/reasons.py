@@ -73,16 +73,20 @@ def top_reasons(contrib: np.ndarray, values: np.ndarray, names: list[str], k: in
 
 
 def action_reason(channel: str, window: str | None, gain: float, explored: bool, driver: str | None = None,
-                  basis: str | None = None) -> str:
-    """Why this action: its gain over no contact, the feature that makes it work for this customer, and
-    whether it is the baseline's or the model's own choice (`basis`, from the safe policy)."""
+                  basis: str | None = None, measured: bool = True) -> str:
+    """Why this action: its gain over no contact (`measured` False: no response model has measured it yet),
+    the feature that makes it work for this customer, and whether it is the baseline's or the model's own
+    choice (`basis`, from the safe policy)."""
     if explored:
-        return "chosen at random among the allowed actions, so the models keep learning (exploration)"
+        held = "the hold-out of" if channel == "none" else "an arm of"
+        return (f"{held} an experiment: drawn at random among the planned action, variants of it in one channel, "
+                f"window or offer, and no contact, so the team learns what works (propensity recorded)")
     if channel == "none":
         text = "no contact: no allowed action is expected to pay back its cost"
         return f"{text} ({basis})" if basis else text
     when = f" on {window.replace('_', ' ')}s" if window else ""
-    text = f"{channel}{when}: {gain:+.0%} chance of a payment within 7 days over no contact"
+    text = (f"{channel}{when}: {gain:+.0%} chance of a payment within 7 days over no contact" if measured else
+            f"{channel}{when}")
     text = f"{text}; {driver}" if driver else text
     return f"{text}; {basis}" if basis else text
 

@@ -5,10 +5,12 @@ or whose customers respond in ways the model's structure does not capture, follo
 against one fixed action for everyone. So the decision is made in two steps (Thomas et al. 2015, "High
 confidence policy improvement"; the doubly robust scores of Dudik et al. 2011):
 
-1. **Baseline**: the team's rule when one is configured (`policy.baseline: {channel, window, offer}`), else
-   the best single action for everyone, chosen by its doubly robust value on the randomised decisions.
-   An account whose rules forbid the baseline action gets the best single action on another channel
-   (the fallback), else no contact.
+1. **Baseline**: the team's playbook (`policy.playbook`, models.playbook: staged by days past due, each
+   step's channels in order of preference), which is also the day-one policy. With `policy.baseline: auto`
+   the best single action for everyone (by its doubly robust value on the randomised decisions) replaces
+   the playbook only where its lower confidence bound over the playbook is above zero; an account whose
+   rules forbid that action gets the best single action on another channel (the fallback), else no
+   contact. `policy.baseline: {channel, window, offer}` names one fixed action instead.
 2. **Departure margin**: an account gets the model's best action instead of the baseline only when the
    model expects it to be worth at least `margin` more (JPY). The margin is chosen on decisions the
    response model never saw (the held-out, randomised ones): for each candidate margin, the doubly robust
@@ -27,6 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.playbook import Playbook
+
 NO_CONTACT = -1
 
 
@@ -39,27 +43,43 @@ def worth(value: np.ndarray, action: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SafePolicy:
-    """The baseline action (a flat index of policy.action_values' layout; -1 = no contact), the margin in
-    money a departure must beat it by (inf: never depart), and the evidence both were chosen on."""
+    """The baseline: the team's playbook (staged by days past due), or one action for everyone (a flat index
+    of policy.action_values' layout; -1 = no contact) with its fallback; the margin in money a departure
+    must beat it by (inf: never depart), and the evidence both were chosen on."""
 
     baseline: int = NO_CONTACT
     margin: float = math.inf
     evidence: dict = field(default_factory=dict)
     fallback: int = NO_CONTACT  # the best single action on another channel, where the baseline's is forbidden
+    playbook: Playbook | None = None  # when set, the baseline is the playbook's step (baseline/fallback unused)
 
-    def base(self, value: np.ndarray) -> np.ndarray:
-        """Per account the baseline action, else the fallback where a rule (or the day's call capacity)
-        forbids it, else no contact."""
+    def preferences(self, days_past_due: np.ndarray, arrears_instalments: np.ndarray,
+                    windows: tuple[str, ...]) -> np.ndarray:
+        """(n, k) baseline actions per account in order of preference (-1 pads)."""
+        if self.playbook is not None:
+            return self.playbook.preferences(days_past_due, arrears_instalments, windows)
+        return np.tile(np.array([[self.baseline, self.fallback]]), (len(days_past_due), 1))
+
+    def base(self, value: np.ndarray, prefs: np.ndarray | None = None) -> np.ndarray:
+        """Per account the first of its baseline actions (`prefs`, default the baseline then the fallback)
+        that no rule (nor the day's call capacity) forbids, else no contact."""
+        if prefs is None:
+            prefs = np.tile(np.array([[self.baseline, self.fallback]]), (len(value), 1))
         base = np.full(len(value), NO_CONTACT)
-        for action in (self.fallback, self.baseline):  # the baseline wins where both are allowed
-            if action >= 0 and value.shape[1]:
-                base = np.where(np.isfinite(value[:, action]), action, base)
+        if not value.shape[1]:
+            return base
+        rows = np.arange(len(value))
+        for j in range(prefs.shape[1] - 1, -1, -1):  # the first preference wins where several are allowed
+            action = prefs[:, j]
+            ok = (action >= 0) & np.isfinite(value[rows, np.maximum(action, 0)])
+            base = np.where(ok, action, base)
         return base
 
-    def apply(self, value: np.ndarray, greedy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def apply(self, value: np.ndarray, greedy: np.ndarray, prefs: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
         """(chosen flat index, departed) per account: the greedy action where its value beats the baseline's
         by more than the margin, else the baseline (`base`)."""
-        base = self.base(value)
+        base = self.base(value, prefs)
         depart = (greedy != base) & (worth(value, greedy) - worth(value, base) > self.margin)
         return np.where(depart, greedy, base), depart
 
@@ -118,6 +138,15 @@ def best_single(scores: np.ndarray, allowed: np.ndarray, design: np.ndarray | No
     return (best if len(means) and means[best] > 0 else NO_CONTACT), means
 
 
+def lower_bound(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, z: float) -> dict:
+    """The doubly robust improvement of `chosen` over `base` per decision, its standard error and its
+    one-sided lower confidence bound (mean - z x se)."""
+    d = _improvement(scores, chosen, base)
+    mean = float(d.mean()) if len(d) else 0.0
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.inf
+    return {"improvement": mean, "se": se, "lcb": mean - z * se}
+
+
 def _improvement(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray) -> np.ndarray:
     rows = np.arange(len(scores))
     col = lambda a: np.where(a >= 0, a, scores.shape[1] - 1)  # noqa: E731 - no contact is the last column
@@ -125,26 +154,25 @@ def _improvement(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray) -> np
 
 
 def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, baseline: int, z: float,
-                  min_departures: int = 30, fallback: int = NO_CONTACT) -> tuple[float, list[dict]]:
+                  min_departures: int = 30, fallback: int = NO_CONTACT, prefs: np.ndarray | None = None
+                  ) -> tuple[float, list[dict]]:
     """The departure margin with the highest lower confidence bound of (policy - baseline), on held-out
     decisions; infinite when no bound is above zero. `value` (n, actions) is -inf where a rule forbids,
     `greedy` the model's best action (-1: no contact). Candidate margins: 0 and the deciles of the
-    model's positive edges; a margin leaving fewer than `min_departures` departures is not tried."""
+    model's positive edges; a margin leaving fewer than `min_departures` departures is not tried. `prefs`
+    (per decision, the baseline actions in order of preference: the playbook's) replaces baseline/fallback."""
     policy = SafePolicy(baseline, fallback=fallback)
-    base = policy.base(value)
+    base = policy.base(value, prefs)
     departing = greedy != base
     edge = worth(value, greedy) - worth(value, base)
     candidates = [0.0, *np.unique(np.quantile(edge[departing], np.linspace(0.1, 0.9, 9)))] if departing.any() else []
     trials, best_margin, best_lcb = [], math.inf, 0.0
     for margin in candidates:
-        chosen, go = dataclasses.replace(policy, margin=float(margin)).apply(value, greedy)  # what serving does
+        chosen, go = dataclasses.replace(policy, margin=float(margin)).apply(value, greedy, prefs)  # as served
         if go.sum() < min_departures:
             continue
-        d = _improvement(scores, chosen, base)
-        mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
-        lcb = mean - z * se
-        trials.append({"margin": float(margin), "departures": int(go.sum()), "improvement": mean, "se": se,
-                       "lcb": lcb})
-        if lcb > best_lcb:
-            best_margin, best_lcb = float(margin), lcb
+        trial = {"margin": float(margin), "departures": int(go.sum()), **lower_bound(scores, chosen, base, z)}
+        trials.append(trial)
+        if trial["lcb"] > best_lcb:
+            best_margin, best_lcb = float(margin), trial["lcb"]
     return best_margin, trials

@@ -17,6 +17,7 @@ Steps (each a function; `cureflow train` calls `run`, the DVC stages call `build
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -37,6 +38,7 @@ from models.estimators import CalibratedLGBM, cure_estimator
 from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
 from models.labels import cure_labels, history_end
 from models.metrics import classification_report, gains_table
+from models.playbook import Playbook
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
 from pipelines.logs import decision_examples
@@ -218,8 +220,8 @@ def fit_response_model(decisions: pd.DataFrame, names: list[str], params: dict, 
             f"{len(resp_holdout):,} held out")
     except ValueError as err:
         response = None
-        log(f"no response model ({err}): every account gets no contact, except what exploration draws, "
-            f"until randomised decisions are logged")
+        log(f"no response model ({err}): the queue follows the baseline (the team's playbook, params "
+            f"policy.playbook) and its experiments until randomised decisions are logged")
     return response, resp_train, resp_holdout, resp_cut
 
 
@@ -241,54 +243,100 @@ def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str]
 
 def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, resp_holdout: pd.DataFrame,
                     names: list[str], params: dict, portfolio: Portfolio, log=print) -> safe.SafePolicy:
-    """The baseline (params policy.baseline: `auto` = the best single action by its doubly robust value on
-    every randomised decision, or the team's {channel, window, offer}) and the departure margin chosen on
-    the held-out randomised decisions (models.safe). Without a response model: the baseline alone."""
+    """The baseline and the departure margin (models.safe).
+
+    The baseline is the team's playbook (params policy.playbook, models.playbook); with `policy.baseline:
+    auto` the best single action (by its doubly robust value on every randomised decision) replaces it
+    where its one-sided lower confidence bound over the playbook is above zero; `{channel, window, offer}`
+    names one fixed action instead. The margin is chosen on the held-out randomised decisions. Without a
+    response model the policy is its baseline: on day one, the playbook."""
     conf = params["policy"].get("safe", {})
+    z = float(conf.get("z", 1.645))
     windows = tuple(w.name for w in FeatureConfig.from_params(params).windows)
     space = ActionSpace(windows)
     chosen = params["policy"].get("baseline", "auto")
+    book = None if isinstance(chosen, dict) else Playbook.from_params(params["policy"].get("playbook"), windows)
     evidence: dict = {"randomised_train": len(resp_train), "randomised_holdout": len(resp_holdout)}
-    baseline = fallback = safe.NO_CONTACT
-    if isinstance(chosen, dict):
-        key = (chosen["channel"], chosen["window"], chosen["offer"])
-        if key not in space.actions:
-            raise ValueError(f"params policy.baseline {chosen} is not an action of the space "
-                             f"(channels {list(vocab.CONTACT_CHANNELS)}, windows {list(windows)}, "
-                             f"offers {list(ARM_OFFERS)})")
-        baseline = space.actions.index(key)
-        evidence["baseline_source"] = "params policy.baseline (the team's rule)"
+    base = safe.SafePolicy(_fixed_baseline(chosen, space, windows), playbook=book)
+    evidence.update(_baseline_words(base, space, "params policy.playbook (the team's playbook)" if book else
+                                    "params policy.baseline (the team's rule)" if isinstance(chosen, dict) else
+                                    "no baseline configured"))
     if response is None:
-        evidence["baseline_text"] = _action_text(space, baseline)
         log(f"safe policy: no response model; the policy is its baseline ({evidence['baseline_text']})")
-        return safe.SafePolicy(baseline, math.inf, evidence)
-    auto = not isinstance(chosen, dict)
-    logs = pd.concat([resp_train, resp_holdout], ignore_index=True) if auto else resp_holdout
+        return dataclasses.replace(base, evidence=evidence)
+    logs = pd.concat([resp_train, resp_holdout], ignore_index=True)
     value, scores, allowed = _logged_values(response, logs, names, params, portfolio)
-    if auto:
-        baseline, means = safe.best_single(scores, allowed, safe.action_design(space.actions[:-1]))
-        fallback = safe.fallback_of(baseline, means, np.array([c for c, _, _ in space.actions[:-1]]))
-        evidence["fallback_text"] = _action_text(space, fallback)
-        evidence["baseline_source"] = (f"best single action by doubly robust value on {len(logs):,} randomised "
-                                       f"decisions, smoothed over channel, window and offer")
-        evidence["baseline_value"] = float(means[baseline]) if baseline >= 0 else 0.0
-    evidence["baseline_text"] = _action_text(space, baseline)
+    if chosen == "auto":
+        base = _learned_baseline(base, value, scores, allowed, logs, space, z, evidence)
+    held = slice(len(logs) - len(resp_holdout), None)  # the held-out decisions are the last rows of `logs`
     margin, trials = math.inf, []
-    if len(resp_holdout):  # the held-out decisions are the last rows of `logs`
-        held = slice(len(logs) - len(resp_holdout), None)
-        value, scores = value[held, :-1], scores[held]
-        margin, trials = safe.select_margin(scores, value, policy.greedy(value), baseline,
-                                            float(conf.get("z", 1.645)), int(conf.get("min_departures", 30)),
-                                            fallback)
-    evidence["trials"] = trials
-    evidence["margin"] = margin
+    if len(resp_holdout):
+        prefs = _prefs(base, logs.iloc[held], windows)
+        margin, trials = safe.select_margin(scores[held], value[held, :-1], policy.greedy(value[held, :-1]),
+                                            base.baseline, z, int(conf.get("min_departures", 30)), base.fallback,
+                                            prefs)
+    evidence.update(trials=trials, margin=margin)
     best = max(trials, key=lambda t: t["lcb"], default=None)
-    log(f"safe policy: baseline {evidence['baseline_text']} (else {evidence.get('fallback_text', 'no contact')}); "
+    log(f"safe policy: baseline {evidence['baseline_text']}; "
         + (f"departs where the models expect > JPY {margin:,.0f} more (held-out DR improvement "
            f"{best['improvement']:,.0f} per decision, lower bound {best['lcb']:,.0f}, {best['departures']:,} of "
            f"{len(resp_holdout):,} held-out decisions)" if math.isfinite(margin) else
            f"no departure yet: no margin's lower bound is above zero on {len(resp_holdout):,} held-out decisions"))
-    return safe.SafePolicy(baseline, margin, evidence, fallback)
+    return dataclasses.replace(base, margin=margin, evidence=evidence)
+
+
+def _fixed_baseline(chosen, space: ActionSpace, windows: tuple[str, ...]) -> int:
+    """params policy.baseline as a flat action when it names one ({channel, window, offer}), else none."""
+    if not isinstance(chosen, dict):
+        if chosen not in ("auto", "playbook"):
+            raise ValueError(f"params policy.baseline must be auto, playbook or {{channel, window, offer}}, "
+                             f"not {chosen!r}")
+        return safe.NO_CONTACT
+    key = (chosen.get("channel"), chosen.get("window"), chosen.get("offer"))
+    if key not in space.actions:
+        raise ValueError(f"params policy.baseline {chosen} is not an action of the space "
+                         f"(channels {list(vocab.CONTACT_CHANNELS)}, windows {list(windows)}, "
+                         f"offers {list(ARM_OFFERS)})")
+    return space.actions.index(key)
+
+
+def _prefs(base: safe.SafePolicy, logs: pd.DataFrame, windows: tuple[str, ...]) -> np.ndarray:
+    """The baseline's actions in order of preference for logged decisions (their days past due, arrears)."""
+    return base.preferences(logs["days_past_due"].to_numpy(dtype=float),
+                            logs["arrears_instalments"].to_numpy(dtype=float), windows)
+
+
+def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarray, allowed: np.ndarray,
+                      logs: pd.DataFrame, space: ActionSpace, z: float, evidence: dict) -> safe.SafePolicy:
+    """The best single action for everyone, where it beats the configured baseline (the playbook) with a
+    positive lower confidence bound on the randomised decisions; else the configured baseline."""
+    single, means = safe.best_single(scores, allowed, safe.action_design(space.actions[:-1]))
+    fallback = safe.fallback_of(single, means, np.array([c for c, _, _ in space.actions[:-1]]))
+    learned = safe.SafePolicy(single, fallback=fallback)
+    evidence["best_single_text"] = _action_text(space, single)
+    evidence["best_single_value"] = float(means[single]) if single >= 0 else 0.0
+    windows = space.windows
+    if base.playbook is not None or base.baseline >= 0:
+        current = base.base(value[:, :-1], _prefs(base, logs, windows))
+        test = safe.lower_bound(scores, learned.base(value[:, :-1]), current, z)
+        evidence["best_single_vs_configured"] = test
+        if test["lcb"] <= 0:
+            return base
+    evidence.update(_baseline_words(learned, space, f"best single action by doubly robust value on {len(logs):,} "
+                                                    f"randomised decisions, smoothed over channel, window and offer"))
+    evidence["baseline_value"] = evidence["best_single_value"]
+    return learned
+
+
+def _baseline_words(base: safe.SafePolicy, space: ActionSpace, source: str) -> dict:
+    """The evidence's plain words for a baseline: its source and its text (used in reasons)."""
+    if base.playbook is not None:
+        return {"baseline_source": source, "baseline_text": "the playbook",
+                "playbook": [step.text() for step in base.playbook.steps]}
+    text = _action_text(space, base.baseline)
+    if base.fallback >= 0:
+        text += f" (else {_action_text(space, base.fallback)})"
+    return {"baseline_source": source, "baseline_text": text}
 
 
 def _action_text(space: ActionSpace, index: int) -> str:

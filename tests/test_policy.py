@@ -79,17 +79,35 @@ def test_alternative_is_the_best_action_without_a_call():
     assert (alt_channel[0], alt_arm[0]) == (1, 1) and alt_value[0] == pytest.approx(0.25 * 40000 - 15)
 
 
-def test_exploration_draws_an_allowed_action_and_records_its_propensity():
-    channel_ok = np.zeros((3, 5), dtype=bool)
-    channel_ok[:, 1] = True                      # only sms: 4 windows x 2 arms = 8 actions, + no contact
-    c = _choose(_gain(3), [40000.0] * 3, channel_ok, eps=0.1, u=np.array([0.05, 0.05, 0.5]),
-                v=np.array([0.0, 0.99, 0.0]))
-    assert c.explored.tolist() == [True, True, False]
-    assert (c.channel[0], c.window[0], c.arm[0]) == (1, 0, 0)  # the first allowed action, not the greedy plan
-    assert c.channel[1] == -1                                  # the last draw is no contact
-    assert c.propensity[0] == pytest.approx(0.1 / 9)
-    assert c.propensity[1] == pytest.approx(0.1 / 9)
-    assert c.propensity[2] == pytest.approx(0.9 + 0.1 / 9)    # greedy, and could also have been drawn
+def test_an_experiment_draws_among_the_served_action_its_variants_and_the_hold_out():
+    channel_ok = np.zeros((4, 5), dtype=bool)
+    channel_ok[:, 1] = True                      # only sms: the served action is sms, weekday morning, plan
+    c = _choose(_gain(4), [40000.0] * 4, channel_ok, eps=0.1, u=np.array([0.05, 0.05, 0.05, 0.5]),
+                v=np.array([0.0, 0.25, 0.99, 0.0]))
+    # arms: itself, 3 other windows, the other offer, the hold-out (no other channel is allowed): k = 6
+    assert c.explored.tolist() == [True, True, True, False]
+    assert (c.channel[0], c.window[0], c.arm[0]) == (1, 0, 1)   # drew the served action itself
+    assert (c.channel[1], c.window[1], c.arm[1]) == (1, 1, 1)   # one factor changed: the window
+    assert c.channel[2] == -1                                    # the last arm is the hold-out
+    assert c.propensity[0] == pytest.approx(0.9 + 0.1 / 6)      # served, and could also have been drawn
+    assert c.propensity[1] == pytest.approx(0.1 / 6)
+    assert c.propensity[2] == pytest.approx(0.1 / 6)
+    assert c.propensity[3] == pytest.approx(0.9 + 0.1 / 6)
+
+
+def test_experiment_arms_change_one_factor_and_never_add_a_call():
+    from models.policy import action_values, designed_arms
+    n = 1
+    value = action_values(_gain(n), np.array([40000.0]), np.ones((n, 5), bool), np.ones((n, 2), bool), CONFIG)
+    served = np.array([(1 * 4 + 2) * 2 + 0])     # sms, weekday evening, reminder
+    arms = designed_arms(served, value, CONFIG)[0]
+    arms = arms[arms != -2]
+    channel, rest = np.divmod(np.maximum(arms, 0), 8)
+    window, arm = np.divmod(rest, 2)
+    changed = ((channel != 1).astype(int) + (window != 2) + (arm != 0))[arms >= 0]
+    assert sorted(changed.tolist()) == [0] + [1] * (len(changed) - 1)   # the served action, then variants
+    assert 0 not in channel[arms >= 0]                                   # phone is not in try_channels
+    assert -1 in arms and len(arms) == 1 + 3 + 3 + 1 + 1                 # 3 channels, 3 windows, offer, hold-out
 
 
 def test_without_exploration_every_propensity_is_one():

@@ -1,0 +1,118 @@
+"""The team's playbook: the steps, the preferences they give, and day one on a history with no experiment."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import vocab
+from models.config import load_params
+from models.contract import read_dir
+from models.playbook import Playbook, flat_action
+
+WINDOWS = ("weekday_morning", "weekday_afternoon", "weekday_evening", "weekend")
+AS_OF = pd.Timestamp("2026-11-01T00:00:00+09:00")
+STEPS = [
+    {"name": "text", "from_days": 0, "channels": ["sms", "letter"], "window": "weekday_evening", "offer": "reminder"},
+    {"name": "call", "from_days": 10, "channels": ["phone"], "window": "weekday_morning", "offer": "reminder"},
+    {"name": "plan", "from_days": 10, "min_arrears_instalments": 2, "channels": ["letter"], "window": "weekend",
+     "offer": "instalment_plan"},
+]
+
+
+def test_an_account_follows_the_last_step_it_has_reached():
+    book = Playbook.from_params(STEPS, WINDOWS)
+    step = book.step_of(np.array([-1, 0, 9, 10, 40, 40]), np.array([1, 1, 1, 1, 1, 2]))
+    assert [book.steps[s].name if s >= 0 else None for s in step] == [None, "text", "text", "call", "call", "plan"]
+
+
+def test_preferences_list_each_channel_with_the_steps_offer_first():
+    book = Playbook.from_params(STEPS, WINDOWS)
+    prefs = book.preferences(np.array([3, 12, -2]), np.array([1, 3, 1]), WINDOWS)
+    sms, letter = vocab.CONTACT_CHANNELS.index("sms"), vocab.CONTACT_CHANNELS.index("letter")
+    assert prefs[0].tolist() == [flat_action(sms, 2, 0, 4), flat_action(sms, 2, 1, 4),
+                                 flat_action(letter, 2, 0, 4), flat_action(letter, 2, 1, 4)]
+    assert prefs[1].tolist() == [flat_action(letter, 3, 1, 4), flat_action(letter, 3, 0, 4), -1, -1]
+    assert prefs[2].tolist() == [-1, -1, -1, -1]
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"channels": ["fax"]}, "playbook[1].channels"),
+    ({"window": "midnight"}, "playbook[1].window"),
+    ({"offer": "settlement"}, "playbook[1].offer"),
+    ({"from_days": "soon"}, "playbook[1]: from_days"),
+])
+def test_a_bad_step_names_itself_and_the_field(change, says):
+    steps = [dict(STEPS[0]), {**STEPS[1], **change}]
+    with pytest.raises(ValueError, match=r"policy\." + says.replace("[", r"\[").replace("]", r"\]")):
+        Playbook.from_params(steps, WINDOWS)
+
+
+def test_the_shipped_playbook_is_valid_and_escalates():
+    book = Playbook.from_params(load_params()["policy"]["playbook"], WINDOWS)
+    assert book.steps[0].from_days <= 1 and [s.from_days for s in book.steps] == sorted(s.from_days for s in book.steps)
+    assert "phone" in {c for s in book.steps for c in s.channels}
+
+
+@pytest.fixture(scope="module")
+def day_one(sim_dir, tmp_path_factory):
+    """A model trained on the simulated history with every experiment removed (a first export), and its
+    scored queue with and without experiments."""
+    from models.contract import write_dir
+    from pipelines.train import fit
+
+    p = read_dir(sim_dir)
+    contacts = p.contacts[p.contacts["channel"] != "none"].assign(propensity=np.nan, experiment_id=None)
+    plain = tmp_path_factory.mktemp("first_export")
+    write_dir(type(p)(p.accounts, p.installments, p.payments, contacts.reset_index(drop=True)), plain)
+    params = load_params()
+    params["cure"]["n_folds"] = 3
+    result = fit(plain, params, history_end_at=AS_OF.isoformat(), log=lambda *_: None)
+    bundle = result.bundle
+    features = bundle.features(p, AS_OF).set_index("account_id")
+    return bundle, p, features
+
+
+def test_day_one_the_queue_is_the_playbooks_for_every_account_the_rules_allow(day_one):
+    bundle, p, features = day_one
+    assert bundle.response is None and bundle.safe.playbook is not None
+    rows = bundle.score(p, AS_OF, explore=0.0)
+    book = bundle.safe.playbook
+    f = features.loc[rows["account_id"]]
+    step = book.step_of(f["days_past_due"].to_numpy(float), f["arrears_instalments"].to_numpy(float))
+    held = rows["tier"].isin(["review by a person", "hold: legal", "hold: promise to pay"]).to_numpy()
+    for i, row in enumerate(rows.itertuples()):
+        if held[i] or step[i] < 0:
+            assert row.channel == "none"
+            continue
+        blocked = {b["action"] for b in json.loads(row.blocked)}
+        wanted = [c for c in book.steps[step[i]].channels if c not in blocked]
+        if row.channel == "none":  # every channel of the step was blocked (by a rule, consent or vulnerability)
+            assert not wanted, (row.account_id, wanted, row.blocked)
+        else:
+            assert row.channel == wanted[0], (row.account_id, row.channel, wanted)
+            assert any("playbook" in r and book.steps[step[i]].name in r for r in json.loads(row.reasons))
+    contacted = rows[rows["channel"] != "none"]
+    assert len(contacted) > 0.5 * (~held).sum()          # a queue with work in it, not "no contact"
+    assert (rows["propensity"] == 1.0).all()
+    stake = (1 - rows["cure_probability"]) * features.loc[rows["account_id"], "arrears"].to_numpy()
+    assert np.all(np.diff(stake.round(2).to_numpy()) <= 0.01)   # ordered by what is at stake
+
+
+def test_day_one_experiments_vary_one_factor_and_never_add_a_call(day_one):
+    bundle, p, _ = day_one
+    plan = bundle.score(p, AS_OF, explore=0.0).set_index("account_id")
+    rows = bundle.score(p, AS_OF, explore=1.0).set_index("account_id")   # every decision an experiment
+    tried = rows[rows["propensity"] < 1.0]          # the accounts with arms to draw from
+    assert len(tried) > 20 and (tried["channel"] != plan.loc[tried.index, "channel"]).any()
+    base = plan.loc[tried.index]
+    assert not ((tried["channel"] == "phone") & (base["channel"] != "phone")).any()   # no random calls
+    assert not ((tried["offer"] == "settlement") & (base["offer"] != "settlement")).any()
+    same = ((tried["channel"] == base["channel"]).astype(int) + (tried["window_start"] == base["window_start"])
+            + (tried["offer"] == base["offer"]))
+    contact = tried["channel"] != "none"
+    assert (same[contact] >= 1).all()             # a variant shares the rest of the plan with it
+    assert (~contact).sum() > 0                   # the hold-out is an arm
