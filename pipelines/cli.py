@@ -164,6 +164,22 @@ def evaluate(
                    logs=logs)
 
 
+@app.command()
+def experiments(
+    data: Annotated[Path, typer.Option(help="directory with the four contract tables")] = Path("data/portfolio"),
+    out: Annotated[Path, typer.Option(help="the readout as HTML (a JSON file is written beside it)")
+                   ] = Path("outputs/experiments.html"),
+    history_end: Annotated[str | None, typer.Option(help="ISO 8601 instant with offset; default: end of history")
+                           ] = None,
+) -> None:
+    """The A/B readout of every randomised decision logged: per channel, window, offer and template, and per
+    lifestyle and days-past-due band, the payment rate, the lift over the hold-out, the winners, and how many
+    more decisions each undecided arm needs."""
+    from pipelines import experiments as readout
+
+    readout.run(data, out, end=pd_timestamp(history_end) if history_end else None)
+
+
 def pd_timestamp(text: str):
     """An ISO 8601 instant with its offset, or a clear error."""
     import pandas as pd

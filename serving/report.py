@@ -279,6 +279,16 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:24px auto;color:#2
          ".grid figure{margin:0}.grid img{width:530px;border:1px solid #eee}figcaption{font-size:13px;color:#555}")
 
 
+def experiments_link(summary: dict) -> str:
+    """A link to the A/B readout beside the report (`cureflow experiments`), or how to make one."""
+    page = Path(summary["report"]).parent / "experiments.html"
+    if page.exists():
+        return ("What the experiments have shown so far, per channel, window, offer and template: "
+                "<a href='experiments.html'>the A/B readout</a>.")
+    return (f"No A/B readout beside this report yet: <code>cureflow experiments --out "
+            f"{html.escape(str(page))}</code> writes one.")
+
+
 def render(summary: dict, rows: pd.DataFrame, values: np.ndarray) -> str:
     """The whole report as one HTML page (aggregates only)."""
     plots = {"Priority distribution": plot_priority(rows),
@@ -295,5 +305,6 @@ def render(summary: dict, rows: pd.DataFrame, values: np.ndarray) -> str:
             f"<h1>Work queue as of {html.escape(summary['as_of'])}</h1>{_table(headline(summary))}"
             f"<h2>Plots</h2><div class='grid'>{images}</div>"
             f"<h2>Change since the previous run</h2>{_table(change_rows(summary))}"
+            f"<h2>Experiments</h2><p>{experiments_link(summary)}</p>"
             f"<p>Run time {summary['wall_s']:.1f} s ({timing}); {summary['accounts_per_second']:,.0f} accounts/s; "
             f"peak memory {summary['peak_rss_gib']:.2f} GiB. Aggregates only: no account ids.</p></body></html>")
