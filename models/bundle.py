@@ -46,13 +46,13 @@ def _unit(digest: bytes) -> float:
     return (int.from_bytes(digest, "little") >> 11) / float(1 << 53)
 
 
-def uniforms(account_ids: np.ndarray, as_of: pd.Timestamp, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two uniforms per account, seeded by account, as-of time and the params seed (reruns agree, and one
-    account gets the same draws alone or in a portfolio)."""
+def uniforms(account_ids: np.ndarray, as_of: pd.Timestamp, seed: int) -> tuple[np.ndarray, ...]:
+    """Three uniforms per account (experiment or not, its arm, the wording variant), seeded by account,
+    as-of time and the params seed (reruns agree, and one account gets the same draws alone or in a
+    portfolio)."""
     key = f"{seed}|{pd.Timestamp(as_of).isoformat()}|".encode()
-    digests = [hashlib.blake2b(key + str(a).encode(), digest_size=16).digest() for a in account_ids]
-    return (np.array([_unit(d[:8]) for d in digests], dtype=np.float64),
-            np.array([_unit(d[8:]) for d in digests], dtype=np.float64))
+    digests = [hashlib.blake2b(key + str(a).encode(), digest_size=24).digest() for a in account_ids]
+    return tuple(np.array([_unit(d[i:i + 8]) for d in digests], dtype=np.float64) for i in (0, 8, 16))
 
 
 def _plain(value: float) -> float | None:
@@ -209,7 +209,7 @@ class ScoringBundle:
         cure_p = np.round(self.cure.calibrate(self.cure.predict_raw(X)), 6)
         staged, verdict = self._verdict(prep, rows, cols, as_of, known, conf)
         ids = prep.account_id[rows]
-        u, v = uniforms(ids, as_of, int(self.params["seed"]))
+        u, v, w = uniforms(ids, as_of, int(self.params["seed"]))
         arm_ok = policy.arm_offers_allowed(staged, verdict.offer_allowed)
         channel_ok = _contact_allowed(verdict)
         prefs = None if self.safe is None else self.safe.preferences(
@@ -217,8 +217,8 @@ class ScoringBundle:
         choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, conf.policy, u, v, eps,
                                self.safe, prefs)
         zones = np.where(prep.tz_valid[rows], prep.zone[rows], None)
-        main = self._action_columns(zones, verdict, staged, conf, choice.channel, choice.window, choice.arm)
-        alt = self._action_columns(zones, verdict, staged, conf, *choice.alt[:3])
+        main = self._action_columns(zones, verdict, staged, conf, choice.channel, choice.window, choice.arm, w)
+        alt = self._action_columns(zones, verdict, staged, conf, *choice.alt[:3], w)
         out = self._columns(ids, cols, X, as_of, cure_p, verdict, choice, main, conf)
         for key in ("channel", "window_start", "window_end", "offer", "template"):
             out[f"_alt_{key}"] = alt[key]
@@ -228,12 +228,15 @@ class ScoringBundle:
         ordered = {name: _take(values, order) for name, values in out.items()}
         return Decisions(ordered, X[order], list(self.feature_names))
 
-    def _action_columns(self, zones, verdict, staged, conf, channel_idx, window_idx, arm_idx) -> dict[str, list]:
-        """Channel, contact window, offer and template of chosen action indices (-1 = no contact)."""
+    def _action_columns(self, zones, verdict, staged, conf, channel_idx, window_idx, arm_idx, w) -> dict[str, list]:
+        """Channel, contact window, offer and template of chosen action indices (-1 = no contact); the
+        template's wording variant is drawn uniformly (`w`) among the channel's registered variants."""
         channel = np.where(channel_idx >= 0, np.array(vocab.CONTACT_CHANNELS, dtype=object)[channel_idx], "none")
         offer = np.where(channel == "none", "none", policy.final_offer(staged, arm_idx))
         starts, ends = self._windows(zones, verdict, window_idx, channel, conf)
-        template = [f"{o}_{c}_v1" if c != "none" else None for o, c in zip(offer, channel, strict=True)]
+        variants = conf.policy.templates
+        template = [f"{o}_{c}_{policy.variant(variants, c, x)}" if c != "none" else None
+                    for o, c, x in zip(offer, channel, w, strict=True)]
         return {"channel": channel.tolist(), "offer": offer.tolist(), "template": template,
                 "window_start": [s.isoformat() if s is not None else None for s in starts],
                 "window_end": [e.isoformat() if e is not None else None for e in ends], "_starts": starts}

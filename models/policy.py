@@ -32,6 +32,7 @@ class PolicyConfig:
     calls_per_hour: float = 12.0
     try_channels: tuple[str, ...] = ("sms", "email", "letter", "ivr")  # channels an experiment may try instead
     holdout: bool = True  # experiments keep a no-contact arm (the hold-out every lift is measured against)
+    templates: tuple[tuple[str, tuple[str, ...]], ...] = ()  # wording variants per channel (default: v1)
 
     @classmethod
     def from_params(cls, policy: dict) -> PolicyConfig:
@@ -46,8 +47,34 @@ class PolicyConfig:
             explore=explore_rate(policy.get("explore", 0.0)),
             phone_capacity=parse_capacity(policy.get("phone_capacity", "unlimited")),
             calls_per_hour=float(policy.get("calls_per_hour", 12)),
+            templates=_templates(policy.get("templates") or {}),
             **_experiment_config(policy.get("experiments") or {}),
         )
+
+
+def _templates(raw: dict) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """params.yaml `policy.templates`: the wording variants a team registered per channel, checked."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"params.yaml policy.templates must map channels to lists of variants, not {raw!r}")
+    out = []
+    for channel, names in raw.items():
+        names = [names] if isinstance(names, str) else list(names or ())
+        if channel not in vocab.CONTACT_CHANNELS:
+            raise ValueError(f"params.yaml policy.templates: {channel!r} is not a channel "
+                             f"({list(vocab.CONTACT_CHANNELS)})")
+        bad = [n for n in names if not (isinstance(n, str) and n and n.replace("_", "").replace("-", "").isalnum())]
+        if not names or bad:
+            raise ValueError(f"params.yaml policy.templates.{channel}: variants are non-empty names of letters, "
+                             f"digits, - and _, not {bad or names}")
+        out.append((channel, tuple(names)))
+    return tuple(out)
+
+
+def variant(templates: tuple[tuple[str, tuple[str, ...]], ...], channel: str, w: float) -> str:
+    """The wording variant of a message on `channel`: drawn uniformly by `w` in [0, 1) among the registered
+    variants (each equally likely, independently of the action, so their comparison needs no weights)."""
+    names = dict(templates).get(channel, ("v1",))
+    return names[min(int(w * len(names)), len(names) - 1)]
 
 
 def _experiment_config(raw: dict) -> dict:

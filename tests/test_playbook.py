@@ -116,3 +116,42 @@ def test_day_one_experiments_vary_one_factor_and_never_add_a_call(day_one):
     contact = tried["channel"] != "none"
     assert (same[contact] >= 1).all()             # a variant shares the rest of the plan with it
     assert (~contact).sum() > 0                   # the hold-out is an arm
+
+
+def test_registered_wording_variants_are_drawn_evenly_and_reproducibly(day_one):
+    import copy
+    import dataclasses
+
+    bundle, p, _ = day_one
+    params = copy.deepcopy(bundle.params)
+    params["policy"]["templates"] = {"sms": ["v1", "v2"], "letter": ["formal", "plain", "short"]}
+    variant = dataclasses.replace(bundle, params=params)
+    rows = variant.score(p, AS_OF, explore=1.0)
+    again = variant.score(p, AS_OF, explore=1.0)
+    assert rows["template"].equals(again["template"])
+    for channel, names in params["policy"]["templates"].items():
+        sent = rows.loc[rows["channel"] == channel, ["offer", "template"]]
+        got = {t.rsplit("_", 1)[1] for t in sent["template"]}
+        assert got <= set(names) and all(t.startswith(f"{o}_{channel}_") for o, t in sent.itertuples(index=False))
+    assert len({t.rsplit("_", 1)[1] for t in rows.loc[rows["channel"] == "sms", "template"]}) == 2 or \
+        (rows["channel"] == "sms").sum() < 4
+    email = rows.loc[rows["channel"] == "email", "template"]
+    assert email.str.endswith("_email_v1").all()      # an unregistered channel keeps v1
+
+
+@pytest.mark.parametrize("bad", [{"fax": ["v1"]}, {"sms": []}, {"sms": ["two words"]}])
+def test_a_bad_template_registry_names_the_channel(bad):
+    from models.policy import PolicyConfig
+
+    params = load_params()["policy"]
+    with pytest.raises(ValueError, match="policy.templates"):
+        PolicyConfig.from_params({**params, "templates": bad})
+
+
+def test_each_variant_gets_an_equal_share_of_the_unit_interval():
+    from models.policy import variant
+
+    names = (("sms", ("a", "b", "c")),)
+    w = (np.arange(3000) + 0.5) / 3000
+    drawn = pd.Series([variant(names, "sms", x) for x in w]).value_counts()
+    assert drawn.to_dict() == {"a": 1000, "b": 1000, "c": 1000}
