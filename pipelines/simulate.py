@@ -18,6 +18,7 @@ these seconds map one to one onto UTC instants.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -39,7 +40,7 @@ OUTCOME = {name: code for code, name in enumerate(vocab.OUTCOMES)}
 METHOD = {name: code for code, name in enumerate(vocab.PAYMENT_METHODS)}
 PHONE, LETTER, IVR, NONE = CHANNEL["phone"], CHANNEL["letter"], CHANNEL["ivr"], CHANNEL["none"]
 REMINDER, PLAN = 0, 1
-NO_EXPERIMENT, FORCED_EXPERIMENT = -1, -2
+NO_EXPERIMENT, FORCED_EXPERIMENT, PRODUCT_EXPERIMENT = -1, -2, -3
 
 COLUMNS = {
     "accounts": (
@@ -877,6 +878,7 @@ def _experiment_names(codes: np.ndarray, cfg: _Config) -> np.ndarray:
     raw = cfg.raw["decisions"]
     names = np.full(codes.size, None, dtype=object)
     names[codes == FORCED_EXPERIMENT] = raw["forced_experiment"]
+    names[codes == PRODUCT_EXPERIMENT] = "CUREFLOW"  # a randomised decision of the product itself (Live)
     for code in np.unique(codes[codes >= 0]):
         names[codes == code] = f"{raw['experiment_prefix']}-{code // 4}Q{code % 4 + 1}"
     return names
@@ -982,6 +984,72 @@ def simulate(n_accounts: int, months: int, seed: int, end: pd.Timestamp | str | 
            "observe_days": observe_days, "contacts_after_end": contacts_after_end,
            "forced_action": list(forced_action) if forced_action else None}
     return Simulation(tables, truth_cure, truth_actions, latent, run)
+
+
+class Live:
+    """A simulated portfolio a team runs the product on, week by week (benchmarks/closed_loop.py).
+
+    The history before `end` is simulated as usual (the preset's business-as-usual rule and experiment
+    share: 0 for a first export without experiments). From then on the simulator makes no decision of its
+    own: `play` carries out the product's decisions (contacts in their windows, hold-outs recorded, with
+    the decision's propensity), the customers respond by the same process, and `tables` / `truth` give the
+    contract tables and the exact action truth at the current instant.
+    """
+
+    def __init__(self, n_accounts: int, months: int, seed: int, params: dict, end: pd.Timestamp | str | None = None):
+        self.cfg = _config(params)
+        self.clock = _clock(params["simulate"]["end"] if end is None else end, months, self.cfg.raw["timezone"])
+        people, history, self.rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+        self.pf = _draw_portfolio(n_accounts, self.cfg, people, self.clock)
+        self.world = _World(self.pf, self.cfg, self.clock, history)
+        self.world.run(self.clock.end_s, history, contacts_on=True)
+        self.now = self.clock.end_s
+        self.world.decide_t[:] = np.inf  # from here on, only the product decides
+        self.world.contacts_on = False
+
+    @property
+    def as_of(self) -> pd.Timestamp:
+        """The current instant (UTC)."""
+        return self.clock.utc(np.array([self.now]))[0]
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The four contract tables with every row before now."""
+        return {"accounts": _accounts_table(self.pf),
+                "installments": _installments_table(self.pf, self.clock, self.now),
+                "payments": _payments_table(self.world), "contacts": _contacts_table(self.world)}
+
+    def truth(self) -> pd.DataFrame:
+        """The exact chance of a payment within 7 days under every action, per account overdue now."""
+        world = self.world
+        world.clock = dataclasses.replace(self.clock, end_s=self.now)
+        try:
+            return _truth(world, np.flatnonzero(world.arrears > 0))[1]
+        finally:
+            world.clock = self.clock
+
+    def play(self, decisions: pd.DataFrame, days: int = 7) -> None:
+        """Carry out decisions (account_id, channel, window, offer, propensity) made now, then advance `days`.
+        A contact happens in the first occurrence of its window; any offer but a reminder is an arrangement."""
+        idx = pd.Index(self.pf.ids).get_indexer(decisions["account_id"])
+        if (idx < 0).any():
+            raise ValueError(f"decisions for unknown accounts: {list(decisions['account_id'][idx < 0][:5])}")
+        t = np.full(idx.size, self.now)
+        ch = np.array([CHANNEL[c] for c in decisions["channel"]], dtype=np.int64)
+        prop = decisions["propensity"].to_numpy(dtype=float)
+        code = np.where(prop < 1, PRODUCT_EXPERIMENT, NO_EXPERIMENT)
+        held = ch == NONE
+        self.world.record(idx[held], t[held], NONE, OUTCOME["held_out"], template=-1, experiment=code[held],
+                          propensity=prop[held])
+        go = ~held & (self.world.contact_t[idx] == np.inf)
+        idx, t = idx[go], t[go]
+        win = np.array([self.cfg.windows.index(w) for w in decisions["window"].to_numpy()[go]], dtype=np.int64)
+        offer = np.where(decisions["offer"].to_numpy()[go] == "reminder", REMINDER, PLAN)
+        self.world.contact_t[idx] = _place_in_window(t, win, self.cfg, self.clock, self.rng)
+        self.world.contact_ch[idx], self.world.contact_win[idx], self.world.contact_offer[idx] = ch[go], win, offer
+        self.world.contact_exp[idx], self.world.contact_prop[idx] = code[go], prop[go]
+        self.world.phase_start = self.now
+        self.now += days * DAY
+        self.world.run(self.now, self.rng, contacts_on=False)
 
 
 def _versions() -> dict[str, str]:

@@ -461,3 +461,37 @@ def test_an_unknown_preset_or_share_is_a_clear_error():
         sm.with_preset(load_params(), "moon")
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         sm.with_preset(load_params(), None, experiment_share=1.5)
+
+
+def test_live_starts_from_the_same_history_and_carries_out_the_products_decisions():
+    from pipelines.simulate import Live, simulate
+
+    params = load_params()
+    plain = simulate(n_accounts=400, months=6, seed=5, params=params)
+    live = Live(400, 6, 5, params)
+    for name in ("payments", "contacts"):
+        pd.testing.assert_frame_equal(live.tables()[name], plain.tables[name])
+    truth = live.truth()
+    overdue = truth["account_id"].unique()
+    assert set(overdue) == set(plain.truth_cure["account_id"])
+    pd.testing.assert_frame_equal(truth.reset_index(drop=True), plain.truth_actions.reset_index(drop=True))
+    start, before = live.as_of, len(live.tables()["contacts"])
+    pending = int(np.isfinite(live.world.contact_t).sum())   # contacts decided before the product took over
+    half = len(overdue) // 2
+    decisions = pd.DataFrame({"account_id": overdue, "channel": ["sms"] * half + ["none"] * (len(overdue) - half),
+                              "window": "weekday_evening", "offer": "reminder",
+                              "propensity": [0.25] * half + [1.0] * (len(overdue) - half)})
+    live.play(decisions)
+    assert live.as_of == start + pd.Timedelta(days=7)
+    new = live.tables()["contacts"]
+    assert len(new) > before
+    new = new[new["contacted_at"] >= start]
+    out = new[new["direction"] == "outbound"]
+    sms = out[out["experiment_id"] == "CUREFLOW"]
+    assert half - pending <= len(sms) <= half
+    assert (sms["channel"] == "sms").all() and (sms["propensity"] == 0.25).all()
+    local = sms["contacted_at"].dt.tz_convert("Asia/Tokyo")
+    assert ((local.dt.hour >= 17) & (local.dt.hour < 21) & (local.dt.dayofweek < 5)).all()
+    held = out[(out["channel"] == "none") & out["experiment_id"].isna()]
+    assert len(held) == len(overdue) - half and (held["propensity"] == 1.0).all()
+    assert len(out) - len(sms) - len(held) <= pending     # the simulator decided nothing of its own
