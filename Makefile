@@ -20,11 +20,13 @@ demo: install
 	$(BIN)/cureflow simulate --accounts 20000 --months 24 --seed 7 --out $(DEMO_DATA) && \
 	$(BIN)/cureflow train --data $(DEMO_DATA) --out outputs/train && \
 	$(BIN)/cureflow evaluate --data $(DEMO_DATA) --out outputs/evaluation.json && \
+	$(BIN)/cureflow experiments --data $(DEMO_DATA) --out outputs/experiments.html && \
 	$(BIN)/cureflow score --data $(DEMO_DATA) --as-of $(AS_OF) --out outputs/work_queue.parquet --top 15 && \
 	echo "" && \
 	echo "work queue:      outputs/work_queue.parquet (summary: outputs/work_queue.parquet.summary.json)" && \
 	echo "morning report:  outputs/work_queue.parquet.report.html (decision records: decisions.db)" && \
 	echo "policy value:    outputs/evaluation.json" && \
+	echo "A/B readout:     outputs/experiments.html" && \
 	echo "holdout metrics: outputs/train/metrics.json (plots: outputs/train/*.png)" && \
 	echo "MLflow store:    $$(pwd)/mlflow.db (artifacts in mlartifacts/)" && \
 	echo "MLflow UI:       make mlflow-ui, then open http://127.0.0.1:5000" && \

@@ -491,7 +491,7 @@ def test_live_starts_from_the_same_history_and_carries_out_the_products_decision
     assert half - pending <= len(sms) <= half
     assert (sms["channel"] == "sms").all() and (sms["propensity"] == 0.25).all()
     local = sms["contacted_at"].dt.tz_convert("Asia/Tokyo")
-    assert ((local.dt.hour >= 17) & (local.dt.hour < 21) & (local.dt.dayofweek < 5)).all()
+    assert ((local.dt.hour >= 17) & (local.dt.hour < 21) & (local.dt.day_of_week < 5)).all()
     held = out[(out["channel"] == "none") & out["experiment_id"].isna()]
     assert len(held) == len(overdue) - half and (held["propensity"] == 1.0).all()
     assert len(out) - len(sms) - len(held) <= pending     # the simulator decided nothing of its own
