@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DATA := data/portfolio
 AS_OF  ?= 2026-11-01T00:00:00+09:00
+PORT   ?= 5000
 
 .PHONY: install demo test audit lint mlflow-ui clean
 
@@ -29,7 +30,7 @@ demo: install
 	echo "A/B readout:     outputs/experiments.html" && \
 	echo "holdout metrics: outputs/train/metrics.json (plots: outputs/train/*.png)" && \
 	echo "MLflow store:    $$(pwd)/mlflow.db (artifacts in mlartifacts/)" && \
-	echo "MLflow UI:       make mlflow-ui, then open http://127.0.0.1:5000" && \
+	echo "MLflow UI:       make mlflow-ui [PORT=5000], then open http://127.0.0.1:5000" && \
 	echo "demo wall time:  $$(( $$(date +%s) - start ))s"
 
 test: audit
@@ -44,7 +45,7 @@ lint: install
 	$(BIN)/ruff check models pipelines serving tests benchmarks
 
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$$(pwd)/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$$(pwd)/mlflow.db --host 127.0.0.1 --port $(PORT)
 
 clean:
 	rm -rf outputs mlflow.db mlartifacts $(DEMO_DATA)

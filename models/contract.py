@@ -207,13 +207,27 @@ class Portfolio:
         """
         digest = hashlib.sha256()
         for name, frame in self.tables.items():
-            digest.update(f"table {name} rows {len(frame)}\n".encode())
-            for column in frame.columns:
-                digest.update(f"column {column} {frame[column].dtype}\n".encode())
-                for chunk in _column_bytes(frame[column]):
-                    digest.update(len(chunk).to_bytes(8, "little"))
-                    digest.update(chunk)
+            _digest_table(digest, name, frame)
         return digest.hexdigest()
+
+    def table_fingerprints(self) -> dict[str, str]:
+        """Each table's own sha256, by the same normalisation as `fingerprint` (for MLflow's datasets)."""
+        out = {}
+        for name, frame in self.tables.items():
+            digest = hashlib.sha256()
+            _digest_table(digest, name, frame)
+            out[name] = digest.hexdigest()
+        return out
+
+
+def _digest_table(digest, name: str, frame: pd.DataFrame) -> None:
+    """Feed one table (its name, row count, column names and dtypes, and values) into `digest`."""
+    digest.update(f"table {name} rows {len(frame)}\n".encode())
+    for column in frame.columns:
+        digest.update(f"column {column} {frame[column].dtype}\n".encode())
+        for chunk in _column_bytes(frame[column]):
+            digest.update(len(chunk).to_bytes(8, "little"))
+            digest.update(chunk)
 
 
 def _column_bytes(series: pd.Series) -> list[bytes | memoryview]:

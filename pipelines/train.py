@@ -23,6 +23,7 @@ import math
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -369,6 +370,8 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
     bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response, safe=safe_policy,
                            metadata={"history_end": end.isoformat(), "data": str(data),
                                      "data_fingerprint": portfolio.fingerprint(),
+                                     "tables": {name: {"rows": len(portfolio.tables[name]), "sha256": digest}
+                                                for name, digest in portfolio.table_fingerprints().items()},
                                      "response_holdout_from": resp_cut.isoformat(),
                                      "cure_holdout_from": holdout["as_of"].min().isoformat()})
     bundle.metadata["reference"] = training_reference(bundle, portfolio, train, p, end)
@@ -452,18 +455,47 @@ def _log_run(result: TrainResult, files: dict[str, Path], params: dict):
     for key, path in files.items():
         if key != "bundle" and Path(path).exists():
             mlflow.log_artifact(str(path), artifact_path="report" if key == "report" else "evaluation")
+    _log_datasets(result.bundle.metadata)
+
+
+def _log_datasets(meta: dict) -> None:
+    """The four contract tables the bundle learned from, as MLflow datasets (context `training`): their
+    location, row count and sha256 fingerprint (the data stays where it is; only its identity is logged)."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    for name, info in meta.get("tables", {}).items():
+        with warnings.catch_warnings():  # a local path matches two equivalent local sources; either will do
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str((Path(meta.get("data", "")) / name).resolve()))
+        mlflow.log_input(MetaDataset(source, name=name, digest=info["sha256"][:32]), context="training",
+                         tags={"rows": str(info["rows"]), "sha256": info["sha256"]})
+
+
+def run_name_of(result: TrainResult) -> str:
+    """What ran, for the MLflow runs list: `train 2026-11-01 20,000 accounts`."""
+    meta = result.bundle.metadata
+    accounts = meta.get("tables", {}).get("accounts", {}).get("rows")
+    zone = result.bundle.params.get("calendar", {}).get("default_timezone", "UTC")
+    day = pd.Timestamp(meta["history_end"]).tz_convert(zone).date().isoformat()
+    return f"train {day}" + (f" {accounts:,} accounts" if accounts is not None else "")
 
 
 def _experiment(params: dict) -> str:
     """Point MLflow at the tracking store and the experiment (created with its artifacts beside a SQLite
-    store); returns the tracking URI."""
+    store, and tagged as model development so MLflow 3's UI opens on the training runs, not on GenAI
+    traces); returns the tracking URI."""
     import mlflow
 
     uri = configure_mlflow()
     name = params["mlflow"]["experiment"]
     if mlflow.get_experiment_by_name(name) is None:
         mlflow.create_experiment(name, artifact_location=artifact_root(uri))
-    mlflow.set_experiment(name)
+    experiment = mlflow.set_experiment(name)
+    if experiment.tags.get("mlflow.experimentKind") != "custom_model_development":
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind",
+                                                 "custom_model_development")
     return uri
 
 
@@ -473,7 +505,7 @@ def log_run(result: TrainResult, files: dict[str, Path], params: dict, run_name:
     import mlflow
 
     _experiment(params)
-    with mlflow.start_run(run_name=run_name) as run:
+    with mlflow.start_run(run_name=run_name or run_name_of(result)) as run:
         _log_run(result, files, params)
     return run.info.run_id
 
@@ -489,7 +521,7 @@ def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, 
 
     uri = _experiment(params)
     model_name = params["mlflow"]["model_name"]
-    with mlflow.start_run() as run:
+    with mlflow.start_run(run_name=run_name_of(result)) as run:
         _log_run(result, files, params)
         result.bundle.run_id = run.info.run_id
         with tempfile.TemporaryDirectory() as tmp:

@@ -41,6 +41,22 @@ def test_training_run_is_logged_and_registered_with_the_champion_alias(trained):
     assert champion.tags["quality_gate"] == "passed"
 
 
+def test_the_run_says_what_ran_and_on_which_data_and_opens_as_model_development(trained):
+    client = MlflowClient(trained["tracking_uri"])
+    run = client.get_run(trained["info"]["run_id"])
+    assert run.info.run_name == "train 2026-11-01 1,500 accounts"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"accounts", "installments", "payments", "contacts"}
+    data = read_dir(trained["data"])
+    for name, logged in inputs.items():
+        tags = {t.key: t.value for t in logged.tags}
+        assert tags["mlflow.data.context"] == "training" and int(tags["rows"]) == len(data.tables[name])
+        assert tags["sha256"] == data.table_fingerprints()[name] and logged.dataset.digest == tags["sha256"][:32]
+        assert logged.dataset.source.endswith(name) or name in logged.dataset.source
+
+
 def test_registered_pyfunc_answers_a_contract_request(trained):
     mlflow.set_tracking_uri(trained["tracking_uri"])
     model = mlflow.pyfunc.load_model("models:/cureflow@champion")
