@@ -1,9 +1,11 @@
 """The batch's summary beside the work queue: `<out>.summary.json` and a one-page HTML report for the team lead.
 
 The report is one self-contained HTML file (plots embedded as base64 PNG, no scripts, no external links) with
-figures a team lead reads in the morning: the priority distribution, actions by channel and tier, expected
-value by tier, calls used against capacity, accounts held by each rule, and the change since the previous run.
-It holds aggregates only: no account id or any other personal data.
+what a team lead reads in the morning: the day's work list (the top `WORK_LIST` accounts by priority with
+tier, action, window, offer, reasons and blocked rules: exactly what the work queue file already holds for
+them, and the page says so), then figures: the priority distribution, actions by channel and tier, expected
+value by tier, calls used against capacity, accounts held by each rule, and the change since the previous
+run (on a first run, a sentence instead of an empty chart).
 
 The previous run is the summary JSON found beside the output before this run writes its own. A run started
 again after a kill (same run id) keeps comparing with the run before it, not with itself.
@@ -25,6 +27,7 @@ import pandas as pd
 TIER_ORDER = ("call today", "call this week", "digital reminder", "letter", "no contact", "hold: promise to pay",
               "hold: legal", "review by a person")
 CHANNEL_ORDER = ("phone", "ivr", "sms", "email", "letter", "none")
+WORK_LIST = 50  # accounts in the report's work list
 COMPARED = ("overdue", "calls_kept", "calls_proposed", "expected_value", "priority_total", "cure_probability_mean")
 
 
@@ -264,7 +267,8 @@ def change_rows(summary: dict) -> list[tuple[str, str]]:
     """The change table: headline deltas, then tiers."""
     delta, before = summary["change"], summary["previous"]
     if delta is None:
-        return [("previous run", "none found beside this output")]
+        return [("previous run", "none: this is the first run beside this output, so there is nothing to "
+                                 "compare with yet")]
     rows = [("previous run", f"{before.get('run_id')} as of {before.get('as_of')} ({before.get('model_version')})"),
             ("overdue", _signed(delta["overdue"])), ("calls kept", _signed(delta["calls_kept"])),
             ("expected value", _signed(delta["expected_value"], money=True)),
@@ -276,7 +280,8 @@ def change_rows(summary: dict) -> list[tuple[str, str]]:
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:24px auto;color:#222}"
          "table{border-collapse:collapse;margin:8px 0}th,td{border-bottom:1px solid #ddd;padding:3px 10px;"
          "text-align:left}th{font-weight:600}.grid{display:flex;flex-wrap:wrap;gap:12px}"
-         ".grid figure{margin:0}.grid img{width:530px;border:1px solid #eee}figcaption{font-size:13px;color:#555}")
+         ".grid figure{margin:0}.grid img{width:530px;border:1px solid #eee}figcaption{font-size:13px;color:#555}"
+         ".work td{font-size:13px;vertical-align:top}")
 
 
 def experiments_link(summary: dict) -> str:
@@ -289,22 +294,52 @@ def experiments_link(summary: dict) -> str:
             f"{html.escape(str(page))}</code> writes one.")
 
 
+def _when(start, end) -> str:
+    """A contact window in the account's local time: `Mon 11-02 17:00-21:00`."""
+    if not start:
+        return ""
+    a, b = pd.Timestamp(start), pd.Timestamp(end)
+    return f"{a:%a %m-%d %H:%M}-{b:%H:%M} (UTC{a:%z})"
+
+
+def work_list(rows: pd.DataFrame, n: int = WORK_LIST) -> str:
+    """The top `n` accounts of the queue (already in priority order) as an HTML table for people."""
+    if rows.empty:
+        return "<p>No account is overdue: nothing to do today.</p>"
+    top = rows.head(n)
+    body = []
+    for rank, row in enumerate(top.itertuples(index=False), start=1):
+        reasons = "; ".join(json.loads(row.reasons)) if isinstance(row.reasons, str) else ""
+        blocked = sorted({b["rule"] for b in json.loads(row.blocked)}) if isinstance(row.blocked, str) else []
+        action = "no contact" if row.channel == "none" else f"{row.channel}, {str(row.offer).replace('_', ' ')}"
+        cells = (str(rank), row.account_id, row.tier, action, _when(row.window_start, row.window_end),
+                 f"{row.priority:,.0f}", f"{row.cure_probability:.2f}", reasons, ", ".join(blocked))
+        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("#", "account", "tier", "action", "when (local time)", "priority",
+                                              "cure chance", "why", "blocked by"))
+    return (f"<p>The top {len(top):,} of {len(rows):,} overdue accounts by priority. This list holds what the "
+            f"work queue file already holds for them (account ids and the reasons in words): share it as you "
+            f"would share the queue.</p><table class='work'><tr>{head}</tr>{''.join(body)}</table>")
+
+
 def render(summary: dict, rows: pd.DataFrame, values: np.ndarray) -> str:
-    """The whole report as one HTML page (aggregates only)."""
+    """The whole report as one HTML page: the work list, then aggregates."""
     plots = {"Priority distribution": plot_priority(rows),
              "Actions by channel and tier": plot_channel_by_tier(summary),
              "Expected value by tier": plot_value_by_tier(summary),
              "Calls against capacity": plot_calls(summary),
-             "Accounts held by each rule": plot_held_by_rule(summary),
-             "Change since the previous run": plot_change(summary)}
+             "Accounts held by each rule": plot_held_by_rule(summary)}
+    if summary["previous"]:
+        plots["Change since the previous run"] = plot_change(summary)
     images = "".join(f'<figure><img alt="{title}" src="{uri}"><figcaption>{title}</figcaption></figure>'
                      for title, uri in plots.items())
     timing = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in summary["timings"].items())
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cureflow nightly batch "
             f"{html.escape(summary['as_of'])}</title><style>{STYLE}</style></head><body>"
             f"<h1>Work queue as of {html.escape(summary['as_of'])}</h1>{_table(headline(summary))}"
+            f"<h2>Today's work list</h2>{work_list(rows)}"
             f"<h2>Plots</h2><div class='grid'>{images}</div>"
             f"<h2>Change since the previous run</h2>{_table(change_rows(summary))}"
             f"<h2>Experiments</h2><p>{experiments_link(summary)}</p>"
             f"<p>Run time {summary['wall_s']:.1f} s ({timing}); {summary['accounts_per_second']:,.0f} accounts/s; "
-            f"peak memory {summary['peak_rss_gib']:.2f} GiB. Aggregates only: no account ids.</p></body></html>")
+            f"peak memory {summary['peak_rss_gib']:.2f} GiB. Account ids: in the work list only.</p></body></html>")

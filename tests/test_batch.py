@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -83,16 +84,34 @@ def test_summary_compares_with_the_previous_run_not_with_itself(two_runs):
     assert fewer["held_by_rule"]["CAPACITY"] == first["calls_kept"]
 
 
-def test_report_is_one_self_contained_page_with_six_plots_and_no_account_ids(two_runs):
+def test_report_is_one_self_contained_page_with_the_work_list_and_six_plots(two_runs):
+    from serving.report import WORK_LIST
+
     page = Path(two_runs["summaries"][2]["report"]).read_text()
     images = re.findall(r'<img [^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', page)
     assert len(images) == 6
     assert "<script" not in page and "http://" not in page and "https://" not in page
-    ids = set(two_runs["queues"][2]["account_id"])
-    assert ids and not any(account in page for account in ids)
+    queue = two_runs["queues"][2]
+    listed = re.findall(r"<tr><td>(\d+)</td><td>([^<]+)</td>", page)
+    assert [int(rank) for rank, _ in listed] == list(range(1, min(WORK_LIST, len(queue)) + 1))
+    assert [a for _, a in listed] == queue["account_id"].head(WORK_LIST).tolist()   # priority order
+    assert not any(a in page for a in queue["account_id"].iloc[WORK_LIST:])         # no id beyond the list
+    assert "already holds" in page
     for title in ("Priority distribution", "Actions by channel and tier", "Expected value by tier",
                   "Calls against capacity", "Accounts held by each rule", "Change since the previous run"):
         assert f'<img alt="{title}"' in page
+
+
+def test_a_first_run_says_so_in_words_instead_of_an_empty_chart(two_runs):
+    from serving.report import render
+
+    summary = json.loads((two_runs["root"] / "queue.parquet.summary.json").read_text())
+    first = {**summary, "previous": None, "change": None}
+    queue = two_runs["queues"][2]
+    page = render(first, queue, np.zeros(len(queue)))
+    assert '<img alt="Change since the previous run"' not in page
+    assert "first run beside this output" in page
+    assert len(re.findall(r"<img ", page)) == 5
 
 
 def test_parts_are_removed_and_no_temporary_file_is_left(two_runs):
