@@ -36,6 +36,17 @@ app = typer.Typer(cls=_Commands, help="cureflow: delinquency risk and next-best-
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 
+@app.callback()
+def _options(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars (they are also off "
+                                                                         "when stderr is not a terminal)")] = False
+             ) -> None:
+    """cureflow: delinquency risk and next-best-action for collections."""
+    import os
+
+    if quiet:
+        os.environ["CUREFLOW_QUIET"] = "1"
+
+
 @app.command()
 def simulate(
     accounts: Annotated[int, typer.Option(min=1, help="number of contracts")] = 20_000,

@@ -242,7 +242,10 @@ def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Times
     """Everything `cureflow evaluate` prints, also written as JSON to `out`. `logs`: the logged decisions
     with their features when already built (the DVC features stage), else they are built here."""
     report: dict = {"as_of": as_of.isoformat(), "explore": explore, "model_version": bundle.model_version}
-    table, n = off_policy(bundle, portfolio, end, logs=logs)
+    from models.progress import step
+
+    with step("evaluate: off-policy estimates on the held-out logs"):
+        table, n = off_policy(bundle, portfolio, end, logs=logs)
     report["off_policy"] = table.to_dict("records")
     if n:
         log(f"off-policy, {n:,} held-out logged decisions (95% intervals):")
@@ -251,7 +254,8 @@ def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Times
         log("off-policy: no response model or no held-out logged decisions with a propensity; nothing to estimate")
     truth_file = Path(data) / "truth" / "actions.parquet"
     if truth_file.exists():
-        report["truth"] = truth_values(bundle, portfolio, pd.read_parquet(truth_file), as_of, explore)
+        with step("evaluate: the policy against the simulator's truth"):
+            report["truth"] = truth_values(bundle, portfolio, pd.read_parquet(truth_file), as_of, explore)
         t = report["truth"]
         log(f"true value per overdue account (JPY, {t['accounts']:,} accounts as of {as_of.isoformat()}): "
             f"policy {t['policy']:,.0f}, no contact 0, best single action {t['best_single_action']:,.0f} "

@@ -167,7 +167,10 @@ def write(tables: dict[str, pd.DataFrame], decisions: pd.DataFrame, params: dict
 def run(data: Path, out: Path, params: dict | None = None, end: pd.Timestamp | None = None, log=print) -> dict:
     """Read the logs, write the readout; returns the tables."""
     params = params or load_params()
-    decisions = logged(data, params, end)
+    from models.progress import step
+
+    with step("experiments: the randomised decisions and their outcomes"):
+        decisions = logged(data, params, end)
     tables = readout(decisions, params) if len(decisions) else {}
     write(tables, decisions, params, out)
     if len(decisions):

@@ -466,6 +466,7 @@ class _World:
         self.rng = rng
         self.contacts_on = True
         self.phase_start = 0.0
+        self.tick = None  # called with the simulated instant reached, once per turn of the loop (progress)
 
     # -- the loop
 
@@ -485,6 +486,8 @@ class _World:
                 if hit.any():
                     handler(active[hit], when[hit])
             active = active[kind != 0]
+            if self.tick is not None and active.size:
+                self.tick(float(when.min()))
 
     # -- money
 
@@ -953,12 +956,13 @@ def _observe(world: _World, rng: np.random.Generator, days: int, contacts_after_
 
 def simulate(n_accounts: int, months: int, seed: int, end: pd.Timestamp | str | None = None,
              params: dict | None = None, observe_days: int = 0, contacts_after_end: bool = True,
-             forced_action: tuple[str, str, str] | None = None) -> Simulation:
+             forced_action: tuple[str, str, str] | None = None, progress=None) -> Simulation:
     """Simulate `n_accounts` over the `months` before `end`, and the truth at `end`.
 
     `observe_days` continues past end (tables then hold rows up to end + observe_days); with
     `contacts_after_end=False` no contact is made after end. `forced_action` = (channel, window, offer)
-    is taken at end for every account overdue then (a hook for testing the action truth).
+    is taken at end for every account overdue then (a hook for testing the action truth). `progress` is called
+    with the share of the history simulated so far (0 to 1).
     """
     params = load_params() if params is None else params
     cfg = _config(params)
@@ -967,7 +971,10 @@ def simulate(n_accounts: int, months: int, seed: int, end: pd.Timestamp | str | 
     people_rng, history_rng, future_rng = (np.random.default_rng(stream) for stream in streams)
     pf = _draw_portfolio(n_accounts, cfg, people_rng, clock)
     world = _World(pf, cfg, clock, history_rng)
+    if progress is not None:
+        world.tick = lambda t: progress((t - clock.start_s) / (clock.end_s - clock.start_s))
     world.run(clock.end_s, history_rng, contacts_on=True)
+    world.tick = None
     overdue = np.flatnonzero(world.arrears > 0)
     truth_cure, truth_actions = _truth(world, overdue)
     latent = _latent(world)
@@ -1083,7 +1090,10 @@ def main(accounts: int, months: int, seed: int, out: Path, end: str | None = Non
     """Simulate and write a portfolio (what the CLI calls); prints a one-line summary and returns `out`."""
     params = with_preset(load_params(), preset, experiment_share)
     end = params["simulate"]["end"] if end is None else end
-    sim = simulate(accounts, months, seed, end=end, params=params)
+    from models.progress import step
+
+    with step(f"simulate: {accounts:,} accounts x {months} months", total=100) as update:
+        sim = simulate(accounts, months, seed, end=end, params=params, progress=lambda share: update(100 * share))
     sim.run.update(preset=preset or "lease",
                    experiment_share=float(params["simulator"]["decisions"]["experiment_share"]))
     write(sim, Path(out))

@@ -40,6 +40,7 @@ from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names,
 from models.labels import cure_labels, history_end
 from models.metrics import classification_report, gains_table
 from models.playbook import Playbook
+from models.progress import step
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
 from pipelines.logs import decision_examples
@@ -358,15 +359,18 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
     config = FeatureConfig.from_params(params)
     portfolio = read_dir(data)
     if examples is None:
-        examples = build_examples(portfolio, data, params, history_end_at, log=log)
+        with step("features: building training examples from the history"):
+            examples = build_examples(portfolio, data, params, history_end_at, log=log)
     end = examples.history_end
     train, holdout = time_split(examples.cure, float(cure_p["holdout_fraction"]), horizon)
     log(f"cure examples: {len(train):,} train, {len(holdout):,} holdout")
     names = feature_names(config)
-    model, p, metrics = fit_cure(train, holdout, names, params, log=log)
-    response, resp_train, resp_holdout, resp_cut = fit_response_model(examples.decisions, names, params, config,
-                                                                      log=log)
-    safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, portfolio, log=log)
+    with step(f"cure model: {len(train):,} examples, {int(params['cure'].get('n_folds', 5))} folds"):
+        model, p, metrics = fit_cure(train, holdout, names, params, log=log)
+    with step(f"response model and safe policy: {len(examples.decisions):,} logged decisions"):
+        response, resp_train, resp_holdout, resp_cut = fit_response_model(examples.decisions, names, params,
+                                                                          config, log=log)
+        safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, portfolio, log=log)
     bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response, safe=safe_policy,
                            metadata={"history_end": end.isoformat(), "data": str(data),
                                      "data_fingerprint": portfolio.fingerprint(),
@@ -586,10 +590,12 @@ def run(data: Path, out_dir: Path, params: dict | None = None, register: bool = 
     params = params or load_params()
     examples = load_examples(examples_dir) if examples_dir else None
     result = fit(data, params, history_end_at, log=log, examples=examples)
-    files = save_outputs(result, Path(out_dir))
+    with step("model report and plots"):
+        files = save_outputs(result, Path(out_dir))
     info = {"metrics": result.metrics, "out_dir": str(out_dir)}
     if register:
-        info.update(log_and_register(result, files, params, log=log))
+        with step("MLflow: logging the run and registering the model"):
+            info.update(log_and_register(result, files, params, log=log))
         result.bundle.model_version = f"{params['mlflow']['model_name']}/{info['version']}"
         joblib.dump(result.bundle, files["bundle"])  # the bundle file, now stamped with run and version
     return info

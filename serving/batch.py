@@ -21,6 +21,7 @@ fingerprints, the as-of time, the model, the exploration rate and the call capac
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -77,7 +78,9 @@ def progress_bar(enabled: bool):
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("accounts"),
                RateColumn(), TimeRemainingColumn())
-    return Progress(*columns, disable=not enabled, transient=False)
+    from models.progress import enabled as shown
+
+    return Progress(*columns, disable=not (enabled and shown()), transient=False)
 
 
 def empty_rows(extra: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -272,13 +275,16 @@ class Scored:
 
 def score_chunks(bundle, tables: dict, as_of: pd.Timestamp, explore: float | None, chunk_size: int,
                  parts: Parts, progress: bool = True) -> Scored:
-    """The local engine: every chunk validated, then taken from its part or scored and kept as a part."""
+    """The local engine: every chunk validated, then taken from its part or scored and kept as a part. The
+    first chunk is read and validated before anything is shown or written, so bad input leaves nothing."""
+    chunks = prefetched(sources.chunks(tables, chunk_size))
+    first = next(chunks, None)
     found = parts.open()
     scored, fingerprints, resumed = [], [], 0
     total = tables["accounts"].num_rows
     with progress_bar(progress) as bar:
         task = bar.add_task("scoring" + (f" (resuming, {found} parts)" if found else ""), total=total)
-        for chunk in prefetched(sources.chunks(tables, chunk_size)):
+        for chunk in itertools.chain([first] if first is not None else [], chunks):
             rows = parts.get(chunk.index, chunk.fingerprint)
             if rows is None:  # scored, kept, and read back: a resumed run sees exactly the same rows
                 fresh = with_feature_text(bundle.score(chunk.portfolio, as_of, explore=explore, keep_features=True))

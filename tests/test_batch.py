@@ -205,3 +205,17 @@ def test_bad_options_are_one_line_errors(trained, tmp_path):
         score_source(trained["data"], tmp_path / "q.parquet", _options(trained, tmp_path / "d.db", engine="dask"))
     with pytest.raises(ValueError, match="--chunk-size must be at least 1"):
         score_source(trained["data"], tmp_path / "q.parquet", _options(trained, tmp_path / "d.db", chunk_size=-1))
+
+
+def test_bad_input_leaves_no_parts_and_no_output(trained, tmp_path):
+    from models.contract import ContractError, read_dir, write_dir
+
+    p = read_dir(trained["data"])
+    payments = p.payments.copy()
+    payments.loc[payments.index[3], "amount"] = -5.0
+    bad = tmp_path / "bad"
+    write_dir(type(p)(p.accounts, p.installments, payments, p.contacts), bad)
+    out = tmp_path / "queue.parquet"
+    with pytest.raises(ContractError, match="payments.amount"):
+        score_source(bad, out, _options(trained, tmp_path / "decisions.db"))
+    assert not out.exists() and not Path(f"{out}.parts").exists() and not list(tmp_path.glob("queue*"))
