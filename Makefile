@@ -1,17 +1,21 @@
 # cureflow: `make demo` runs the whole product on a simulated portfolio, `make test` runs the test suite.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DATA := data/portfolio
 AS_OF  ?= 2026-11-01T00:00:00+09:00
 PORT   ?= 5000
+# pip's one warning per package when a configured extra index lacks it: noise that buried the install output
+PIP_NOISE := is ignored: it is neither a file nor a directory
 
 .PHONY: install demo test audit lint mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet --upgrade pip 2>&1 | { grep -v "$(PIP_NOISE)" || true; }; test $${PIPESTATUS[0]} -eq 0
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]" 2>&1 | { grep -v "$(PIP_NOISE)" || true; }; \
+		test $${PIPESTATUS[0]} -eq 0
 	touch $@
 
 install: $(VENV)/.installed
