@@ -91,18 +91,29 @@ def example_dates(prep: Prepared, end: pd.Timestamp, horizon: int, every: int, m
     return sorted(dates)
 
 
-def cure_examples(prep: Prepared, config: FeatureConfig, dates, horizon: int) -> pd.DataFrame:
-    """Features and cure labels of every account overdue at each date."""
+def cure_examples(prep: Prepared, config: FeatureConfig, dates, horizon: int,
+                  pconf: policy.PolicyConfig | None = None) -> pd.DataFrame:
+    """Features and cure labels of every account overdue at each date (past the materiality thresholds
+    of `pconf`, as in the work queue; stale accounts are kept: `fit` sets them apart)."""
     frames = []
     for t in dates:
         feats = features_at(prep, t, config)
-        overdue = feats["arrears"].to_numpy() > 0
+        arrears = feats["arrears"].to_numpy()
+        overdue = arrears > 0 if pconf is None else policy.material(
+            arrears, feats["arrears_instalments"].to_numpy(), pconf)
         labels = cure_labels(prep, t, feats["arrears"].to_numpy(), horizon)
         frame = feats.loc[overdue].copy()
         frame.insert(0, "as_of", t)
         frame["label"] = labels[overdue]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def split_stale(examples: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(curable, stale): stale debt (past policy.stale.recovery_days_past_due) is not a cure candidate, so
+    the cure model neither learns from it nor is judged on it."""
+    stale = policy.stale(examples["days_past_due"].to_numpy(), policy.PolicyConfig.from_params(params["policy"]))
+    return examples[~stale].reset_index(drop=True), examples[stale].reset_index(drop=True)
 
 
 def time_split(examples: pd.DataFrame, holdout_fraction: float, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -159,7 +170,7 @@ def build_examples(portfolio: Portfolio, data: Path, params: dict, history_end_a
     end = resolve_history_end(data, prep, history_end_at)
     dates = example_dates(prep, end, horizon, int(cure_p["example_every_days"]),
                           int(cure_p["min_history_days"]))  # 0 for six months of real data (uci.train)
-    examples = cure_examples(prep, config, dates, horizon)
+    examples = cure_examples(prep, config, dates, horizon, policy.PolicyConfig.from_params(params["policy"]))
     if len(examples) > int(cure_p["max_examples"]):
         examples = examples.sample(int(cure_p["max_examples"]), random_state=params["seed"]).sort_index()
     decisions = decision_examples(portfolio, prep, config, params, end)
@@ -312,9 +323,16 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
         examples = build_examples(portfolio, data, params, history_end_at, log=log)
     end = examples.history_end
     train, holdout = time_split(examples.cure, float(cure_p["holdout_fraction"]), horizon)
-    log(f"cure examples: {len(train):,} train, {len(holdout):,} holdout")
+    train, stale_train = split_stale(train, params)
+    holdout, stale_holdout = split_stale(holdout, params)
+    log(f"cure examples: {len(train):,} train, {len(holdout):,} holdout; stale debt set apart: "
+        f"{len(stale_train):,} train, {len(stale_holdout):,} holdout")
     names = feature_names(config)
     model, p, metrics = fit_cure(train, holdout, names, params, log=log)
+    stale_rate = float(stale_train["label"].mean()) if len(stale_train) else 0.0
+    metrics.update({"stale_n": float(len(stale_holdout)), "stale_cure_rate_train": stale_rate})
+    if len(stale_holdout):
+        metrics["stale_cure_rate"] = float(stale_holdout["label"].mean())
     response, resp_train, resp_holdout, resp_cut = fit_response_model(examples.decisions, names, params, config,
                                                                       log=log)
     safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, portfolio, log=log)
@@ -322,7 +340,8 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
                            metadata={"history_end": end.isoformat(), "data": str(data),
                                      "data_fingerprint": portfolio.fingerprint(),
                                      "response_holdout_from": resp_cut.isoformat(),
-                                     "cure_holdout_from": holdout["as_of"].min().isoformat()})
+                                     "cure_holdout_from": holdout["as_of"].min().isoformat(),
+                                     "stale_cure_rate": stale_rate})
     bundle.metadata["reference"] = training_reference(bundle, portfolio, train, p, end)
     gap = truth_gap(data, bundle, portfolio, end)
     if gap is not None and len(gap):
