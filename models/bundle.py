@@ -112,6 +112,7 @@ class ScoringBundle:
     cure: CalibratedLGBM
     response: ResponseModel | None   # None until randomised decisions are logged
     safe: SafePolicy | None = None   # the baseline and the validated departure margin (models.safe)
+    baseline: Any = None             # models.baseline.Baseline on the cure model's training rows (judging only)
     run_id: str = ""
     model_version: str = "unregistered"
     metadata: dict = field(default_factory=dict)

@@ -30,13 +30,14 @@ import numpy as np
 import pandas as pd
 
 from models import policy, safe, vocab
+from models.baseline import Baseline
 from models.bundle import ScoringBundle
 from models.config import load_params
 from models.contract import Portfolio, read_dir
 from models.estimators import CalibratedLGBM, cure_estimator
 from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
 from models.labels import cure_labels, history_end
-from models.metrics import classification_report, gains_table
+from models.metrics import DPD_BANDS, band_key, band_metrics, band_report, classification_report, gains_table
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
 from pipelines.logs import decision_examples
@@ -62,6 +63,7 @@ class TrainResult:
     gains: pd.DataFrame
     truth_gap: pd.DataFrame | None  # account_id, p, p_true at the end of history (simulated data only)
     history_end: pd.Timestamp
+    bands: dict | None = None                      # holdout scores by band beside the baseline (band_report)
     portfolio: Portfolio | None = None             # the training data (for the report's evaluations)
     decisions_holdout: pd.DataFrame | None = None  # logged decisions held out from the response model
     data: Path | None = None
@@ -329,6 +331,12 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
         f"{len(stale_train):,} train, {len(stale_holdout):,} holdout")
     names = feature_names(config)
     model, p, metrics = fit_cure(train, holdout, names, params, log=log)
+    baseline = Baseline(int(params["seed"])).fit(train, train["label"].to_numpy())
+    hold = holdout[["as_of", "account_id", "label", "days_past_due", "arrears_instalments"]].assign(
+        p=p, p_baseline=baseline.predict(holdout))
+    bands = band_report(hold)
+    metrics.update(band_metrics(bands))
+    log(_band_line(bands["fresh"]))
     stale_rate = float(stale_train["label"].mean()) if len(stale_train) else 0.0
     metrics.update({"stale_n": float(len(stale_holdout)), "stale_cure_rate_train": stale_rate})
     if len(stale_holdout):
@@ -337,6 +345,7 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
                                                                       log=log)
     safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, portfolio, log=log)
     bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response, safe=safe_policy,
+                           baseline=baseline,
                            metadata={"history_end": end.isoformat(), "data": str(data),
                                      "data_fingerprint": portfolio.fingerprint(),
                                      "response_holdout_from": resp_cut.isoformat(),
@@ -349,9 +358,16 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
         metrics["truth_n"] = float(len(gap))
         log(f"gap to the simulator's true cure chance: mean |p - p_true| = {metrics['truth_mae']:.4f} "
             f"over {len(gap):,} accounts overdue at the end")
-    hold = holdout[["as_of", "account_id", "label"]].assign(p=p)
-    return TrainResult(bundle, metrics, hold, gains_table(hold["label"], hold["p"]), gap, end,
+    return TrainResult(bundle, metrics, hold, gains_table(hold["label"], hold["p"]), gap, end, bands=bands,
                        portfolio=portfolio, decisions_holdout=resp_holdout, data=Path(data))
+
+
+def _band_line(fresh: dict) -> str:
+    """The fresh-arrears figures in one log line."""
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
+    return (f"fresh arrears (1-90 days past due, {fresh['n']:,} holdout cases): ROC AUC {fmt(fresh['roc_auc'])}, "
+            f"baseline {fmt(fresh['baseline_roc_auc'])}, lift {fmt(fresh['auc_lift'])}, ECE {fmt(fresh['ece'])}")
 
 
 def training_reference(bundle: ScoringBundle, portfolio: Portfolio, train: pd.DataFrame, p_holdout: np.ndarray,
@@ -387,7 +403,8 @@ def git_commit() -> str:
 
 OUTPUT_FILES = {"bundle": "bundle.joblib", "metrics": "metrics.json", "gains": "gains.csv",
                 "holdout": "holdout.parquet", "calibration": "calibration.png", "roc": "roc.png",
-                "gains_plot": "gains.png", "importance": "importance.png", "report": "report.html"}
+                "gains_plot": "gains.png", "importance": "importance.png", "report": "report.html",
+                "bands": "bands.json", "band_calibration": "band_calibration.png"}
 
 
 def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
@@ -407,6 +424,9 @@ def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
     plots.gains_plot(result.gains, files["gains_plot"])
     gain = result.bundle.cure.booster_.feature_importance(importance_type="gain")
     plots.importance_plot(result.bundle.feature_names, gain, files["importance"])
+    if result.bands is not None:
+        files["bands"].write_text(json.dumps(result.bands, indent=2))
+        plots.band_calibration_plot(result.holdout, DPD_BANDS, files["band_calibration"])
     report.write_report(result, files, files["report"])
     return files
 
@@ -498,12 +518,24 @@ def set_aliases(client, model_name: str, version: str, gate: tuple[bool, str]) -
 
 
 def quality_gate(metrics: dict[str, float], gate: dict) -> tuple[bool, str]:
-    """Pass when holdout ROC AUC >= min_roc_auc and ECE <= max_ece."""
+    """Judge the arrears a collector works, not the pooled holdout (telling fresh arrears from old ones is
+    easy): on fresh arrears (1-90 days past due) ROC AUC >= min_roc_auc and a lift over the three-feature
+    baseline above min_baseline_lift; ECE <= max_ece on fresh arrears and in every days-past-due band
+    holding at least min_band_examples cases."""
     problems = []
-    if metrics["roc_auc"] < float(gate["min_roc_auc"]):
-        problems.append(f"roc_auc {metrics['roc_auc']:.3f} < {gate['min_roc_auc']}")
-    if metrics["ece"] > float(gate["max_ece"]):
-        problems.append(f"ece {metrics['ece']:.3f} > {gate['max_ece']}")
+    auc, lift = metrics.get("fresh_roc_auc"), metrics.get("fresh_auc_lift")
+    if auc is None or lift is None:
+        problems.append("no fresh arrears (1-90 days past due) with both outcomes in the holdout")
+    else:
+        if auc < float(gate["min_roc_auc"]):
+            problems.append(f"fresh-arrears roc_auc {auc:.3f} < {gate['min_roc_auc']}")
+        if lift <= float(gate.get("min_baseline_lift", 0.0)):
+            problems.append(f"fresh-arrears lift over the baseline {lift:+.3f} <= {gate.get('min_baseline_lift', 0.0)}")
+    min_n = float(gate.get("min_band_examples", 200))
+    for name in ["fresh", *(f"dpd_{band_key(label)}" for label, _, _ in DPD_BANDS)]:
+        ece = metrics.get(f"{name}_ece")
+        if metrics.get(f"{name}_n", 0) >= min_n and ece is not None and ece > float(gate["max_ece"]):
+            problems.append(f"{name} ece {ece:.3f} > {gate['max_ece']} ({metrics[f'{name}_n']:,.0f} cases)")
     return (not problems, "; ".join(problems))
 
 
