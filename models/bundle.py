@@ -267,7 +267,8 @@ class ScoringBundle:
         channel = np.array(main["channel"], dtype=object)
         tier = policy.tiers(channel, verdict.held_by, verdict.require_human, verdict.suppress_all, local_today,
                             choice.value, conf.policy)
-        reasons = top_reasons(self.cure.contributions(X), X, self.feature_names, k=3)
+        reasons = top_reasons(self.cure.contributions(X), X, self.feature_names, k=3,
+                              usual=self.metadata.get("usual_values"), currency=conf.policy.currency)
         windows = [w.name for w in conf.windows]
         drivers = self._drivers(X, choice)
         for i, items in enumerate(reasons):

@@ -350,7 +350,7 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
                                      "data_fingerprint": portfolio.fingerprint(),
                                      "response_holdout_from": resp_cut.isoformat(),
                                      "cure_holdout_from": holdout["as_of"].min().isoformat(),
-                                     "stale_cure_rate": stale_rate})
+                                     "stale_cure_rate": stale_rate, "usual_values": usual_values(train, names)})
     bundle.metadata["reference"] = training_reference(bundle, portfolio, train, p, end)
     gap = truth_gap(data, bundle, portfolio, end)
     if gap is not None and len(gap):
@@ -360,6 +360,12 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
             f"over {len(gap):,} accounts overdue at the end")
     return TrainResult(bundle, metrics, hold, gains_table(hold["label"], hold["p"]), gap, end, bands=bands,
                        portfolio=portfolio, decisions_holdout=resp_holdout, data=Path(data))
+
+
+def usual_values(train: pd.DataFrame, names: list[str]) -> dict[str, float]:
+    """The median of each numeric feature over the training examples: what a reason calls 'the usual'."""
+    medians = train[[n for n in names if n not in CATEGORICAL]].median(skipna=True)
+    return {name: float(v) for name, v in medians.items() if np.isfinite(v)}
 
 
 def _band_line(fresh: dict) -> str:
