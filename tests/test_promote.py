@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from models.config import load_params
-from models.registry import parse_model_uri, resolve_version
+from models.registry import configure_mlflow, parse_model_uri, resolve_version
 from pipelines.cli import app
 from pipelines.promote import decide
 
@@ -86,6 +86,7 @@ def registry(trained, tmp_path_factory):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+    configure_mlflow()  # training here pointed MLflow's process-wide tracking and registry URIs at this store
 
 
 def _alias(client: MlflowClient, alias: str) -> str | None:
