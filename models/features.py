@@ -42,7 +42,7 @@ class FeatureConfig:
     window_lookback_days: int
     partial_payment_ratio: float
     windows: tuple[calendar.Window, ...]
-    money_decimals: int = 4
+    money_decimals: int = 3
 
     @classmethod
     def from_params(cls, params: dict) -> FeatureConfig:
@@ -53,7 +53,7 @@ class FeatureConfig:
             int(feat["window_lookback_days"]),
             float(feat["partial_payment_ratio"]),
             calendar.parse_windows(params["calendar"]),
-            money_decimals(feat.get("money_decimals", 4)),
+            money_decimals(feat.get("money_decimals", 3)),
         )
 
     @property
@@ -63,9 +63,10 @@ class FeatureConfig:
 
 
 def money_decimals(value) -> int:
-    """params features.money_decimals: the decimals of money kept (0..6; 4 keeps 616.545 exactly)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 6:
-        raise ValueError(f"params features.money_decimals must be a whole number in 0..6, not {value!r}")
+    """params features.money_decimals: the decimals of money kept, 0..3 (3 keeps 616.545 exactly, and the
+    largest amount the contract allows, vocab.MAX_AMOUNT = 10^12, stays below 2^53 units: exact in float64)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+        raise ValueError(f"params features.money_decimals must be a whole number in 0..3, not {value!r}")
     return value
 
 
