@@ -39,8 +39,9 @@ def markdown(table: pd.DataFrame) -> str:
             continue
         diff = (f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]" if r.get("difference") is not None
                 and not pd.isna(r["difference"]) else "one class only")
-        lines.append(f"| {r['band']} | {int(r['n']):,} ({int(r['accounts']):,}) | {_fmt(r['rate'])} | {_fmt(r['roc_auc'])} | "
-                     f"{_fmt(r['baseline_roc_auc'])} | {diff} | {_fmt(r['ece'])} / {_fmt(r['baseline_ece'])} |")
+        lines.append(f"| {r['band']} | {int(r['n']):,} ({int(r['accounts']):,}) | {_fmt(r['rate'])} | "
+                     f"{_fmt(r['roc_auc'])} | {_fmt(r['baseline_roc_auc'])} | {diff} | "
+                     f"{_fmt(r['ece'])} / {_fmt(r['baseline_ece'])} |")
     return "\n".join(lines)
 
 

@@ -180,14 +180,16 @@ class ScoringBundle:
 
     def constraints(self, portfolio: Portfolio, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
         """For every account overdue at `as_of`: its id, arrears, features, and the channels and arms
-        (reminder, arrangement) the rules and the staged offer allow; for evaluations."""
+        (reminder, arrangement) the rules and the staged offer allow (no channel for stale debt, as in
+        `decide`); for evaluations."""
         as_of = pd.Timestamp(as_of).tz_convert("UTC")
         conf = self.configs()
         prep = prepare(portfolio, conf.features)
         rows, cols, X, _ = self._overdue(prep, as_of, conf)
         staged, verdict = self._verdict(prep, rows, cols, as_of, np.ones(prep.n, dtype=bool), conf)
+        stale = policy.stale(cols["days_past_due"], conf.policy)
         return {"account_id": prep.account_id[rows], "arrears": cols["arrears"], "X": X,
-                "channel_ok": verdict.channel_allowed & ~verdict.suppress_all[:, None],
+                "channel_ok": verdict.channel_allowed & ~verdict.suppress_all[:, None] & ~stale[:, None],
                 "arm_ok": policy.arm_offers_allowed(staged, verdict.offer_allowed)}
 
     def gains(self, X: np.ndarray) -> np.ndarray:

@@ -123,3 +123,11 @@ def test_stale_debt_has_its_own_tier_and_no_automated_contact(bundle):
 def test_an_account_just_inside_the_limit_is_still_a_cure_candidate(bundle):
     rows = bundle.score(_book(stale_days=150), AS_OF, explore=0.0).set_index("account_id")
     assert rows.loc["STALE", "tier"] not in ("recovery review", "write-off review")
+
+
+def test_evaluations_see_no_allowed_contact_for_stale_debt(bundle):
+    out = bundle.constraints(_book(stale_days=200), AS_OF)
+    ids = list(out["account_id"])
+    for name in ("STALE", "WRITEOFF"):
+        assert not out["channel_ok"][ids.index(name)].any()
+    assert out["channel_ok"][ids.index("BEHIND")].any()
