@@ -37,7 +37,15 @@ from models.contract import Portfolio, read_dir
 from models.estimators import CalibratedLGBM, cure_estimator
 from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
 from models.labels import cure_labels, history_end
-from models.metrics import DPD_BANDS, band_key, band_metrics, band_report, classification_report, gains_table
+from models.metrics import (
+    DPD_BANDS,
+    FRESH_DAYS_PAST_DUE,
+    band_key,
+    band_metrics,
+    band_report,
+    classification_report,
+    gains_table,
+)
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
 from pipelines.logs import decision_examples
@@ -526,8 +534,8 @@ def set_aliases(client, model_name: str, version: str, gate: tuple[bool, str]) -
 def quality_gate(metrics: dict[str, float], gate: dict) -> tuple[bool, str]:
     """Judge the arrears a collector works, not the pooled holdout (telling fresh arrears from old ones is
     easy): on fresh arrears (1-90 days past due) ROC AUC >= min_roc_auc and a lift over the three-feature
-    baseline above min_baseline_lift; ECE <= max_ece on fresh arrears and in every days-past-due band
-    holding at least min_band_examples cases."""
+    baseline above min_baseline_lift; ECE <= max_ece on fresh arrears and in each of its bands (1-30, 31-90)
+    holding at least min_band_examples cases. Later bands are reported, not judged."""
     problems = []
     auc, lift = metrics.get("fresh_roc_auc"), metrics.get("fresh_auc_lift")
     if auc is None or lift is None:
@@ -538,7 +546,8 @@ def quality_gate(metrics: dict[str, float], gate: dict) -> tuple[bool, str]:
         if lift <= float(gate.get("min_baseline_lift", 0.0)):
             problems.append(f"fresh-arrears lift over the baseline {lift:+.3f} <= {gate.get('min_baseline_lift', 0.0)}")
     min_n = float(gate.get("min_band_examples", 200))
-    for name in ["fresh", *(f"dpd_{band_key(label)}" for label, _, _ in DPD_BANDS)]:
+    fresh_bands = [label for label, _, high in DPD_BANDS if high <= FRESH_DAYS_PAST_DUE]
+    for name in ["fresh", *(f"dpd_{band_key(label)}" for label in fresh_bands)]:
         ece = metrics.get(f"{name}_ece")
         if metrics.get(f"{name}_n", 0) >= min_n and ece is not None and ece > float(gate["max_ece"]):
             problems.append(f"{name} ece {ece:.3f} > {gate['max_ece']} ({metrics[f'{name}_n']:,.0f} cases)")

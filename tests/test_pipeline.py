@@ -82,11 +82,13 @@ def test_quality_gate_judges_fresh_arrears_not_the_pooled_auc():
     assert not quality_gate({**GOOD, "fresh_auc_lift": 0.0}, GATE)[0]  # a tie with the baseline is no lift
 
 
-def test_quality_gate_checks_calibration_in_each_band_large_enough_to_tell():
+def test_quality_gate_checks_calibration_in_each_fresh_band_large_enough_to_tell():
     ok, why = quality_gate({**GOOD, "dpd_31-90_ece": 0.09}, GATE)
     assert not ok and "dpd_31-90 ece" in why
-    assert quality_gate({**GOOD, "dpd_91-180_ece": 0.3, "dpd_91-180_n": 199}, GATE) == (True, "")
-    assert not quality_gate({**GOOD, "dpd_91-180_ece": 0.3, "dpd_91-180_n": 200}, GATE)[0]
+    assert quality_gate({**GOOD, "dpd_31-90_ece": 0.3, "dpd_31-90_n": 199}, GATE) == (True, "")
+    assert not quality_gate({**GOOD, "dpd_31-90_ece": 0.3, "dpd_31-90_n": 200}, GATE)[0]
+    assert not quality_gate({**GOOD, "dpd_1-30_ece": 0.06}, GATE)[0]
+    assert quality_gate({**GOOD, "dpd_91-180_ece": 0.3, "dpd_91-180_n": 900}, GATE) == (True, "")  # not fresh
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
