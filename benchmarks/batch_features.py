@@ -56,7 +56,7 @@ def with_numpy(prep: F.Prepared, t: int, config: F.FeatureConfig) -> pd.DataFram
 
 def arrow_inputs(prep: F.Prepared) -> dict[str, pa.Table]:
     """The prepared arrays as Arrow tables (zero copy), with each row's position in the sorted order."""
-    pay = pa.table({"acc": prep.pay_acc, "ts": prep.pay_at, "cents": prep.pay_cents,
+    pay = pa.table({"acc": prep.pay_acc, "ts": prep.pay_at, "cents": prep.pay_units,
                     "method": prep.pay_method.astype(np.int64), "monthly": prep.monthly[prep.pay_acc],
                     "pos": np.arange(len(prep.pay_acc))})
     con = pa.table({"acc": prep.con_acc, "ts": prep.con_at, "channel": prep.con_channel.astype(np.int64),
@@ -74,7 +74,8 @@ def duckdb_sql(t: int, config: F.FeatureConfig) -> str:
     return f"""
     WITH p AS (
       SELECT acc,
-        count(*) FILTER (WHERE ts >= {t - 182 * DAY} AND cents < {config.partial_payment_ratio} * (monthly * 100))
+        count(*) FILTER (WHERE ts >= {t - 182 * DAY} AND cents < {config.partial_payment_ratio}
+          * (monthly * {config.money_scale}))
           AS partial_payments_6m,
         count(*) FILTER (WHERE ts >= {t - 365 * DAY} AND method <> {DIRECT_DEBIT}) AS manual_payments_12m,
         coalesce(sum(cents::DOUBLE) FILTER (WHERE ts >= {t - 90 * DAY}), 0) AS paid_cents_90d,
@@ -86,7 +87,7 @@ def duckdb_sql(t: int, config: F.FeatureConfig) -> str:
           FROM c0 GROUP BY acc)
     SELECT coalesce(p.partial_payments_6m, 0)::DOUBLE AS partial_payments_6m,
       coalesce(p.manual_payments_12m, 0)::DOUBLE AS manual_payments_12m,
-      coalesce(p.paid_cents_90d, 0) / 100.0 / a.monthly AS paid_90d_instalments,
+      coalesce(p.paid_cents_90d, 0) / {config.money_scale} / a.monthly AS paid_90d_instalments,
       ({t}::DOUBLE - p.last_at::DOUBLE) / {DAY}.0 AS days_since_last_payment,
       p.last_method::DOUBLE AS last_payment_method,
       {", ".join(f"coalesce(c.{ch}_{k}_{days}d, 0)::DOUBLE AS {ch}_{k}_{days}d"
@@ -108,7 +109,8 @@ def with_polars(inputs: dict[str, pa.Table], t: int, config: F.FeatureConfig) ->
     days = config.contact_lookback_days
     pay = pl.from_arrow(inputs["pay"]).filter(pl.col("ts") < t)
     p = pay.group_by("acc").agg(
-        ((pl.col("ts") >= t - 182 * DAY) & (pl.col("cents") < config.partial_payment_ratio * (pl.col("monthly") * 100)))
+        ((pl.col("ts") >= t - 182 * DAY) & (pl.col("cents") < config.partial_payment_ratio
+                                          * (pl.col("monthly") * config.money_scale)))
         .sum().alias("partial_payments_6m"),
         ((pl.col("ts") >= t - 365 * DAY) & (pl.col("method") != DIRECT_DEBIT)).sum().alias("manual_payments_12m"),
         pl.col("cents").cast(pl.Float64).filter(pl.col("ts") >= t - 90 * DAY).sum().alias("paid_cents_90d"),
@@ -127,7 +129,8 @@ def with_polars(inputs: dict[str, pa.Table], t: int, config: F.FeatureConfig) ->
     counts = [c for c in names(days) if c.endswith(f"_{days}d") or c in ("partial_payments_6m", "manual_payments_12m")]
     out = out.select(
         *[pl.col(c).fill_null(0).cast(pl.Float64) for c in counts],
-        (pl.col("paid_cents_90d").fill_null(0.0) / 100.0 / pl.col("monthly")).alias("paid_90d_instalments"),
+        (pl.col("paid_cents_90d").fill_null(0.0) / config.money_scale / pl.col("monthly"))
+        .alias("paid_90d_instalments"),
         since("last_at").alias("days_since_last_payment"),
         pl.col("last_method").cast(pl.Float64).alias("last_payment_method"),
         since("last_contact").alias("days_since_last_contact"), since("last_reach").alias("days_since_last_reach"))

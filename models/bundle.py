@@ -77,6 +77,7 @@ class Decisions:
     columns: dict[str, Any]
     X: np.ndarray
     feature_names: list[str]
+    left_out: dict[str, str] = field(default_factory=dict)  # account id -> why it is not in the queue
 
     def __len__(self) -> int:
         return len(self.X)
@@ -111,6 +112,7 @@ class ScoringBundle:
     cure: CalibratedLGBM
     response: ResponseModel | None   # None until randomised decisions are logged
     safe: SafePolicy | None = None   # the baseline and the validated departure margin (models.safe)
+    baseline: Any = None             # models.baseline.Baseline on the cure model's training rows (judging only)
     run_id: str = ""
     model_version: str = "unregistered"
     metadata: dict = field(default_factory=dict)
@@ -150,14 +152,19 @@ class ScoringBundle:
         return self.decide(prep, as_of, known, explore).frame(keep_features)
 
     def _overdue(self, prep: Prepared, as_of: pd.Timestamp, conf: Configs
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-        """The overdue accounts' positions, their feature columns by name, and the model's input matrix."""
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, str]]:
+        """The overdue accounts' positions (arrears past the materiality thresholds), their feature columns
+        by name, the model's input matrix, and why each account with smaller arrears was left out."""
         names = feature_names(conf.features)
         matrix = feature_matrix(prep, as_of, conf.features)
-        rows = np.flatnonzero(matrix[:, names.index("arrears")] > 0)
+        arrears = matrix[:, names.index("arrears")]
+        keep = policy.material(arrears, matrix[:, names.index("arrears_instalments")], conf.policy)
+        small = np.flatnonzero((arrears > 0) & ~keep)
+        left_out = {str(prep.account_id[i]): policy.left_out_reason(float(arrears[i]), conf.policy) for i in small}
+        rows = np.flatnonzero(keep)
         matrix = matrix[rows]
         cols = {name: matrix[:, j] for j, name in enumerate(names)}
-        return rows, cols, matrix[:, [names.index(n) for n in self.feature_names]]
+        return rows, cols, matrix[:, [names.index(n) for n in self.feature_names]], left_out
 
     def _verdict(self, prep: Prepared, rows: np.ndarray, cols: dict[str, np.ndarray], as_of: pd.Timestamp,
                  history_known: np.ndarray, conf: Configs) -> tuple[np.ndarray, rules.RuleResult]:
@@ -173,14 +180,16 @@ class ScoringBundle:
 
     def constraints(self, portfolio: Portfolio, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
         """For every account overdue at `as_of`: its id, arrears, features, and the channels and arms
-        (reminder, arrangement) the rules and the staged offer allow; for evaluations."""
+        (reminder, arrangement) the rules and the staged offer allow (no channel for stale debt, as in
+        `decide`); for evaluations."""
         as_of = pd.Timestamp(as_of).tz_convert("UTC")
         conf = self.configs()
         prep = prepare(portfolio, conf.features)
-        rows, cols, X = self._overdue(prep, as_of, conf)
+        rows, cols, X, _ = self._overdue(prep, as_of, conf)
         staged, verdict = self._verdict(prep, rows, cols, as_of, np.ones(prep.n, dtype=bool), conf)
+        stale = policy.stale(cols["days_past_due"], conf.policy)
         return {"account_id": prep.account_id[rows], "arrears": cols["arrears"], "X": X,
-                "channel_ok": _contact_allowed(verdict),
+                "channel_ok": _contact_allowed(verdict) & ~stale[:, None],
                 "arm_ok": policy.arm_offers_allowed(staged, verdict.offer_allowed)}
 
     def gains(self, X: np.ndarray) -> np.ndarray:
@@ -203,15 +212,18 @@ class ScoringBundle:
         known = np.ones(prep.n, dtype=bool) if history_known is None else np.asarray(history_known, dtype=bool)
         conf = self.configs()
         eps = conf.policy.explore if explore is None else policy.explore_rate(explore)
-        rows, cols, X = self._overdue(prep, as_of, conf)
+        rows, cols, X, left_out = self._overdue(prep, as_of, conf)
         if not len(rows):
-            return Decisions({name: [] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)}, X, list(self.feature_names))
+            return Decisions({name: [] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)}, X, list(self.feature_names),
+                             left_out)
+        stale = policy.stale(cols["days_past_due"], conf.policy)
         cure_p = np.round(self.cure.calibrate(self.cure.predict_raw(X)), 6)
+        cure_p[stale] = round(float(self.metadata.get("stale_cure_rate", 0.0)), 6)
         staged, verdict = self._verdict(prep, rows, cols, as_of, known, conf)
         ids = prep.account_id[rows]
         u, v, w = uniforms(ids, as_of, int(self.params["seed"]))
         arm_ok = policy.arm_offers_allowed(staged, verdict.offer_allowed)
-        channel_ok = _contact_allowed(verdict)
+        channel_ok = _contact_allowed(verdict) & ~stale[:, None]
         prefs = None if self.safe is None else self.safe.preferences(
             cols["days_past_due"], cols["arrears_instalments"], tuple(w.name for w in conf.windows))
         choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, conf.policy, u, v, eps,
@@ -220,13 +232,27 @@ class ScoringBundle:
         main = self._action_columns(zones, verdict, staged, conf, choice.channel, choice.window, choice.arm, w)
         alt = self._action_columns(zones, verdict, staged, conf, *choice.alt[:3], w)
         out = self._columns(ids, cols, X, as_of, cure_p, verdict, choice, main, conf)
+        self._stale_track(out, stale, cols["days_past_due"], conf.policy)
         for key in ("channel", "window_start", "window_end", "offer", "template"):
             out[f"_alt_{key}"] = alt[key]
         out["_alt_gain"], out["_alt_value"], out["_value"] = np.round(choice.alt[3], 6), choice.alt[4], choice.value
         out["decision_id"] = self._decision_ids(out, X, conf.policy.version)
         order = np.lexsort((ids.astype(str), -out["priority"])) if len(ids) else np.empty(0, dtype=np.int64)
         ordered = {name: _take(values, order) for name, values in out.items()}
-        return Decisions(ordered, X[order], list(self.feature_names))
+        return Decisions(ordered, X[order], list(self.feature_names), left_out)
+
+    @staticmethod
+    def _stale_track(out: dict[str, Any], stale: np.ndarray, days_past_due: np.ndarray,
+                     pconf: policy.PolicyConfig) -> None:
+        """Stale accounts leave the cure queue: their own tier (legal holds stay first), no automated action,
+        priority 0, and the reason in words instead of the cure model's (its cure chance is the stale rate)."""
+        tiers = np.array(out["tier"], dtype=object)
+        track = stale & (tiers != "hold: legal")
+        tiers[track] = policy.stale_tier(days_past_due[track], pconf)
+        out["tier"] = tiers.tolist()
+        out["priority"] = np.where(stale, 0.0, out["priority"])
+        for i in np.flatnonzero(stale):
+            out["reasons"][i] = [policy.stale_reason(float(days_past_due[i]), pconf)]
 
     def _action_columns(self, zones, verdict, staged, conf, channel_idx, window_idx, arm_idx, w) -> dict[str, list]:
         """Channel, contact window, offer and template of chosen action indices (-1 = no contact); the
@@ -248,7 +274,8 @@ class ScoringBundle:
         channel = np.array(main["channel"], dtype=object)
         tier = policy.tiers(channel, verdict.held_by, verdict.require_human, verdict.suppress_all, local_today,
                             choice.value, conf.policy)
-        reasons = top_reasons(self.cure.contributions(X), X, self.feature_names, k=3)
+        reasons = top_reasons(self.cure.contributions(X), X, self.feature_names, k=3,
+                              usual=self.metadata.get("usual_values"), currency=conf.policy.currency)
         windows = [w.name for w in conf.windows]
         drivers = self._drivers(X, choice)
         steps = self._steps(cols)

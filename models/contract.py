@@ -104,6 +104,7 @@ PAIRED_VALUES = (("contacts", "outcome", "held_out", "channel", "none"),)
 
 FORMATS = ("parquet", "csv")
 MAX_ROWS = 5  # offending rows named in an error
+SOURCE_FILE = b"cureflow.source_file"  # Arrow schema metadata: the CSV file a table was read from
 MAX_VALUE_CHARS = 40
 _DAY_NS = 86_400 * 10**9
 _FIRST_DAY, _PAST_LAST_DAY = np.datetime64("1678-01-01"), np.datetime64("2262-01-01")  # datetime64[ns] range
@@ -119,9 +120,11 @@ _ISO_NAIVE = rf"^\d{{4}}-\d{{2}}-\d{{2}}({_ISO_TIME})?$"
 class ContractError(ValueError):
     """A table that breaks the contract: the table, the column, the problem and the first offending rows.
 
-    Built as `ContractError(table, column, rows, problem, count=None, values=())`. `rows` are 0-based
-    data row positions (header excluded), at most the first five; `count` is how many rows break the
-    check (default: len(rows)). The message shows the offending values of that column only, truncated.
+    Built as `ContractError(table, column, rows, problem, count=None, values=(), lines=(), file=None)`.
+    `rows` are 0-based data row positions (header excluded), at most the first five; `count` is how many
+    rows break the check (default: len(rows)). The message shows the offending values of that column only,
+    truncated. For a table read from a CSV file, `lines` are the same rows' line numbers in `file` as a
+    person sees them in an editor (the header is line 1), shown beside the row positions.
     """
 
     def __init__(
@@ -132,6 +135,8 @@ class ContractError(ValueError):
         problem: str = "breaks the contract",
         count: int | None = None,
         values: Sequence[object] = (),
+        lines: Sequence[int] = (),
+        file: str | None = None,
     ) -> None:
         self.table = table
         self.column = column
@@ -139,10 +144,18 @@ class ContractError(ValueError):
         self.rows = [int(row) for row in rows][:MAX_ROWS]
         self.count = len(self.rows) if count is None else int(count)
         self.values = [_shown(value) for value in values][:MAX_ROWS]
+        self.lines = [int(line) for line in lines][:MAX_ROWS]
+        self.file = file
         super().__init__(self._message())
 
     def __reduce__(self):  # picklable across processes (joblib, Spark) despite the custom signature
-        return (type(self), (self.table, self.column, self.rows, self.problem, self.count, self.values))
+        return (type(self), (self.table, self.column, self.rows, self.problem, self.count, self.values,
+                             self.lines, self.file))
+
+    def in_file(self, file: str | Path) -> ContractError:
+        """This error with its rows' line numbers in the CSV file the table was read from."""
+        return ContractError(self.table, self.column, self.rows, self.problem, self.count, self.values,
+                             csv_lines(file, self.rows), Path(file).name)
 
     def _message(self) -> str:
         where = self.table if self.column is None else f"{self.table}.{self.column}"
@@ -153,11 +166,36 @@ class ContractError(ValueError):
             text = f"{where}: {self.problem} in 1 row, row {first}"
         else:
             text = f"{where}: {self.problem} in {self.count} rows, first rows {first}"
+        if self.lines:
+            text += (f" ({'line' if len(self.lines) == 1 else 'lines'} {', '.join(map(str, self.lines))} of "
+                     f"{self.file})")
         if self.values:
             more = ", ..." if self.count > len(self.values) else ""
             shown = ", ".join(repr(value) for value in self.values)
             text += f" (value{'s' if len(self.values) > 1 else ''} {shown}{more})"
         return text
+
+
+def csv_lines(file: str | Path, rows: Sequence[int]) -> list[int]:
+    """The line (1-based, the header is line 1) on which each data row of a CSV file starts, as an editor
+    shows it: blank lines are skipped as the readers skip them, a quoted value may span lines."""
+    wanted, found = set(rows), {}
+    with open(file, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        row, line, header = -1, 0, True
+        for record in reader:
+            start, line = line + 1, reader.line_num
+            if not record:
+                continue
+            if header:
+                header = False
+                continue
+            row += 1
+            if row in wanted:
+                found[row] = start
+                if len(found) == len(wanted):
+                    break
+    return [found[row] for row in rows if row in found]
 
 
 def _shown(value: object) -> str:
@@ -584,8 +622,16 @@ def read_dir(path: str | Path) -> Portfolio:
 
 
 def validate_tables(tables: Mapping[str, pa.Table]) -> Portfolio:
-    """`validate` for tables as read into Arrow (by `read_dir_tables`, or from a database)."""
-    return validate({name: table.to_pandas(date_as_object=False) for name, table in tables.items()})
+    """`validate` for tables as read into Arrow (by `read_dir_tables`, or from a database); an error in a
+    table read from a CSV file names the file's lines beside the row positions."""
+    try:
+        return validate({name: table.to_pandas(date_as_object=False) for name, table in tables.items()})
+    except ContractError as err:
+        table = tables.get(err.table)
+        meta = (table.schema.metadata or {}) if isinstance(table, pa.Table) else {}
+        if err.rows and SOURCE_FILE in meta:
+            raise err.in_file(meta[SOURCE_FILE].decode()) from None
+        raise
 
 
 def read_dir_tables(path: str | Path) -> dict[str, pa.Table]:
@@ -628,7 +674,8 @@ def _read_table(name: str, file: Path) -> pa.Table:
                 quoted_strings_can_be_null=True,
             )
             parse = pv.ParseOptions(newlines_in_values=True)
-            return pv.read_csv(file, parse_options=parse, convert_options=convert)
+            table = pv.read_csv(file, parse_options=parse, convert_options=convert)
+            return table.replace_schema_metadata({SOURCE_FILE: str(file).encode()})
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise ContractError(name, None, problem=f"cannot read {file.name}: {exc}") from exc
     raise ContractError(name, twice[0], problem=f"column appears {header.count(twice[0])} times in {file.name}")

@@ -42,6 +42,7 @@ class FeatureConfig:
     window_lookback_days: int
     partial_payment_ratio: float
     windows: tuple[calendar.Window, ...]
+    money_decimals: int = 3
 
     @classmethod
     def from_params(cls, params: dict) -> FeatureConfig:
@@ -52,7 +53,26 @@ class FeatureConfig:
             int(feat["window_lookback_days"]),
             float(feat["partial_payment_ratio"]),
             calendar.parse_windows(params["calendar"]),
+            money_decimals(feat.get("money_decimals", 3)),
         )
+
+    @property
+    def money_scale(self) -> int:
+        """Money is counted in integer units of 1 / money_scale of the currency."""
+        return 10 ** self.money_decimals
+
+
+def money_decimals(value) -> int:
+    """params features.money_decimals: the decimals of money kept, 0..3 (3 keeps 616.545 exactly, and the
+    largest amount the contract allows, vocab.MAX_AMOUNT = 10^12, stays below 2^53 units: exact in float64)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+        raise ValueError(f"params features.money_decimals must be a whole number in 0..3, not {value!r}")
+    return value
+
+
+def to_units(amounts, scale: int) -> np.ndarray:
+    """Amounts as int64 units of 1 / scale of the currency, rounded once per row (sums stay exact)."""
+    return np.rint(np.asarray(amounts, dtype=np.float64) * scale).astype(np.int64)
 
 
 def feature_names(config: FeatureConfig) -> list[str]:
@@ -85,10 +105,10 @@ class Prepared:
     inst_acc: np.ndarray
     inst_due: np.ndarray        # ns, local midnight starting the due date; sorted by (acc, due)
     inst_end: np.ndarray        # ns, local midnight ending the due date: the instalment counts from here
-    inst_cents: np.ndarray      # int64 minor units
+    inst_units: np.ndarray      # int64 units of 1 / scale of the currency
     pay_acc: np.ndarray
     pay_at: np.ndarray          # ns, sorted by (acc, paid_at)
-    pay_cents: np.ndarray
+    pay_units: np.ndarray
     pay_method: np.ndarray
     con_acc: np.ndarray
     con_at: np.ndarray          # ns, sorted by (acc, contacted_at)
@@ -99,6 +119,7 @@ class Prepared:
     zone: np.ndarray            # effective IANA zone name (the default where missing or invalid)
     tz_valid: np.ndarray        # False when the account's zone is not a known IANA name
     flags: dict[str, np.ndarray]  # the accounts' vocab.FLAG_COLUMNS as bool arrays
+    scale: int = 100            # money units per currency unit (FeatureConfig.money_scale)
 
     @property
     def n(self) -> int:
@@ -147,9 +168,9 @@ def prepare(portfolio: Portfolio, config: FeatureConfig) -> Prepared:
         birth_year=acc["birth_year"].to_numpy(dtype=np.float64),
         employment=_codes(acc["employment"], vocab.EMPLOYMENT),
         inst_acc=i_acc[i_order], inst_due=i_due[i_order], inst_end=i_end[i_order],
-        inst_cents=np.rint(inst["amount_due"].to_numpy(dtype=np.float64) * 100).astype(np.int64)[i_order],
+        inst_units=to_units(inst["amount_due"], config.money_scale)[i_order],
         pay_acc=p_acc[p_order], pay_at=p_at[p_order],
-        pay_cents=np.rint(pay["amount"].to_numpy(dtype=np.float64) * 100).astype(np.int64)[p_order],
+        pay_units=to_units(pay["amount"], config.money_scale)[p_order],
         pay_method=_codes(pay["method"], vocab.PAYMENT_METHODS)[p_order],
         con_acc=c_acc[c_order], con_at=c_at[c_order],
         con_channel=_codes(con["channel"], vocab.CHANNELS)[c_order],
@@ -159,6 +180,7 @@ def prepare(portfolio: Portfolio, config: FeatureConfig) -> Prepared:
         zone=zones.astype(object),
         tz_valid=calendar.valid_timezones(acc["timezone"]),
         flags={name: acc[name].to_numpy(dtype=bool) for name in vocab.FLAG_COLUMNS},
+        scale=config.money_scale,
     )
 
 
@@ -185,11 +207,11 @@ def _within_offsets(acc: np.ndarray, totals: np.ndarray) -> np.ndarray:
 def _fifo_paid_at(prep: Prepared, t: int, i_mask: np.ndarray, p_mask: np.ndarray) -> np.ndarray:
     """For each instalment due before t, when payments before t fully covered it (FIFO); int64 max if not."""
     n = prep.n
-    due_tot = np.bincount(prep.inst_acc[i_mask], weights=prep.inst_cents[i_mask], minlength=n).astype(np.int64)
-    pay_tot = np.bincount(prep.pay_acc[p_mask], weights=prep.pay_cents[p_mask], minlength=n).astype(np.int64)
+    due_tot = np.bincount(prep.inst_acc[i_mask], weights=prep.inst_units[i_mask], minlength=n).astype(np.int64)
+    pay_tot = np.bincount(prep.pay_acc[p_mask], weights=prep.pay_units[p_mask], minlength=n).astype(np.int64)
     offset = np.concatenate([[0], np.cumsum(np.maximum(due_tot, pay_tot))[:-1]])
-    i_acc, i_cents = prep.inst_acc[i_mask], prep.inst_cents[i_mask]
-    p_acc, p_cents = prep.pay_acc[p_mask], prep.pay_cents[p_mask]
+    i_acc, i_cents = prep.inst_acc[i_mask], prep.inst_units[i_mask]
+    p_acc, p_cents = prep.pay_acc[p_mask], prep.pay_units[p_mask]
     cum_due = np.cumsum(i_cents) - _within_offsets(i_acc, due_tot) + offset[i_acc]
     cum_pay = np.cumsum(p_cents) - _within_offsets(p_acc, pay_tot) + offset[p_acc]
     j = np.searchsorted(cum_pay, cum_due, side="left")
@@ -208,9 +230,9 @@ def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[
     p_mask = prep.pay_at < t
     paid_at = _fifo_paid_at(prep, t, i_mask, p_mask)
     acc, due, due_end = prep.inst_acc[i_mask], prep.inst_due[i_mask], prep.inst_end[i_mask]
-    due_sum = _count(prep.inst_acc, i_mask, n, prep.inst_cents)
-    paid_sum = _count(prep.pay_acc, p_mask, n, prep.pay_cents)
-    arrears = np.maximum(due_sum - paid_sum, 0.0) / 100.0
+    due_sum = _count(prep.inst_acc, i_mask, n, prep.inst_units)
+    paid_sum = _count(prep.pay_acc, p_mask, n, prep.pay_units)
+    arrears = np.maximum(due_sum - paid_sum, 0.0) / prep.scale
     unpaid = paid_at == np.iinfo(np.int64).max
     oldest = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(oldest, acc[unpaid], due[unpaid])
@@ -236,8 +258,8 @@ def _payment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str
     """Recency, method, partial and manual payments, money paid in the last 90 days."""
     n, acc, at = prep.n, prep.pay_acc, prep.pay_at
     before = at < t
-    monthly_of_row = prep.monthly[acc] * 100
-    partial = before & (at >= t - 182 * DAY_NS) & (prep.pay_cents < config.partial_payment_ratio * monthly_of_row)
+    monthly_of_row = prep.monthly[acc] * prep.scale
+    partial = before & (at >= t - 182 * DAY_NS) & (prep.pay_units < config.partial_payment_ratio * monthly_of_row)
     manual_code = vocab.PAYMENT_METHODS.index("direct_debit")
     manual = before & (at >= t - 365 * DAY_NS) & (prep.pay_method != manual_code)
     recent = before & (at >= t - 90 * DAY_NS)
@@ -245,7 +267,7 @@ def _payment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str
     return {
         "partial_payments_6m": _count(acc, partial, n),
         "manual_payments_12m": _count(acc, manual, n),
-        "paid_90d_instalments": _count(acc, recent, n, prep.pay_cents) / 100.0 / prep.monthly,
+        "paid_90d_instalments": _count(acc, recent, n, prep.pay_units) / prep.scale / prep.monthly,
         "days_since_last_payment": (t - last_at) / DAY_NS,
         "last_payment_method": _last(acc, prep.pay_method.astype(np.float64), before, n),
     }
@@ -349,10 +371,6 @@ def _rows_of(requests: Sequence[Mapping], table: str) -> tuple[list[int], list[M
     return owners, rows
 
 
-def _cents(amounts: list[float]) -> np.ndarray:
-    return np.rint(np.asarray(amounts, dtype=np.float64) * 100).astype(np.int64)
-
-
 def prepare_requests(requests: Sequence[Mapping], config: FeatureConfig) -> Prepared:
     """The arrays `prepare` builds, straight from validated real-time requests (python dates and aware
     datetimes; a request's `contacts` may be None, meaning not sent): the API's hot path, no pandas.
@@ -385,8 +403,9 @@ def prepare_requests(requests: Sequence[Mapping], config: FeatureConfig) -> Prep
                             dtype=np.float64),
         employment=np.array([_EMPLOYMENT[a["employment"]] for a in accounts], dtype=np.int16),
         inst_acc=i_acc[i_order], inst_due=i_due[i_order], inst_end=i_end[i_order],
-        inst_cents=_cents([r["amount_due"] for r in inst])[i_order],
-        pay_acc=p_acc[p_order], pay_at=p_at[p_order], pay_cents=_cents([r["amount"] for r in pay])[p_order],
+        inst_units=to_units([r["amount_due"] for r in inst], config.money_scale)[i_order],
+        pay_acc=p_acc[p_order], pay_at=p_at[p_order],
+        pay_units=to_units([r["amount"] for r in pay], config.money_scale)[p_order],
         pay_method=np.array([_METHODS[r["method"]] for r in pay], dtype=np.int16)[p_order],
         con_acc=c_acc[c_order], con_at=c_at[c_order],
         con_channel=np.array([_CHANNELS[r["channel"]] for r in con], dtype=np.int16)[c_order],
@@ -396,4 +415,5 @@ def prepare_requests(requests: Sequence[Mapping], config: FeatureConfig) -> Prep
         zone=np.array(zones, dtype=object),
         tz_valid=np.array([calendar.is_valid_timezone(a.get("timezone") or None) for a in accounts], dtype=bool),
         flags={name: np.array([bool(a[name]) for a in accounts], dtype=bool) for name in vocab.FLAG_COLUMNS},
+        scale=config.money_scale,
     )

@@ -13,15 +13,15 @@ from models.features import DAY_NS, Prepared
 
 
 def paid_between(prep: Prepared, start: np.ndarray, days: float, acc: np.ndarray) -> np.ndarray:
-    """For each (account, start) pair, the money (yen) paid in [start, start + days)."""
+    """For each (account, start) pair, the money (in the currency) paid in [start, start + days)."""
     key_base = prep.pay_acc.astype(np.int64) * (1 << 40)
     offs = (prep.pay_at // 10**9)  # seconds since 1970 fit in 40 bits until year 2318
     keys = key_base + offs
-    cum = np.concatenate([[0], np.cumsum(prep.pay_cents)])
+    cum = np.concatenate([[0], np.cumsum(prep.pay_units)])
     lo = np.searchsorted(keys, acc.astype(np.int64) * (1 << 40) + start // 10**9, side="left")
     hi_t = (start + int(days * DAY_NS)) // 10**9
     hi = np.searchsorted(keys, acc.astype(np.int64) * (1 << 40) + hi_t, side="left")
-    return (cum[hi] - cum[lo]) / 100.0
+    return (cum[hi] - cum[lo]) / prep.scale
 
 
 def cure_labels(prep: Prepared, as_of: pd.Timestamp, arrears: np.ndarray, horizon_days: int) -> np.ndarray:

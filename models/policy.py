@@ -33,6 +33,11 @@ class PolicyConfig:
     try_channels: tuple[str, ...] = ("sms", "email", "letter", "ivr")  # channels an experiment may try instead
     holdout: bool = True  # experiments keep a no-contact arm (the hold-out every lift is measured against)
     templates: tuple[tuple[str, tuple[str, ...]], ...] = ()  # wording variants per channel (default: v1)
+    currency: str = "JPY"
+    min_arrears: float = 0.0              # materiality: less than this (in the currency) is not overdue ...
+    min_arrears_instalments: float = 0.0  # ... nor less than this share of the monthly amount
+    recovery_days_past_due: float = float("inf")   # stale debt: beyond this, not a cure candidate
+    write_off_days_past_due: float = float("inf")  # and beyond this, for write-off review
 
     @classmethod
     def from_params(cls, policy: dict) -> PolicyConfig:
@@ -49,6 +54,8 @@ class PolicyConfig:
             calls_per_hour=float(policy.get("calls_per_hour", 12)),
             templates=_templates(policy.get("templates") or {}),
             **_experiment_config(policy.get("experiments") or {}),
+            currency=str(policy.get("currency", "JPY")),
+            **_thresholds(policy),
         )
 
 
@@ -89,6 +96,48 @@ def _experiment_config(raw: dict) -> dict:
     if "holdout" in raw:
         out["holdout"] = bool(raw["holdout"])
     return out
+
+
+def _thresholds(policy: dict) -> dict[str, float]:
+    """params policy.materiality and policy.stale (absent in bundles trained before them: no threshold)."""
+    material, stale = policy.get("materiality") or {}, policy.get("stale") or {}
+    out = {"min_arrears": float(material.get("min_arrears", 0.0)),
+           "min_arrears_instalments": float(material.get("min_instalments", 0.0)),
+           "recovery_days_past_due": float(stale.get("recovery_days_past_due", float("inf"))),
+           "write_off_days_past_due": float(stale.get("write_off_days_past_due", float("inf")))}
+    if min(out.values()) < 0 or out["write_off_days_past_due"] < out["recovery_days_past_due"]:
+        raise ValueError(f"params policy.materiality and policy.stale must be >= 0, and write-off after recovery: "
+                         f"{out}")
+    return out
+
+
+def material(arrears: np.ndarray, arrears_instalments: np.ndarray, config: PolicyConfig) -> np.ndarray:
+    """Overdue for the work queue: arrears above zero and at least both materiality thresholds (a residue
+    of a few units of the currency, or a sliver of an instalment, is not worth a contact)."""
+    return (arrears > 0) & (arrears >= config.min_arrears) & (arrears_instalments >= config.min_arrears_instalments)
+
+
+def left_out_reason(arrears: float, config: PolicyConfig) -> str:
+    """Why an account with arrears below the materiality thresholds is not in the work queue."""
+    return (f"not in the work queue: arrears of {config.currency} {arrears:,.2f} are below the materiality "
+            f"threshold ({config.currency} {config.min_arrears:,.2f} and {config.min_arrears_instalments:g} of "
+            f"an instalment)")
+
+
+def stale(days_past_due: np.ndarray, config: PolicyConfig) -> np.ndarray:
+    """Stale debt: past the days-past-due limit a collector no longer works for a cure."""
+    return days_past_due > config.recovery_days_past_due
+
+
+def stale_tier(days_past_due: np.ndarray, config: PolicyConfig) -> np.ndarray:
+    """The stale track's tier: recovery review by a person, or write-off review past the later limit."""
+    return np.where(days_past_due > config.write_off_days_past_due, "write-off review", "recovery review")
+
+
+def stale_reason(days_past_due: float, config: PolicyConfig) -> str:
+    """Why a stale account is not scored as a cure candidate."""
+    return (f"{days_past_due:.0f} days past due, beyond the {config.recovery_days_past_due:.0f}-day limit of "
+            f"cure work: for review by a person, not for automated contact")
 
 
 def parse_capacity(value) -> int | None:

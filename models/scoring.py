@@ -63,15 +63,17 @@ def check_requests(requests: Sequence[Mapping[str, Any]]) -> None:
               [f"{contacts[i]['outcome']} with channel {contacts[i]['channel']}" for i in bad])
 
 
-def not_overdue_answer(bundle: ScoringBundle, account_id: str, as_of: pd.Timestamp) -> dict[str, Any]:
-    """The answer for an account with no arrears at as_of: nothing to do, nothing blocked."""
+def not_overdue_answer(bundle: ScoringBundle, account_id: str, as_of: pd.Timestamp,
+                       why: str = "no arrears at the as-of time") -> dict[str, Any]:
+    """The answer for an account with no arrears at as_of (or arrears below the materiality thresholds,
+    `why` says so): nothing to do, nothing blocked."""
     decision = uuid.uuid5(DECISION_NAMESPACE, f"{account_id}|{as_of.isoformat()}|{bundle.model_version}|current")
     return {
         "account_id": account_id, "as_of": as_of.isoformat(), "model_version": bundle.model_version,
         "cure_probability": 1.0, "priority": 0.0, "tier": "not overdue",
         "action": {"channel": "none", "contact_window": None, "offer": "none", "template": None,
                    "expected_gain": 0.0},
-        "reasons": ["no arrears at the as-of time"], "blocked": [], "decision_id": str(decision),
+        "reasons": [why], "blocked": [], "decision_id": str(decision),
         "propensity": None,
     }
 
@@ -99,7 +101,8 @@ def score_requests_with_features(bundle: ScoringBundle, requests: Sequence[Mappi
         found = {a["account_id"]: (a, decisions.inputs(k)) for k, a in enumerate(decisions.answers())}
         for i, request in zip(positions, batch, strict=True):
             account_id = request["account"]["account_id"]
-            out[i] = found.get(account_id) or (not_overdue_answer(bundle, account_id, as_of), {})
+            why = decisions.left_out.get(account_id, "no arrears at the as-of time")
+            out[i] = found.get(account_id) or (not_overdue_answer(bundle, account_id, as_of, why), {})
     return [out[i] for i in range(len(requests))]
 
 

@@ -286,5 +286,18 @@ def ingest_uci(
     main(data, out)
 
 
+@app.command("ingest-kiva")
+def ingest_kiva(
+    data: Annotated[Path, typer.Option(help="the Kiva loans JSON")] = Path(
+        "../shared/data/kiva/kiva_loans_2005_2006.json"),
+    out: Annotated[Path, typer.Option(help="output directory for the contract tables")] = Path("data/kiva"),
+) -> None:
+    """Write the Kiva microloans (schedules and dated repayments, USD) in the data contract, with the params
+    `cureflow train` needs (OUT/params.yaml, via CUREFLOW_PARAMS); pipelines/kiva.py gives the choices."""
+    from pipelines.kiva import main
+
+    main(data, out)
+
+
 if __name__ == "__main__":
     app()

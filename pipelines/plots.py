@@ -62,3 +62,21 @@ def importance_plot(names: list[str], gain: np.ndarray, path: Path, top: int = 2
     fig, ax = _axes((6, 6))
     ax.barh([names[i] for i in order], gain[order])
     return _save(fig, ax, path, legend=False, xlabel="total gain", title="Feature importance (cure model)")
+
+
+def band_calibration_plot(holdout: pd.DataFrame, bands, path: Path, bins: int = 10) -> Path:
+    """Reliability by days-past-due band: predicted against observed cure rate in equal-mass bins of each
+    band (a band's points off the diagonal are where the model is over- or under-confident)."""
+    fig, ax = _axes((5.5, 5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    dpd = holdout["days_past_due"].to_numpy(dtype=float)
+    y, p = holdout["label"].to_numpy(dtype=float), holdout["p"].to_numpy(dtype=float)
+    for label, low, high in bands:
+        on = np.flatnonzero((dpd > low) & (dpd <= high))
+        if len(on) < bins:
+            continue
+        parts = [on[idx] for idx in np.array_split(np.argsort(p[on], kind="stable"), bins) if len(idx)]
+        ax.plot([p[i].mean() for i in parts], [y[i].mean() for i in parts], "o-",
+                label=f"{label} days past due (n={len(on):,})")
+    return _save(fig, ax, path, xlabel="predicted chance of cure", ylabel="observed cure rate",
+                 title="Calibration by days-past-due band")

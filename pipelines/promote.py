@@ -5,14 +5,17 @@
 same directory:
 
 - the cure model: every account overdue at the as-of dates of the later of the two models' time holdouts
-  (so neither saw them), each model with its own feature configuration; ROC AUC and ECE (calibration);
+  (so neither saw them), each model with its own feature configuration; ROC AUC and ECE (calibration) on
+  fresh arrears (1-90 days past due, the accounts a collector works; the pooled figures are reported
+  beside them), and each model's ROC AUC lift over its own three-feature baseline (`models.baseline`);
 - the policy: the logged randomised decisions after the later of the two response holdout cut-offs; the
   doubly robust estimate of each policy's payment rate within 7 days (`pipelines.evaluate`), and their
   paired difference with a 95% interval (the same decisions score both). A model without a response model
   proposes no contact to everyone, and its value is estimated the same way (inverse propensity alone).
 
 The challenger is promoted when it is not worse than the champion by more than `params.yaml: promote`'s
-margins on any of the three, and it passed its own quality gate. Either way the decision and the figures
+margins on any of the three, its fresh-arrears lift over its baseline is above the quality gate's
+`min_baseline_lift`, and it passed its own quality gate. Either way the decision and the figures
 behind it are recorded as tags on the challenger's model version (`promotion`, `promotion.reason`,
 `promotion.roc_auc`, ...); a replaced champion is tagged `replaced_by`. `--dry-run` compares and records
 nothing.
@@ -29,10 +32,11 @@ import numpy as np
 import pandas as pd
 
 from models import ope
+from models import policy as decision_policy
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
 from models.features import prepare
-from models.metrics import classification_report
+from models.metrics import FRESH_DAYS_PAST_DUE, classification_report
 from models.registry import load_bundle, parse_model_uri, registry_client, resolve_version
 from models.response import ActionSpace
 
@@ -57,13 +61,28 @@ def later(contenders: list[Contender], key: str) -> pd.Timestamp:
 
 def cure_holdout(bundle: ScoringBundle, portfolio: Portfolio, dates: list[pd.Timestamp], horizon: int
                  ) -> pd.DataFrame:
-    """as_of, account_id, label and the bundle's cure chance for every account overdue at `dates`."""
+    """as_of, account_id, label, days past due, the bundle's cure chance and its baseline's (NaN for a
+    bundle without one) for every account in the cure queue at `dates` (material arrears, not stale)."""
     from pipelines.train import cure_examples
 
-    config = bundle.feature_config
-    examples = cure_examples(prepare(portfolio, config), config, dates, horizon)
+    config, pconf = bundle.feature_config, bundle.policy_config
+    examples = cure_examples(prepare(portfolio, config), config, dates, horizon, pconf)
+    examples = examples[~decision_policy.stale(examples["days_past_due"].to_numpy(), pconf)]
     p = bundle.cure.predict_proba(examples[bundle.feature_names])[:, 1]
-    return examples[["as_of", "account_id", "label"]].assign(p=p)
+    base = bundle.baseline.predict(examples) if bundle.baseline is not None else np.full(len(examples), np.nan)
+    return examples[["as_of", "account_id", "label", "days_past_due"]].assign(p=p, p_baseline=base
+                                                                              ).reset_index(drop=True)
+
+
+def fresh_report(frame: pd.DataFrame) -> dict:
+    """ROC AUC, ECE and the rest on fresh arrears, with the baseline's ROC AUC and the lift over it."""
+    fresh = frame[frame["days_past_due"] <= FRESH_DAYS_PAST_DUE]
+    y = fresh["label"].to_numpy()
+    out = classification_report(y, fresh["p"].to_numpy())
+    if fresh["p_baseline"].notna().all():
+        out["baseline_roc_auc"] = classification_report(y, fresh["p_baseline"].to_numpy())["roc_auc"]
+        out["auc_lift"] = out["roc_auc"] - out["baseline_roc_auc"]
+    return out
 
 
 def compare_cure(contenders: list[Contender], portfolio: Portfolio, data: Path) -> dict:
@@ -83,10 +102,12 @@ def compare_cure(contenders: list[Contender], portfolio: Portfolio, data: Path) 
     frames = {c.role: cure_holdout(c.bundle, portfolio, dates, horizon) for c in contenders}
     keys = [f[["as_of", "account_id", "label"]].reset_index(drop=True) for f in frames.values()]
     if any(not k.equals(keys[0]) for k in keys[1:]):
-        raise ValueError("the contenders' holdouts differ (different label horizons?); compare like with like")
-    out = {role: classification_report(f["label"].to_numpy(), f["p"].to_numpy()) for role, f in frames.items()}
-    return {"metrics": out, "from": since.isoformat(), "dates": len(dates), "cases": len(keys[0]),
-            "history_end": end.isoformat()}
+        raise ValueError("the contenders' holdouts differ (different label horizons, materiality or stale "
+                         "limits?); compare like with like")
+    out = {role: fresh_report(f) for role, f in frames.items()}
+    pooled = {role: classification_report(f["label"].to_numpy(), f["p"].to_numpy()) for role, f in frames.items()}
+    return {"metrics": out, "pooled": pooled, "from": since.isoformat(), "dates": len(dates),
+            "cases": len(keys[0]), "fresh_cases": int(out[contenders[0].role]["n"]), "history_end": end.isoformat()}
 
 
 def policy_terms(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame) -> np.ndarray:
@@ -136,18 +157,26 @@ def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Ti
     return out
 
 
-def decide(cure: dict, policy: dict, margins: dict, gate_passed: bool = True) -> tuple[bool, list[dict]]:
-    """Promote when the challenger passed its own quality gate and is not worse than the champion by more
-    than the margins on ROC AUC, ECE and the policy's payment rate (that check is left out when no
-    randomised decision is held out). Returns the verdict and every check (name, ok, text), failures first."""
+def decide(cure: dict, policy: dict, margins: dict, gate_passed: bool = True,
+           min_baseline_lift: float = 0.0) -> tuple[bool, list[dict]]:
+    """Promote when the challenger passed its own quality gate, beats its three-feature baseline on fresh
+    arrears by more than `min_baseline_lift` (checked when the challenger has a baseline), and is not worse
+    than the champion by more than the margins on fresh-arrears ROC AUC and ECE and on the policy's payment
+    rate (that check is left out when no randomised decision is held out). Returns the verdict and every
+    check (name, ok, text), failures first."""
     ch, cp = cure["metrics"]["challenger"], cure["metrics"]["champion"]
     checks = [{"name": "quality_gate", "ok": gate_passed,
                "text": "passed its own quality gate" if gate_passed else "failed its own quality gate"},
               {"name": "roc_auc", "ok": ch["roc_auc"] >= cp["roc_auc"] - float(margins["max_roc_auc_drop"]),
-               "text": f"ROC AUC {ch['roc_auc']:.4f} vs champion {cp['roc_auc']:.4f} "
+               "text": f"fresh-arrears ROC AUC {ch['roc_auc']:.4f} vs champion {cp['roc_auc']:.4f} "
                        f"(may drop {margins['max_roc_auc_drop']})"},
               {"name": "ece", "ok": ch["ece"] <= cp["ece"] + float(margins["max_ece_rise"]),
-               "text": f"ECE {ch['ece']:.4f} vs champion {cp['ece']:.4f} (may rise {margins['max_ece_rise']})"}]
+               "text": f"fresh-arrears ECE {ch['ece']:.4f} vs champion {cp['ece']:.4f} "
+                       f"(may rise {margins['max_ece_rise']})"}]
+    if "auc_lift" in ch:
+        checks.append({"name": "baseline_lift", "ok": ch["auc_lift"] > min_baseline_lift,
+                       "text": f"fresh-arrears ROC AUC lift over the three-feature baseline {ch['auc_lift']:+.4f} "
+                               f"(must exceed {min_baseline_lift:+g})"})
     if policy.get("values"):
         vc, vp = policy["values"]["challenger"]["value"], policy["values"]["champion"]["value"]
         d = policy["difference"]
@@ -189,7 +218,8 @@ def _tags(promoted: bool, checks: list[dict], champion: Contender | None, cure: 
         return tags
     tags["promotion.compared_with"] = champion.version
     tags.update({f"promotion.{c['name']}": _line(c) for c in checks})
-    tags["promotion.holdout"] = (f"cure: {cure['cases']} cases at {cure['dates']} as-of dates from {cure['from']}; "
+    tags["promotion.holdout"] = (f"cure: {cure['cases']} cases ({cure['fresh_cases']} fresh arrears) at "
+                                 f"{cure['dates']} as-of dates from {cure['from']}; "
                                  f"policy: {policy['decisions']} logged decisions from {policy['from']}")
     return tags
 
@@ -206,13 +236,13 @@ def load_contender(client, role: str, uri: str) -> Contender | None:
 
 
 def evaluate_contenders(challenger: Contender, champion: Contender, portfolio: Portfolio, data: Path,
-                        margins: dict) -> tuple[bool, list[dict], dict, dict]:
+                        margins: dict, min_baseline_lift: float = 0.0) -> tuple[bool, list[dict], dict, dict]:
     """Both comparisons and the verdict."""
     contenders = [challenger, champion]
     cure = compare_cure(contenders, portfolio, data)
     policy = compare_policy(contenders, portfolio, pd.Timestamp(cure["history_end"]))
     gate = challenger.tags.get("quality_gate", "passed") == "passed"
-    promoted, checks = decide(cure, policy, margins, gate)
+    promoted, checks = decide(cure, policy, margins, gate, min_baseline_lift)
     return promoted, checks, cure, policy
 
 
@@ -237,8 +267,9 @@ def run(data: Path, challenger_uri: str, champion_uri: str, params: dict, dry_ru
     if champion is None:
         promoted, checks, cure, policy = True, [], None, None
     else:
+        lift = float(params["train"]["quality_gate"].get("min_baseline_lift", 0.0))
         promoted, checks, cure, policy = evaluate_contenders(challenger, champion, read_dir(data), data,
-                                                             params["promote"])
+                                                             params["promote"], lift)
     report.update(promoted=promoted, checks=checks, cure=cure, policy=policy,
                   tags=_tags(promoted, checks, champion, cure, policy, decided_at))
     _print(report, log)

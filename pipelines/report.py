@@ -140,12 +140,39 @@ def _cure_sections(result, files: dict[str, Path]) -> str:
         "<h2>2. Calibration</h2><p class='note'>When the model says 30%, about 30% should cure: the points "
         "should sit on the diagonal.</p>" + _image(files.get("calibration"), "calibration")
         + _image(files.get("roc"), "ROC curve") + _table(calibration_table(y, p))
+        + _band_section(result, files)
         + "<h2>3. Gains</h2><p class='note'>Holdout cases in ten groups from the highest predicted chance "
           "down: a good model separates the groups widely.</p>" + _image(files.get("gains_plot"), "gains")
         + _table(result.gains.drop(columns=["positives"], errors="ignore"))
         + "<h2>4. What drives the cure chance</h2><p class='note'>Share of the model's total gain by "
           "feature.</p>" + _image(files.get("importance"), "feature importance")
         + _table(importance_table(result.bundle)))
+
+
+BAND_COLUMNS = {"band": "band", "n": "cases", "base_rate": "cure rate", "mean_p": "mean predicted",
+                "roc_auc": "ROC AUC", "baseline_roc_auc": "baseline ROC AUC", "auc_lift": "lift over baseline",
+                "ece": "ECE", "baseline_ece": "baseline ECE"}
+
+
+def band_table(rows: list[dict]) -> pd.DataFrame:
+    """One band per row with the model's and the baseline's figures (blank where a band has one class)."""
+    frame = pd.DataFrame(rows)[list(BAND_COLUMNS)].rename(columns=BAND_COLUMNS)
+    return frame.astype({c: float for c in frame.columns[2:]})
+
+
+def _band_section(result, files: dict[str, Path]) -> str:
+    """Metrics and calibration by days-past-due band and by arrears size, beside the baseline."""
+    if not result.bands:
+        return ""
+    stale = result.metrics.get("stale_n", 0)
+    return ("<h3>By days past due and by arrears, beside the baseline</h3><p class='note'>The quality gate "
+            "judges fresh arrears (1-90 days past due), the accounts a collector can still cure: telling them "
+            "from old debt is easy and would flatter a pooled figure. The baseline is a logistic regression on "
+            "days past due, arrears and days since the last payment, trained on the same rows. Stale debt "
+            f"(past the days-past-due limit; {stale:,.0f} holdout cases) is its own track and not scored here."
+            "</p>" + _table(band_table([result.bands["fresh"]]))
+            + _table(band_table(result.bands["days_past_due"])) + _table(band_table(result.bands["arrears"]))
+            + _image(files.get("band_calibration"), "calibration by days-past-due band"))
 
 
 def response_pivot(table: pd.DataFrame) -> pd.DataFrame:

@@ -32,13 +32,22 @@ import numpy as np
 import pandas as pd
 
 from models import policy, safe, vocab
+from models.baseline import Baseline
 from models.bundle import ScoringBundle
 from models.config import load_params
 from models.contract import Portfolio, read_dir
 from models.estimators import CalibratedLGBM, cure_estimator
 from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
 from models.labels import cure_labels, history_end
-from models.metrics import classification_report, gains_table
+from models.metrics import (
+    DPD_BANDS,
+    FRESH_DAYS_PAST_DUE,
+    band_key,
+    band_metrics,
+    band_report,
+    classification_report,
+    gains_table,
+)
 from models.playbook import Playbook
 from models.progress import step
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
@@ -66,6 +75,7 @@ class TrainResult:
     gains: pd.DataFrame
     truth_gap: pd.DataFrame | None  # account_id, p, p_true at the end of history (simulated data only)
     history_end: pd.Timestamp
+    bands: dict | None = None                      # holdout scores by band beside the baseline (band_report)
     portfolio: Portfolio | None = None             # the training data (for the report's evaluations)
     decisions_holdout: pd.DataFrame | None = None  # logged decisions held out from the response model
     data: Path | None = None
@@ -95,18 +105,29 @@ def example_dates(prep: Prepared, end: pd.Timestamp, horizon: int, every: int, m
     return sorted(dates)
 
 
-def cure_examples(prep: Prepared, config: FeatureConfig, dates, horizon: int) -> pd.DataFrame:
-    """Features and cure labels of every account overdue at each date."""
+def cure_examples(prep: Prepared, config: FeatureConfig, dates, horizon: int,
+                  pconf: policy.PolicyConfig | None = None) -> pd.DataFrame:
+    """Features and cure labels of every account overdue at each date (past the materiality thresholds
+    of `pconf`, as in the work queue; stale accounts are kept: `fit` sets them apart)."""
     frames = []
     for t in dates:
         feats = features_at(prep, t, config)
-        overdue = feats["arrears"].to_numpy() > 0
+        arrears = feats["arrears"].to_numpy()
+        overdue = arrears > 0 if pconf is None else policy.material(
+            arrears, feats["arrears_instalments"].to_numpy(), pconf)
         labels = cure_labels(prep, t, feats["arrears"].to_numpy(), horizon)
         frame = feats.loc[overdue].copy()
         frame.insert(0, "as_of", t)
         frame["label"] = labels[overdue]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def split_stale(examples: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(curable, stale): stale debt (past policy.stale.recovery_days_past_due) is not a cure candidate, so
+    the cure model neither learns from it nor is judged on it."""
+    stale = policy.stale(examples["days_past_due"].to_numpy(), policy.PolicyConfig.from_params(params["policy"]))
+    return examples[~stale].reset_index(drop=True), examples[stale].reset_index(drop=True)
 
 
 def time_split(examples: pd.DataFrame, holdout_fraction: float, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -163,7 +184,7 @@ def build_examples(portfolio: Portfolio, data: Path, params: dict, history_end_a
     end = resolve_history_end(data, prep, history_end_at)
     dates = example_dates(prep, end, horizon, int(cure_p["example_every_days"]),
                           int(cure_p["min_history_days"]))  # 0 for six months of real data (uci.train)
-    examples = cure_examples(prep, config, dates, horizon)
+    examples = cure_examples(prep, config, dates, horizon, policy.PolicyConfig.from_params(params["policy"]))
     if len(examples) > int(cure_p["max_examples"]):
         examples = examples.sample(int(cure_p["max_examples"]), random_state=params["seed"]).sort_index()
     decisions = decision_examples(portfolio, prep, config, params, end)
@@ -363,21 +384,36 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
             examples = build_examples(portfolio, data, params, history_end_at, log=log)
     end = examples.history_end
     train, holdout = time_split(examples.cure, float(cure_p["holdout_fraction"]), horizon)
-    log(f"cure examples: {len(train):,} train, {len(holdout):,} holdout")
+    train, stale_train = split_stale(train, params)
+    holdout, stale_holdout = split_stale(holdout, params)
+    log(f"cure examples: {len(train):,} train, {len(holdout):,} holdout; stale debt set apart: "
+        f"{len(stale_train):,} train, {len(stale_holdout):,} holdout")
     names = feature_names(config)
     with step(f"cure model: {len(train):,} examples, {int(params['cure'].get('n_folds', 5))} folds"):
         model, p, metrics = fit_cure(train, holdout, names, params, log=log)
+        baseline = Baseline(int(params["seed"])).fit(train, train["label"].to_numpy())
+    hold = holdout[["as_of", "account_id", "label", "days_past_due", "arrears_instalments"]].assign(
+        p=p, p_baseline=baseline.predict(holdout))
+    bands = band_report(hold)
+    metrics.update(band_metrics(bands))
+    log(_band_line(bands["fresh"]))
+    stale_rate = float(stale_train["label"].mean()) if len(stale_train) else 0.0
+    metrics.update({"stale_n": float(len(stale_holdout)), "stale_cure_rate_train": stale_rate})
+    if len(stale_holdout):
+        metrics["stale_cure_rate"] = float(stale_holdout["label"].mean())
     with step(f"response model and safe policy: {len(examples.decisions):,} logged decisions"):
         response, resp_train, resp_holdout, resp_cut = fit_response_model(examples.decisions, names, params,
                                                                           config, log=log)
         safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, portfolio, log=log)
     bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response, safe=safe_policy,
+                           baseline=baseline,
                            metadata={"history_end": end.isoformat(), "data": str(data),
                                      "data_fingerprint": portfolio.fingerprint(),
                                      "tables": {name: {"rows": len(portfolio.tables[name]), "sha256": digest}
                                                 for name, digest in portfolio.table_fingerprints().items()},
                                      "response_holdout_from": resp_cut.isoformat(),
-                                     "cure_holdout_from": holdout["as_of"].min().isoformat()})
+                                     "cure_holdout_from": holdout["as_of"].min().isoformat(),
+                                     "stale_cure_rate": stale_rate, "usual_values": usual_values(train, names)})
     bundle.metadata["reference"] = training_reference(bundle, portfolio, train, p, end)
     gap = truth_gap(data, bundle, portfolio, end)
     if gap is not None and len(gap):
@@ -385,9 +421,22 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
         metrics["truth_n"] = float(len(gap))
         log(f"gap to the simulator's true cure chance: mean |p - p_true| = {metrics['truth_mae']:.4f} "
             f"over {len(gap):,} accounts overdue at the end")
-    hold = holdout[["as_of", "account_id", "label"]].assign(p=p)
-    return TrainResult(bundle, metrics, hold, gains_table(hold["label"], hold["p"]), gap, end,
+    return TrainResult(bundle, metrics, hold, gains_table(hold["label"], hold["p"]), gap, end, bands=bands,
                        portfolio=portfolio, decisions_holdout=resp_holdout, data=Path(data))
+
+
+def usual_values(train: pd.DataFrame, names: list[str]) -> dict[str, float]:
+    """The median of each numeric feature over the training examples: what a reason calls 'the usual'."""
+    medians = train[[n for n in names if n not in CATEGORICAL]].median(skipna=True)
+    return {name: float(v) for name, v in medians.items() if np.isfinite(v)}
+
+
+def _band_line(fresh: dict) -> str:
+    """The fresh-arrears figures in one log line."""
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
+    return (f"fresh arrears (1-90 days past due, {fresh['n']:,} holdout cases): ROC AUC {fmt(fresh['roc_auc'])}, "
+            f"baseline {fmt(fresh['baseline_roc_auc'])}, lift {fmt(fresh['auc_lift'])}, ECE {fmt(fresh['ece'])}")
 
 
 def training_reference(bundle: ScoringBundle, portfolio: Portfolio, train: pd.DataFrame, p_holdout: np.ndarray,
@@ -423,7 +472,8 @@ def git_commit() -> str:
 
 OUTPUT_FILES = {"bundle": "bundle.joblib", "metrics": "metrics.json", "gains": "gains.csv",
                 "holdout": "holdout.parquet", "calibration": "calibration.png", "roc": "roc.png",
-                "gains_plot": "gains.png", "importance": "importance.png", "report": "report.html"}
+                "gains_plot": "gains.png", "importance": "importance.png", "report": "report.html",
+                "bands": "bands.json", "band_calibration": "band_calibration.png"}
 
 
 def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
@@ -443,6 +493,9 @@ def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
     plots.gains_plot(result.gains, files["gains_plot"])
     gain = result.bundle.cure.booster_.feature_importance(importance_type="gain")
     plots.importance_plot(result.bundle.feature_names, gain, files["importance"])
+    if result.bands is not None:
+        files["bands"].write_text(json.dumps(result.bands, indent=2))
+        plots.band_calibration_plot(result.holdout, DPD_BANDS, files["band_calibration"])
     report.write_report(result, files, files["report"])
     return files
 
@@ -563,12 +616,25 @@ def set_aliases(client, model_name: str, version: str, gate: tuple[bool, str]) -
 
 
 def quality_gate(metrics: dict[str, float], gate: dict) -> tuple[bool, str]:
-    """Pass when holdout ROC AUC >= min_roc_auc and ECE <= max_ece."""
+    """Judge the arrears a collector works, not the pooled holdout (telling fresh arrears from old ones is
+    easy): on fresh arrears (1-90 days past due) ROC AUC >= min_roc_auc and a lift over the three-feature
+    baseline above min_baseline_lift; ECE <= max_ece on fresh arrears and in each of its bands (1-30, 31-90)
+    holding at least min_band_examples cases. Later bands are reported, not judged."""
     problems = []
-    if metrics["roc_auc"] < float(gate["min_roc_auc"]):
-        problems.append(f"roc_auc {metrics['roc_auc']:.3f} < {gate['min_roc_auc']}")
-    if metrics["ece"] > float(gate["max_ece"]):
-        problems.append(f"ece {metrics['ece']:.3f} > {gate['max_ece']}")
+    auc, lift = metrics.get("fresh_roc_auc"), metrics.get("fresh_auc_lift")
+    if auc is None or lift is None:
+        problems.append("no fresh arrears (1-90 days past due) with both outcomes in the holdout")
+    else:
+        if auc < float(gate["min_roc_auc"]):
+            problems.append(f"fresh-arrears roc_auc {auc:.3f} < {gate['min_roc_auc']}")
+        if lift <= float(gate.get("min_baseline_lift", 0.0)):
+            problems.append(f"fresh-arrears lift over the baseline {lift:+.3f} <= {gate.get('min_baseline_lift', 0.0)}")
+    min_n = float(gate.get("min_band_examples", 200))
+    fresh_bands = [label for label, _, high in DPD_BANDS if high <= FRESH_DAYS_PAST_DUE]
+    for name in ["fresh", *(f"dpd_{band_key(label)}" for label in fresh_bands)]:
+        ece = metrics.get(f"{name}_ece")
+        if metrics.get(f"{name}_n", 0) >= min_n and ece is not None and ece > float(gate["max_ece"]):
+            problems.append(f"{name} ece {ece:.3f} > {gate['max_ece']} ({metrics[f'{name}_n']:,.0f} cases)")
     return (not problems, "; ".join(problems))
 
 

@@ -144,7 +144,10 @@ def read_uci(path: str | Path = DEFAULT_DATA) -> UciData:
                       skipinitialspace=True)
     raw.columns = [str(c).strip() for c in raw.columns]
     raw, notes = _columns(raw, table)
-    frame, exponents = _whole_numbers(raw, table)
+    try:
+        frame, exponents = _whole_numbers(raw, table)
+    except ContractError as err:  # name the file's lines beside the rows
+        raise err.in_file(path) from None
     if exponents:
         notes.append(f"{exponents:,} numbers written in exponent form (1e+05) read as whole numbers")
     notes += _undocumented(frame)

@@ -306,6 +306,44 @@ def test_rejects_naive_timestamp_in_csv_file(tmp_path: Path, portfolio: Portfoli
     assert "without a UTC offset" in str(info.value)
 
 
+def test_an_error_in_a_csv_file_names_the_line_a_person_sees_beside_the_row(tmp_path: Path,
+                                                                          portfolio: Portfolio) -> None:
+    write_dir(portfolio, tmp_path, fmt="csv")
+    file = tmp_path / "payments.csv"
+    header, *rows = file.read_text().splitlines()
+    rows[1] = rows[1].replace("+00:00", "")
+    file.write_text("\n".join([header, "", *rows]) + "\n")  # a blank line after the header: row 1 is on line 4
+    with pytest.raises(ContractError) as info:
+        read_dir(tmp_path)
+    assert info.value.rows == [1] and info.value.lines == [4]
+    assert "in 1 row, row 1 (line 4 of payments.csv)" in str(info.value)
+
+
+def test_a_quoted_value_over_two_lines_moves_the_line_numbers_not_the_rows(tmp_path: Path,
+                                                                           portfolio: Portfolio) -> None:
+    frame = portfolio.contacts.copy()
+    frame.loc[0, "template"] = "reminder\nsecond line"
+    bad = type(portfolio)(portfolio.accounts, portfolio.installments, portfolio.payments, frame)
+    write_dir(bad, tmp_path, fmt="csv")
+    file = tmp_path / "contacts.csv"
+    lines = file.read_text().splitlines()
+    assert len(lines) == len(frame) + 2  # the value spans two lines
+    lines[4] = lines[4].replace("\"sms\"", "\"fax\"", 1)  # data row 2, on line 5 of the file
+    file.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ContractError) as info:
+        read_dir(tmp_path)
+    assert (info.value.column, info.value.rows, info.value.lines) == ("channel", [2], [5])
+
+
+def test_an_error_from_a_frame_names_rows_but_no_line(portfolio: Portfolio) -> None:
+    frame = portfolio.payments.copy()
+    frame["amount"] = frame["amount"].astype(object)
+    frame.loc[1, "amount"] = -5
+    with pytest.raises(ContractError) as info:
+        validate({**portfolio.tables, "payments": frame})
+    assert info.value.rows == [1] and info.value.lines == [] and "line" not in str(info.value)
+
+
 def test_rejects_tz_naive_parquet_timestamps(tmp_path: Path, portfolio: Portfolio) -> None:
     write_dir(portfolio, tmp_path, fmt="parquet")
     payments = pq.read_table(tmp_path / "payments.parquet")

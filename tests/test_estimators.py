@@ -99,3 +99,38 @@ def test_path_contributions_name_the_same_top_reason_as_treeshap_for_most_rows()
     path = np.abs(model.contributions(X_new)[:, :-1]).argmax(axis=1)
     shap = np.abs(model.booster_.predict(X_new, pred_contrib=True)[:, :-1]).argmax(axis=1)
     assert (path == shap).mean() >= 0.9
+
+
+def test_band_report_scores_each_band_beside_the_baseline():
+    from models.metrics import band_metrics, band_report
+
+    rng = np.random.default_rng(5)
+    n = 4000
+    dpd = rng.integers(1, 400, n).astype(float)
+    p = rng.random(n)
+    y = (rng.random(n) < p).astype(int)
+    frame = pd.DataFrame({"label": y, "p": p, "p_baseline": np.full(n, 0.5) + rng.random(n) * 1e-6,
+                          "days_past_due": dpd, "arrears_instalments": rng.random(n) * 6})
+    report = band_report(frame)
+    assert [r["band"] for r in report["days_past_due"]] == ["1-30", "31-90", "91-180", "180+"]
+    assert sum(r["n"] for r in report["days_past_due"]) == n == sum(r["n"] for r in report["arrears"])
+    assert report["fresh"]["n"] == int((dpd <= 90).sum())
+    assert report["fresh"]["auc_lift"] > 0.2  # the informative score against a near-constant baseline
+    flat = band_metrics(report)
+    assert flat["dpd_31-90_n"] == ((dpd > 30) & (dpd <= 90)).sum() and "fresh_roc_auc" in flat
+
+
+def test_baseline_learns_from_its_three_features_only():
+    from models.baseline import Baseline
+
+    rng = np.random.default_rng(6)
+    n = 2000
+    frame = pd.DataFrame({"days_past_due": rng.integers(1, 200, n), "arrears": rng.random(n) * 1e5,
+                          "days_since_last_payment": np.where(rng.random(n) < 0.1, np.nan, rng.random(n) * 300),
+                          "noise": rng.random(n)})
+    y = (rng.random(n) < 1 / (1 + frame["days_past_due"].to_numpy() / 30)).astype(int)
+    p = Baseline(1).fit(frame, y).predict(frame)
+    assert pd.Series(p).corr(-frame["days_past_due"], method="spearman") > 0.9
+    moved = Baseline(1).fit(frame.assign(noise=0.0), y).predict(frame.assign(noise=1.0))
+    assert np.allclose(p, moved)
+    assert np.allclose(Baseline().fit(frame, np.ones(n)).predict(frame), 1.0)

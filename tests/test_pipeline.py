@@ -35,7 +35,8 @@ def test_training_run_is_logged_and_registered_with_the_champion_alias(trained):
     assert len(run.data.tags["data_fingerprint"]) == 64 and run.data.tags["git_commit"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/calibration.png", "evaluation/roc.png", "evaluation/gains.png",
-            "evaluation/importance.png"} <= artifacts
+            "evaluation/importance.png", "evaluation/bands.json", "evaluation/band_calibration.png"} <= artifacts
+    assert {"holdout_fresh_roc_auc", "holdout_fresh_auc_lift", "holdout_dpd_1-30_ece"} <= set(run.data.metrics)
     champion = client.get_model_version_by_alias("cureflow", "champion")
     assert str(champion.version) == trained["info"]["version"]
     assert champion.tags["quality_gate"] == "passed"
@@ -79,10 +80,31 @@ def test_holdout_dates_are_later_than_training_dates_with_a_label_gap(sim_dir):
     assert train["as_of"].max() + pd.Timedelta(days=30) <= holdout["as_of"].min()
 
 
+GATE = {"min_roc_auc": 0.7, "max_ece": 0.05, "min_band_examples": 200, "min_baseline_lift": 0.0}
+GOOD = {"roc_auc": 0.93, "ece": 0.01, "fresh_roc_auc": 0.8, "fresh_auc_lift": 0.05, "fresh_ece": 0.02,
+        "fresh_n": 900, "dpd_1-30_ece": 0.03, "dpd_1-30_n": 600, "dpd_31-90_ece": 0.04, "dpd_31-90_n": 300}
+
+
 def test_quality_gate_names_what_failed():
-    ok, why = quality_gate({"roc_auc": 0.65, "ece": 0.01}, {"min_roc_auc": 0.7, "max_ece": 0.05})
-    assert not ok and "roc_auc" in why
-    assert quality_gate({"roc_auc": 0.8, "ece": 0.01}, {"min_roc_auc": 0.7, "max_ece": 0.05}) == (True, "")
+    ok, why = quality_gate({**GOOD, "fresh_roc_auc": 0.65}, GATE)
+    assert not ok and "fresh-arrears roc_auc" in why
+    assert quality_gate(GOOD, GATE) == (True, "")
+
+
+def test_quality_gate_judges_fresh_arrears_not_the_pooled_auc():
+    assert not quality_gate({"roc_auc": 0.93, "ece": 0.01}, GATE)[0]  # no fresh-arrears figures: no pass
+    ok, why = quality_gate({**GOOD, "fresh_auc_lift": -0.01}, GATE)
+    assert not ok and "baseline" in why
+    assert not quality_gate({**GOOD, "fresh_auc_lift": 0.0}, GATE)[0]  # a tie with the baseline is no lift
+
+
+def test_quality_gate_checks_calibration_in_each_fresh_band_large_enough_to_tell():
+    ok, why = quality_gate({**GOOD, "dpd_31-90_ece": 0.09}, GATE)
+    assert not ok and "dpd_31-90 ece" in why
+    assert quality_gate({**GOOD, "dpd_31-90_ece": 0.3, "dpd_31-90_n": 199}, GATE) == (True, "")
+    assert not quality_gate({**GOOD, "dpd_31-90_ece": 0.3, "dpd_31-90_n": 200}, GATE)[0]
+    assert not quality_gate({**GOOD, "dpd_1-30_ece": 0.06}, GATE)[0]
+    assert quality_gate({**GOOD, "dpd_91-180_ece": 0.3, "dpd_91-180_n": 900}, GATE) == (True, "")  # not fresh
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -83,7 +83,8 @@ def test_day_one_the_queue_is_the_playbooks_for_every_account_the_rules_allow(da
     book = bundle.safe.playbook
     f = features.loc[rows["account_id"]]
     step = book.step_of(f["days_past_due"].to_numpy(float), f["arrears_instalments"].to_numpy(float))
-    held = rows["tier"].isin(["review by a person", "hold: legal", "hold: promise to pay"]).to_numpy()
+    held = rows["tier"].isin(["review by a person", "hold: legal", "hold: promise to pay", "recovery review",
+                              "write-off review"]).to_numpy()
     for i, row in enumerate(rows.itertuples()):
         if held[i] or step[i] < 0:
             assert row.channel == "none"
@@ -98,7 +99,8 @@ def test_day_one_the_queue_is_the_playbooks_for_every_account_the_rules_allow(da
     contacted = rows[rows["channel"] != "none"]
     assert len(contacted) > 0.5 * (~held).sum()          # a queue with work in it, not "no contact"
     assert (rows["propensity"] == 1.0).all()
-    stake = (1 - rows["cure_probability"]) * features.loc[rows["account_id"], "arrears"].to_numpy()
+    cure_track = (rows["priority"] > 0).to_numpy()  # stale debt leaves the cure track with priority 0
+    stake = ((1 - rows["cure_probability"]) * features.loc[rows["account_id"], "arrears"].to_numpy())[cure_track]
     assert np.all(np.diff(stake.round(2).to_numpy()) <= 0.01)   # ordered by what is at stake
 
 

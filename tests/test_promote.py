@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from models.config import load_params
-from models.registry import parse_model_uri, resolve_version
+from models.registry import configure_mlflow, parse_model_uri, resolve_version
 from pipelines.cli import app
 from pipelines.promote import decide
 
@@ -73,12 +73,12 @@ def registry(trained, tmp_path_factory):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     params = load_params()
-    params["train"]["quality_gate"].update(min_roc_auc=0.0, max_ece=1.0)
+    params["train"]["quality_gate"].update(min_roc_auc=0.0, max_ece=1.0, min_baseline_lift=-1.0)
     first = register_dir(trained["root"] / "train", params=params, log=lambda *_: None)
     bad = load_params()
     bad["cure"].update(n_folds=3)
     bad["cure"]["lgbm"].update(n_estimators=20, min_child_samples=5000)
-    bad["train"]["quality_gate"].update(min_roc_auc=0.0, max_ece=1.0)
+    bad["train"]["quality_gate"].update(min_roc_auc=0.0, max_ece=1.0, min_baseline_lift=-1.0)
     second = run(trained["data"], root / "bad", params=bad, log=lambda *_: None)
     yield {"uri": uri, "root": root, "first": first, "second": second, "data": trained["data"],
            "trained": trained, "params": params}
@@ -86,6 +86,7 @@ def registry(trained, tmp_path_factory):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+    configure_mlflow()  # training here pointed MLflow's process-wide tracking and registry URIs at this store
 
 
 def _alias(client: MlflowClient, alias: str) -> str | None:
@@ -114,8 +115,9 @@ def test_worse_challenger_is_rejected_on_the_same_holdout_and_the_reason_is_reco
                  out=tmp_path / "promotion.json", log=lambda *_: None)
     assert not report["promoted"]
     assert json.loads((tmp_path / "promotion.json").read_text())["challenger"] == "2"
-    # the champion scored on the common holdout is exactly its training holdout (same data, same dates)
-    trained_auc = registry["trained"]["info"]["metrics"]["roc_auc"]
+    # the champion scored on the common holdout is exactly its training holdout (same data, same dates),
+    # judged on fresh arrears
+    trained_auc = registry["trained"]["info"]["metrics"]["fresh_roc_auc"]
     assert report["cure"]["metrics"]["champion"]["roc_auc"] == pytest.approx(trained_auc, abs=1e-12)
     assert report["cure"]["metrics"]["challenger"]["roc_auc"] < trained_auc - params["promote"]["max_roc_auc_drop"]
     assert report["policy"]["decisions"] > 0

@@ -40,6 +40,15 @@ def test_report_has_every_section_and_stands_alone(page, trained):
 
 
 @pytest.mark.slow
+def test_report_shows_metrics_and_calibration_by_band_beside_the_baseline(page, trained):
+    metrics = trained["info"]["metrics"]
+    for words in ("By days past due and by arrears", "baseline ROC AUC", "lift over baseline", "31-90",
+                  "over 4 instalments", 'alt="calibration by days-past-due band"'):
+        assert words in page, words
+    assert f"{metrics['fresh_roc_auc']:.3f}" in page and f"{metrics['dpd_1-30_ece']:.3f}" in page
+
+
+@pytest.mark.slow
 def test_report_evaluates_the_policy_off_policy_and_against_the_truth(page, trained):
     from models.contract import read_dir
     from models.registry import load_bundle
