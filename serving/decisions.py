@@ -12,7 +12,8 @@ record's index within its `append` call. Records without a key store NULL there,
 and PostgreSQL alike), so only keyed requests are constrained. A replay is answered from `find_idempotent` without
 scoring or writing; two identical requests racing past that check both try to insert position 0, the database lets
 exactly one commit, and the other's whole transaction rolls back and `append` raises `IdempotencyConflict` carrying
-the winner's answers, which the caller returns instead of its own.
+the winner's answers, which the caller returns instead of its own, when both asked the same (same fingerprint);
+a race lost to a different request under the key is `IdempotencyMismatch`, never the winner's answers.
 
 Errors never carry record contents: engines hide bound parameters, and the exceptions raised here name only the
 error class and SQLSTATE (PostgreSQL's DETAIL can quote a whole failing row).
@@ -360,9 +361,12 @@ class DecisionLog:
             index_elements=["caller", "idempotency_key", "request_position"])
 
     def _raise_conflict(self, records: list[DecisionRecord]) -> None:
-        """After an integrity error: if a keyed request already holds answers, the caller lost a race."""
-        for caller, key in dict.fromkeys((r.caller, r.idempotency_key) for r in records if r.idempotency_key):
-            answers = self.find_idempotent(caller, key)
+        """After an integrity error: if a keyed request already holds answers, the caller lost a race. The
+        stored answers are looked up with this request's fingerprint, so a race lost to a different request
+        under the same key is IdempotencyMismatch (a 422), never the other request's answers."""
+        keyed = {(r.caller, r.idempotency_key): r.request_fingerprint for r in records if r.idempotency_key}
+        for (caller, key), fingerprint in keyed.items():
+            answers = self.find_idempotent(caller, key, fingerprint)
             if answers is not None:
                 raise IdempotencyConflict(caller, key, answers)
 

@@ -1,0 +1,77 @@
+"""Trust boundaries against a real server process: no answer for the wrong account under a racing
+Idempotency-Key, no decision without a readable record when the SQLite log breaks, and clean 422s for
+text Python cannot encode."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.contract import read_dir
+from tests.test_serving import HEADERS, KEY, _free_port, _requests_for, _wait_ready
+
+pytestmark = pytest.mark.slow
+AS_OF = "2026-11-01T00:00:00+09:00"
+RACE_PAIRS = int(os.environ.get("CUREFLOW_RACE_PAIRS", "60"))  # the README's figure: 1000
+
+
+def _start(args: list[str], env: dict, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`cureflow serve` as a real process logging to `log_path` (a file: a pipe nobody reads fills and stalls
+    the server)."""
+    port = _free_port()
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", *args, "--port", str(port)],
+                                env={**os.environ, "CUREFLOW_API_KEYS": KEY, **env},
+                                stdout=out, stderr=subprocess.STDOUT, text=True)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _stop(proc: subprocess.Popen, log_path: Path) -> str:
+    """Stop the server; its whole log."""
+    proc.terminate()
+    proc.wait(timeout=30)
+    return log_path.read_text()
+
+
+async def race_pairs(base: str, bodies: list[dict], pairs: int, wave: int = 8, prefix: str = "race"
+                     ) -> dict[str, int]:
+    """`pairs` Idempotency-Keys, each sent at once with two different accounts' requests (`wave` keys at a
+    time); counts the answers by what they were: right account, wrong account, refused (422) or other."""
+    counts = {"right": 0, "wrong": 0, "refused": 0, "other": 0}
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=2 * wave)) as client:
+        async def one(key: str, body: dict) -> None:
+            r = await client.post(f"{base}/v1/score", json=body, headers={**HEADERS, "Idempotency-Key": key})
+            if r.status_code == 200:
+                right = r.json()["account_id"] == body["account"]["account_id"]
+                counts["right" if right else "wrong"] += 1
+            else:
+                counts["refused" if r.status_code == 422 else "other"] += 1
+
+        for lo in range(0, pairs, wave):
+            await asyncio.gather(*(one(f"{prefix}-{i}", body) for i in range(lo, min(lo + wave, pairs))
+                                   for body in bodies))
+    return counts
+
+
+def test_a_racing_idempotency_key_never_answers_with_another_accounts_decision(trained, tmp_path):
+    """The same key sent at once with two accounts' requests: one wins, the other gets neither its own answer
+    nor the winner's but a 422 (the key was used for another request). Before, 17 of 60 losers got the
+    winner's answer: the conflict path looked the stored answers up without the request's fingerprint."""
+    ids = read_dir(trained["data"]).accounts["account_id"].head(2).tolist()
+    bodies = _requests_for(trained["data"], ids, AS_OF)
+    server_log = tmp_path / "server.log"
+    proc, base = _start(["--model", str(trained["bundle_path"])],
+                        {"CUREFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}"}, server_log)
+    try:
+        _wait_ready(base, proc)
+        counts = asyncio.run(race_pairs(base, bodies, pairs=RACE_PAIRS))
+    finally:
+        _stop(proc, server_log)
+    assert counts["wrong"] == 0, counts
+    assert counts["right"] == RACE_PAIRS and counts["refused"] == RACE_PAIRS and counts["other"] == 0, counts
