@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from models.contract import read_dir
+from serving.decisions import DecisionLog
 from tests.test_serving import HEADERS, KEY, _free_port, _requests_for, _wait_ready
 
 pytestmark = pytest.mark.slow
@@ -75,3 +78,81 @@ def test_a_racing_idempotency_key_never_answers_with_another_accounts_decision(t
         _stop(proc, server_log)
     assert counts["wrong"] == 0, counts
     assert counts["right"] == RACE_PAIRS and counts["refused"] == RACE_PAIRS and counts["other"] == 0, counts
+
+
+def _score(base: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{base}/v1/score", json=body, headers=HEADERS, timeout=30)
+
+
+def _until_ready(base: str, ready: bool, seconds: float = 30) -> None:
+    """Poll /readyz until it says `ready` (the state the test needs, not a fixed sleep)."""
+    deadline = time.monotonic() + seconds
+    while (httpx.get(f"{base}/readyz", timeout=5).status_code == 200) != ready:
+        assert time.monotonic() < deadline, f"/readyz never became {'ready' if ready else 'not ready'}"
+        time.sleep(0.2)
+
+
+def _readable(database: Path, decision_ids: list[str]) -> set[str]:
+    """The decision ids among `decision_ids` that a fresh reader finds in the SQLite file."""
+    log = DecisionLog(f"sqlite:///{database}")
+    try:
+        return {d for d in decision_ids if log.get(d) is not None}
+    finally:
+        log.close()
+
+
+def test_sqlite_directory_removed_while_serving_is_503_not_ready_and_recovers_by_itself(trained, tmp_path):
+    """The decision log's directory vanishes under a running server: every answer is 503 (before, 200s whose
+    records went into the deleted file), /readyz goes false, and once the directory is back the service
+    is ready again with no restart; every 200 has a record a fresh reader finds."""
+    ids = read_dir(trained["data"]).accounts["account_id"].head(3).tolist()
+    bodies = _requests_for(trained["data"], ids, AS_OF)
+    where = tmp_path / "log"
+    database, server_log = where / "d.db", tmp_path / "server.log"
+    proc, base = _start(["--model", str(trained["bundle_path"])], {"CUREFLOW_DATABASE_URL": f"sqlite:///{database}"},
+                        server_log)
+    answered: list[str] = []
+    try:
+        _wait_ready(base, proc)
+        first = _score(base, bodies[0])
+        assert first.status_code == 200
+        shutil.rmtree(where)
+        codes = [_score(base, body).status_code for body in bodies * 3]
+        assert set(codes) == {503}, codes
+        _until_ready(base, ready=False)
+        where.mkdir()
+        _until_ready(base, ready=True)
+        again = _score(base, bodies[1])
+        assert again.status_code == 200
+        answered.append(again.json()["decision_id"])
+        assert proc.poll() is None
+    finally:
+        out = _stop(proc, server_log)
+    assert _readable(database, answered) == set(answered)
+    assert '"decision log unavailable: answering 503"' in out or "decision log unavailable" in out
+
+
+def test_a_truncated_shm_file_never_kills_the_server(trained, tmp_path):
+    """SQLite's WAL maps `-shm` into memory: truncating it under a running server killed the process with
+    SIGBUS (no log line, no 503, connections reset). The log keeps no mapped file now: answers go on and
+    are recorded."""
+    ids = read_dir(trained["data"]).accounts["account_id"].head(2).tolist()
+    bodies = _requests_for(trained["data"], ids, AS_OF)
+    database, server_log = tmp_path / "d.db", tmp_path / "server.log"
+    proc, base = _start(["--model", str(trained["bundle_path"])], {"CUREFLOW_DATABASE_URL": f"sqlite:///{database}"},
+                        server_log)
+    decided = []
+    try:
+        _wait_ready(base, proc)
+        assert _score(base, bodies[0]).status_code == 200
+        shm = Path(f"{database}-shm")
+        if shm.exists():
+            os.truncate(shm, 0)
+        for body in bodies * 3:
+            answer = _score(base, body)
+            assert answer.status_code == 200
+            decided.append(answer.json()["decision_id"])
+        assert proc.poll() is None
+    finally:
+        _stop(proc, server_log)
+    assert _readable(database, decided) == set(decided)
