@@ -188,6 +188,7 @@ def serve(
 
     import uvicorn
 
+    from serving.observability import uvicorn_log_config
     from serving.security import require_keys
     from serving.settings import load_settings
 
@@ -197,7 +198,7 @@ def serve(
         os.environ["CUREFLOW_INSECURE"] = "true"
     require_keys(load_settings())
     uvicorn.run("serving.api:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, log_config=uvicorn_log_config())
 
 
 @app.command()

@@ -184,6 +184,20 @@ def configure_logging(level: str | int = "INFO", stream: IO[str] | None = None,
     return logger
 
 
+def uvicorn_log_config(level: str = "WARNING") -> dict[str, Any]:
+    """uvicorn's own loggers through `JsonFormatter` (for `uvicorn.run(log_config=...)`). Its default formatter
+    writes an exception's message, and a message can quote request data: a lone surrogate's 500 put the raw
+    value into the log. Here an error is its type and code locations only; uvicorn's access log is off (the
+    app writes its own)."""
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+        "loggers": {"uvicorn": {"handlers": ["json"], "level": level, "propagate": False},
+                    "uvicorn.access": {"handlers": [], "level": level, "propagate": False}},
+    }
+
+
 # --- per-request middleware ----------------------------------------------------------------------------------
 
 def route_template(scope: Scope) -> str:

@@ -5,6 +5,7 @@ text Python cannot encode."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -156,3 +157,57 @@ def test_a_truncated_shm_file_never_kills_the_server(trained, tmp_path):
     finally:
         _stop(proc, server_log)
     assert _readable(database, decided) == set(decided)
+
+
+def _raw_post(base: str, raw: bytes) -> httpx.Response:
+    return httpx.post(f"{base}/v1/score", content=raw, timeout=30,
+                      headers={**HEADERS, "Content-Type": "application/json"})
+
+
+def test_lone_surrogates_invalid_utf8_and_duplicate_keys_are_422_naming_where_and_stay_out_of_the_log(trained,
+                                                                                                   tmp_path):
+    """A lone surrogate in any string was a 500 whose traceback wrote the raw value into the log; bytes
+    that are not UTF-8 were a 400 that named nothing; a key given twice was read as its last value."""
+    body = json.dumps(_requests_for(trained["data"], read_dir(trained["data"]).accounts["account_id"].head(1)
+                                    .tolist(), AS_OF)[0])
+    marker = "Qx7-private-value"
+    cases = [
+        (("account", "region"), body.replace('"region": "', f'"region": "{marker}\\ud800', 1).encode()),
+        (("account", "account_id"), body.replace('"account_id": "', f'"account_id": "\\udfff{marker}', 1).encode()),
+        (("installments", 0, "due_date"), body.replace('"due_date": "', f'"due_date": "\\udc00{marker}', 1).encode()),
+        (("account", "\ufffdregion"), body.replace('"region"', '"\\ud800region"', 1).encode()),
+        ((), body.replace('"region": "', f'"region": "{marker}\xff', 1).encode("latin-1")),  # not UTF-8
+        (("as_of",), body.replace('{"as_of"', f'{{"as_of": "{marker}", "as_of"', 1).encode()),  # given twice
+    ]
+    server_log = tmp_path / "server.log"
+    proc, base = _start(["--model", str(trained["bundle_path"])],
+                        {"CUREFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}", "CUREFLOW_LOG_LEVEL": "DEBUG"},
+                        server_log)
+    try:
+        _wait_ready(base, proc)
+        answers = [(where, _raw_post(base, raw)) for where, raw in cases]
+    finally:
+        out = _stop(proc, server_log)
+    for where, answer in answers:
+        assert answer.status_code == 422, (where, answer.status_code)
+        (error,) = answer.json()["detail"]
+        assert tuple(error["loc"]) == ("body", *where) and marker not in answer.text, (where, error)
+    assert marker not in out and "\\ud800" not in out and "Traceback" not in out
+
+
+def test_uvicorns_error_log_writes_an_exceptions_type_and_place_never_its_message(capsys):
+    """`cureflow serve` hands uvicorn `uvicorn_log_config()`: an error in the app is logged as JSON with its
+    type and stack, without the exception's message (uvicorn's own formatter printed it, value and all)."""
+    import logging.config
+
+    from serving.observability import uvicorn_log_config
+
+    logging.config.dictConfig(uvicorn_log_config())
+    value = "-".join(("Qx7", "private", "value")) + "\ud800"  # not spelled out: the stack quotes code lines
+    try:
+        raise UnicodeEncodeError("utf-8", value, 17, 18, "surrogates not allowed")
+    except UnicodeEncodeError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["msg"] == "Exception in ASGI application" and line["error_type"] == "UnicodeEncodeError"
+    assert "Qx7-private-value" not in json.dumps(line)
