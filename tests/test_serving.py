@@ -256,6 +256,49 @@ def test_empty_idempotency_key_numeric_dates_and_numeric_flags_are_refused(clien
         assert resp.status_code == 422 and path[-1] in resp.text, (path, resp.text)
 
 
+def _with(path: tuple, value) -> dict:
+    """The example request with the field at `path` set to `value`."""
+    body = example_request()
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return body
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("account", "monthly_amount"), "42000"), (("account", "monthly_amount"), True),
+    (("account", "term_months"), "108"), (("account", "term_months"), 108.0), (("account", "birth_year"), "1984"),
+    (("installments", 0, "amount_due"), "42000"), (("payments", 0, "amount"), "1000"),
+    (("contacts", 0, "propensity"), "0.5"),
+])
+def test_numbers_sent_as_text_booleans_or_floats_for_counts_are_422_naming_the_field_never_coerced(
+        client, path, value):
+    resp = client.post("/v1/score", json=_with(path, value))
+    assert resp.status_code == 422, resp.text
+    assert tuple(resp.json()["detail"][0]["loc"]) == ("body", *path)
+
+
+@pytest.mark.parametrize(("path", "value", "loc"), [
+    (("as_of",), "2030-01-01T00:00:00+09:00", ["body", "request", "as_of"]),
+    (("account", "birth_year"), 2100, ["body", "accounts", "birth_year"]),
+    (("account", "opened_on"), "2026-11-02", ["body", "accounts", "opened_on"]),
+])
+def test_a_future_as_of_birth_year_or_opening_date_is_a_422_naming_the_field(client, path, value, loc):
+    resp = client.post("/v1/score", json=_with(path, value))
+    assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == loc, resp.text
+
+
+def test_an_as_of_a_minute_ahead_of_the_clock_is_taken_ten_minutes_is_not(client):
+    from datetime import UTC, datetime, timedelta
+
+    def as_of(minutes: int) -> dict:
+        return _with(("as_of",), (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat())
+
+    assert client.post("/v1/score", json=as_of(1)).status_code == 200
+    assert client.post("/v1/score", json=as_of(10)).status_code == 422
+
+
 def test_as_of_outside_the_supported_years_is_a_named_422_not_a_crash(client):
     resp = client.post("/v1/score", json={**example_request(), "as_of": "2325-01-01T00:00:00Z"})
     assert resp.status_code == 422 and "as_of" in resp.text
