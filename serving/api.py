@@ -133,7 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
     metrics = make_metrics()
     holder = ModelHolder(settings.model_uri, metrics)
-    decisions = DecisionLog(settings.database_url, sync=settings.decision_log_sync)
+    decisions = DecisionLog(settings.database_url, sync=settings.decision_log_sync,
+                            statement_timeout_s=settings.decision_log_timeout_s)
     writer = GroupCommit(decisions)
     rings = KeyRing(settings.api_key_values()), KeyRing(settings.admin_key_values())
     scoring = scoring_caller(rings[0], rings[1], settings.insecure)
@@ -157,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency,
                        on_shed=lambda reason: metrics.shed_total.labels(reason=reason).inc())
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
-    app.add_middleware(RequestObserver, metrics=metrics)
+    app.add_middleware(RequestObserver, metrics=metrics, routes=app.router.routes)
 
     def model() -> LoadedModel:
         loaded = holder.loaded

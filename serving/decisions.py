@@ -15,6 +15,11 @@ exactly one commit, and the other's whole transaction rolls back and `append` ra
 the winner's answers, which the caller returns instead of its own, when both asked the same (same fingerprint);
 a race lost to a different request under the key is `IdempotencyMismatch`, never the winner's answers.
 
+A PostgreSQL server that hangs (up, its port accepting, nothing answering) is not bounded by its own
+statement_timeout, and TCP keepalives are answered by its kernel: each call therefore has a deadline of its own
+(the statement timeout plus a second), and a call still waiting at it cuts the engine's connections (socket
+shutdown), so every caller blocked on them gets an error (503) instead of waiting as long as the server hangs.
+
 Errors never carry record contents: engines hide bound parameters, and the exceptions raised here name only the
 error class and SQLSTATE (PostgreSQL's DETAIL can quote a whole failing row).
 """
@@ -26,9 +31,11 @@ import logging
 import math
 import os
 import queue
+import socket
 import threading
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,6 +235,8 @@ class DecisionLog:
         self.backend = self.url.get_backend_name()
         self.sync = sync
         self._options = _engine_options(self.url, pool_size, connect_timeout_s, statement_timeout_s, sync)
+        self.deadline_s = statement_timeout_s + 1.0  # the server's own timeout answers first when it can
+        self._connections: weakref.WeakSet = weakref.WeakSet()  # PostgreSQL: the driver connections, to cut
         self._engine: Engine | None = None
         self._schema_ready = False
         self._file_id: tuple[int, int] | None = None  # SQLite: (device, inode) of the file the engine opened
@@ -242,6 +251,8 @@ class DecisionLog:
                 self._engine = sa.create_engine(self.url, **self._options)
                 if self.backend == "sqlite":
                     sa.event.listen(self._engine, "connect", _sqlite_pragmas(self.sync))
+                else:
+                    sa.event.listen(self._engine, "connect", lambda dbapi, _: self._connections.add(dbapi))
             engine = self._engine
         if not self._schema_ready:
             self._create_schema(engine)  # concurrent callers may all try: create_all tolerates losing the race
@@ -276,6 +287,11 @@ class DecisionLog:
     @contextmanager
     def _connection(self, what: str, *, write: bool) -> Iterator[Connection]:
         """A connection (in a committed transaction when `write`), with database failures as DecisionLogUnavailable."""
+        watchdog = None
+        if self.backend == "postgresql":
+            watchdog = threading.Timer(self.deadline_s, self._cut_connections, args=(what,))
+            watchdog.daemon = True
+            watchdog.start()
         try:
             engine = self._ready_engine()
             with (engine.begin() if write else engine.connect()) as conn:
@@ -287,6 +303,22 @@ class DecisionLog:
             log.warning("decision log %s failed", what, extra={"error": _describe(err), "backend": self.backend})
             self._forget_sqlite_file()
             raise DecisionLogUnavailable(f"decision log {what} failed: {_describe(err)}") from None
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    def _cut_connections(self, what: str) -> None:
+        """A call waited past its deadline: the server hangs. Shut every driver connection's socket down, so
+        the calls blocked on them fail now (the pool reconnects later, within the connect timeout)."""
+        log.warning("decision log %s past its deadline: cutting the connections", what,
+                    extra={"backend": self.backend, "duration_ms": round(self.deadline_s * 1000)})
+        for connection in list(self._connections):
+            with suppress(Exception):  # closed meanwhile: nothing to cut
+                cut = socket.socket(fileno=os.dup(connection.pgconn.socket))
+                try:
+                    cut.shutdown(socket.SHUT_RDWR)
+                finally:
+                    cut.close()
 
     def _check_same_file(self) -> None:
         """SQLite: raise FileNotFoundError unless the path still names the file the engine opened. An open

@@ -5,7 +5,8 @@ of `repr`, so printing or logging the settings never shows a secret.
 
     CUREFLOW_API_KEYS="k1,k2"      scoring keys (several at once, for rotation)
     CUREFLOW_ADMIN_KEYS="a1"       keys for /v1/admin/*
-    CUREFLOW_MODEL_URI, CUREFLOW_DATABASE_URL, CUREFLOW_DECISION_LOG_SYNC, CUREFLOW_MAX_CONCURRENCY,
+    CUREFLOW_MODEL_URI, CUREFLOW_DATABASE_URL, CUREFLOW_DECISION_LOG_SYNC, CUREFLOW_DECISION_LOG_TIMEOUT_S,
+    CUREFLOW_MAX_CONCURRENCY,
     CUREFLOW_MAX_BODY_BYTES, CUREFLOW_BODY_TIMEOUT_S, CUREFLOW_RELOAD_INTERVAL_S, CUREFLOW_INSECURE, CUREFLOW_LOG_LEVEL
 """
 
@@ -32,6 +33,9 @@ class Settings(BaseSettings):
     decision_log_sync: Literal["full", "normal"] = Field(
         default="full", description="full: each decision on disk before its answer; normal: survives a crash "
                                     "of the process or database server, may lose the last ones on a power loss")
+    decision_log_timeout_s: float = Field(
+        default=5.0, gt=0, description="statement and lock timeout of the decision log; a call to a database "
+                                       "that hangs fails (503) one second after it")
     max_concurrency: int = Field(default=32, ge=1, description="requests in flight before the service sheds load")
     max_body_bytes: int = Field(default=2_000_000, ge=1)
     body_timeout_s: float = Field(default=10.0, gt=0, description="a request body not received in this time "

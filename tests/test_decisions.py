@@ -311,6 +311,42 @@ def test_postgres_stopped_mid_use_is_unavailable_fast_then_recovers_on_restart(p
     log.close()
 
 
+def test_postgres_that_hangs_mid_use_fails_every_caller_within_the_deadline_then_recovers(postgres, caplog):
+    """SIGSTOP on every server process: the port accepts, nothing answers, its statement_timeout never fires
+    (before, each call waited for as long as the server hung). Writers and a readiness ping each fail within
+    the deadline (statement timeout + 1 s) plus a connect timeout; once the server runs again, so does the log."""
+    if not postgres.controllable:
+        pytest.skip("CUREFLOW_TEST_POSTGRES_URL points at a server these tests must not stop")
+    drop_table(postgres.url)
+    log = DecisionLog(postgres.url, statement_timeout_s=1.0)
+    log.append([record(1)])  # pooled connections to the server that is about to hang
+    outcomes: list[object] = []
+
+    def call(n: int) -> None:
+        try:
+            outcomes.append(log.ping() if n == 0 else log.append([record(n)]))
+        except BaseException as err:  # reported by the assertion below
+            outcomes.append(err)
+
+    postgres.freeze()
+    try:
+        started = time.perf_counter()
+        callers = [threading.Thread(target=call, args=(n,), daemon=True) for n in range(4)]
+        for c in callers:
+            c.start()
+        for c in callers:
+            c.join(timeout=30)
+        elapsed = time.perf_counter() - started
+    finally:
+        postgres.thaw()
+    assert len(outcomes) == 4 and elapsed < log.deadline_s + 2.0 + FAST_S, (elapsed, outcomes)
+    assert sum(isinstance(o, DecisionLogUnavailable) for o in outcomes) == 3 and False in outcomes
+    assert any(getattr(r, "backend", None) == "postgresql" and getattr(r, "error", None) for r in caplog.records)
+    log.append([record(9)])
+    assert log.ping() is True and log.get("dec-9") is not None
+    log.close()
+
+
 def test_postgres_restart_between_requests_costs_no_failed_write(postgres):
     if not postgres.controllable:
         pytest.skip("CUREFLOW_TEST_POSTGRES_URL points at a server these tests must not stop")

@@ -431,8 +431,9 @@ def test_refusals_share_a_log_line_a_second_and_every_answer_keeps_its_metric(lo
 
     async def flood() -> list[int]:
         release = asyncio.Event()
-        shedder = LoadShedder(_slow_app(release), max_concurrency=2)
-        observer = RequestObserver(shedder, metrics, shed_log_interval_s=0.3)
+        app = _slow_app(release)
+        shedder = LoadShedder(app, max_concurrency=2)
+        observer = RequestObserver(shedder, metrics, shed_log_interval_s=0.3, routes=app.router.routes)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=observer), base_url="http://t") as client:
             slow = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
             while shedder.in_flight < 2:
@@ -452,7 +453,7 @@ def test_refusals_share_a_log_line_a_second_and_every_answer_keeps_its_metric(lo
                                                                                  (10, 503, "WARNING")]
     assert shed[1]["duration_ms"] >= 300
     assert [(line["msg"], line["status"]) for line in lines if line["msg"] == "request"] == [("request", 200)] * 2
-    assert metrics.requests_total.labels(route="unmatched", method="GET", status="503")._value.get() == 11
+    assert metrics.requests_total.labels(route="/slow", method="GET", status="503")._value.get() == 11  # not unmatched
 
 
 def test_load_shedder_rejects_a_limit_below_one():

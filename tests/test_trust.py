@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 
 from models.contract import read_dir
 from serving.decisions import DecisionLog
+from tests.postgres import PostgresServer, throwaway_postgres
 from tests.test_serving import HEADERS, KEY, _free_port, _requests_for, _wait_ready
 
 pytestmark = pytest.mark.slow
@@ -211,3 +213,43 @@ def test_uvicorns_error_log_writes_an_exceptions_type_and_place_never_its_messag
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["msg"] == "Exception in ASGI application" and line["error_type"] == "UnicodeEncodeError"
     assert "Qx7-private-value" not in json.dumps(line)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    with throwaway_postgres() as server:
+        yield server
+
+
+def test_a_hung_postgresql_is_503_within_seconds_not_a_hang_and_the_log_line_names_the_error(trained, tmp_path,
+                                                                                               postgres):
+    """Every PostgreSQL process stopped (SIGSTOP): requests were held as long as it hung. Now each is a 503
+    within the deadline (CUREFLOW_DECISION_LOG_TIMEOUT_S + 1 s) plus a connect timeout, /readyz says not
+    ready, the log line keeps its `error` and `backend`, and the service is ready again once the server runs."""
+    if not postgres.controllable:
+        pytest.skip("CUREFLOW_TEST_POSTGRES_URL points at a server these tests must not stop")
+    bodies = _requests_for(trained["data"], read_dir(trained["data"]).accounts["account_id"].head(2).tolist(), AS_OF)
+    server_log = tmp_path / "server.log"
+    proc, base = _start(["--model", str(trained["bundle_path"])],
+                        {"CUREFLOW_DATABASE_URL": postgres.url, "CUREFLOW_DECISION_LOG_TIMEOUT_S": "1"}, server_log)
+    try:
+        _wait_ready(base, proc)
+        assert _score(base, bodies[0]).status_code == 200
+        postgres.freeze()
+        try:
+            timed = []
+            for body in bodies:
+                started = time.perf_counter()
+                timed.append((_score(base, body).status_code, time.perf_counter() - started))
+            started = time.perf_counter()
+            ready = httpx.get(f"{base}/readyz", timeout=30).status_code
+            timed.append((ready, time.perf_counter() - started))
+        finally:
+            postgres.thaw()
+        _until_ready(base, ready=True)
+        assert _score(base, bodies[1]).status_code == 200
+    finally:
+        out = _stop(proc, server_log)
+    assert [code for code, _ in timed] == [503, 503, 503] and max(s for _, s in timed) < 2.0 + 2.0 + 2.0, timed
+    failed = [json.loads(line) for line in out.splitlines() if '"decision log write failed"' in line]
+    assert failed and all(f["backend"] == "postgresql" and f["error"] for f in failed), failed
