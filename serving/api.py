@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Delinquency risk and next-best-action for collections (see CONTRACT.md).")
     app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
     # the last added runs first: observer, then the body guard, then the shedder (a slow body takes no slot)
-    app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency,
+    app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency, on_count=metrics.in_flight.set,
                        on_shed=lambda reason: metrics.shed_total.labels(reason=reason).inc())
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestObserver, metrics=metrics, routes=app.router.routes)

@@ -37,18 +37,20 @@ SHED_KEY = "cureflow.shed"  # set in the ASGI scope of a request the shedder ref
 class LoadShedder:
     """Refuse (503, `Retry-After: 1`) any non-exempt request that arrives while `max_concurrency` are in flight.
 
-    `on_shed(reason)` is called for each refusal (e.g. to count it in `shed_total{reason}`). The check and the
-    increment run without an `await` between them, so on one event loop the count is exact.
+    `on_shed(reason)` is called for each refusal (e.g. to count it in `shed_total{reason}`), and `on_count(n)`
+    with the number in flight each time it changes (a gauge: a test waits on it for requests to be inside).
+    The check and the increment run without an `await` between them, so on one event loop the count is exact.
     """
 
     def __init__(self, app: ASGIApp, max_concurrency: int, exempt_paths: Iterable[str] = DEFAULT_EXEMPT_PATHS,
-                 on_shed: Callable[[str], None] | None = None):
+                 on_shed: Callable[[str], None] | None = None, on_count: Callable[[int], None] | None = None):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.app = app
         self.max_concurrency = max_concurrency
         self.exempt_paths = frozenset(exempt_paths)
         self.on_shed = on_shed
+        self.on_count = on_count or (lambda n: None)
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,10 +62,12 @@ class LoadShedder:
             await self._shed(send)
             return
         self.in_flight += 1
+        self.on_count(self.in_flight)
         try:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+            self.on_count(self.in_flight)
 
     async def _shed(self, send: Send) -> None:
         """Answer 503 at once and report the refusal."""

@@ -65,6 +65,7 @@ class Metrics:
     shed_total: Counter
     decision_log_errors_total: Counter
     alias_checked: Gauge
+    in_flight: Gauge
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set_model(self, version: str, run_id: str) -> None:
@@ -103,6 +104,8 @@ def make_metrics() -> Metrics:
                                           **common),
         alias_checked=Gauge("alias_checked_timestamp_seconds", "When the registry last answered the alias "
                             "watcher (0 = not yet, or the watcher is off)", **common),
+        in_flight=Gauge("requests_in_flight", "Requests admitted and not answered yet (health and metrics "
+                        "excluded)", **common),
     )
 
 

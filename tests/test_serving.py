@@ -528,11 +528,12 @@ def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trai
     import serving.api as api
 
     mlflow.set_tracking_uri(trained["tracking_uri"])
-    real, checks = api.registered_version, []
+    real, checks, answered = api.registered_version, [], []
 
     def slow_registry(client, uri):
         checks.append(time.monotonic())
         time.sleep(2.0)
+        answered.append(time.monotonic())
         return real(client, uri)
 
     monkeypatch.setattr(api, "registered_version", slow_registry)
@@ -543,10 +544,9 @@ def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trai
         while not checks and time.monotonic() < deadline:
             time.sleep(0.05)
         assert checks, "the alias was never checked"
-        start = time.perf_counter()
         assert c.get("/healthz").status_code == 200
         assert c.post("/v1/score", json=example_request()).status_code == 200
-        assert time.perf_counter() - start < 1.0  # answered while the registry is still being asked
+        assert not answered  # answered while the registry is still being asked (a state, not a time limit)
 
 
 def test_several_worker_processes_serve_behind_one_port(trained):
