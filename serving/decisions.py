@@ -118,6 +118,7 @@ decisions = sa.Table(
     sa.Column("idempotency_key", sa.String(), nullable=True),
     sa.Column("request_position", sa.Integer(), nullable=False),
     sa.Column("request_fingerprint", sa.String(), nullable=True),
+    sa.Column("tenant", sa.String(), nullable=True),  # NULL: recorded before tenants, read as DEFAULT_TENANT
     sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
     sa.CheckConstraint("source IN ('api', 'batch')", name="ck_decisions_source"),
     sa.UniqueConstraint("caller", "idempotency_key", "request_position", name="uq_decisions_idempotency"),
@@ -125,9 +126,10 @@ decisions = sa.Table(
 
 RECORD_COLUMNS = ("decision_id", "request_id", "caller", "as_of", "account_id", "model_version", "run_id",
                   "policy_version", "features", "answer", "rules_evaluated", "propensity", "source",
-                  "idempotency_key", "request_fingerprint", "created_at")
+                  "idempotency_key", "request_fingerprint", "tenant", "created_at")
 # columns added after the first release: created on an older table by `_add_missing_columns`
-ADDED_COLUMNS = ("request_fingerprint",)
+ADDED_COLUMNS = ("request_fingerprint", "tenant")
+DEFAULT_TENANT = "default"  # the tenant of keys configured without one, and of records made before tenants
 
 
 @dataclass
@@ -149,6 +151,7 @@ class DecisionRecord:
     source: str
     idempotency_key: str | None = None
     request_fingerprint: str | None = None  # with a key: the digest of the request, to refuse a reuse
+    tenant: str = DEFAULT_TENANT  # whose CRM asked: a scoring key reads only its tenant's records
     created_at: datetime | None = None
 
     def __post_init__(self) -> None:
@@ -158,13 +161,14 @@ class DecisionRecord:
     @classmethod
     def from_answer(cls, answer: dict[str, Any], *, request_id: str, caller: str, run_id: str | None,
                     policy_version: str, features: dict[str, Any], rules_evaluated: list[str], source: str,
-                    idempotency_key: str | None = None, request_fingerprint: str | None = None) -> DecisionRecord:
+                    idempotency_key: str | None = None, request_fingerprint: str | None = None,
+                    tenant: str = DEFAULT_TENANT) -> DecisionRecord:
         """The record of a contract answer (models/answers.py): ids, as-of, version and propensity come from it."""
         return cls(decision_id=answer["decision_id"], request_id=request_id, caller=caller, as_of=answer["as_of"],
                    account_id=answer["account_id"], model_version=answer["model_version"], run_id=run_id,
                    policy_version=policy_version, features=features, answer=answer,
                    rules_evaluated=list(rules_evaluated), propensity=answer.get("propensity"), source=source,
-                   idempotency_key=idempotency_key, request_fingerprint=request_fingerprint)
+                   idempotency_key=idempotency_key, request_fingerprint=request_fingerprint, tenant=tenant)
 
 
 def _json_safe(value: Any) -> Any:
@@ -444,13 +448,16 @@ class DecisionLog:
             raise IdempotencyMismatch(caller, key)
         return [answer for answer, _ in rows]
 
-    def get(self, decision_id: str) -> dict[str, Any] | None:
-        """The latest record of `decision_id` with `times_recorded` and `first_recorded_at`, or None."""
-        latest = (sa.select(*(decisions.c[c] for c in RECORD_COLUMNS))
-                  .where(decisions.c.decision_id == decision_id)
+    def get(self, decision_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        """The latest record of `decision_id` with `times_recorded` and `first_recorded_at`, or None. With a
+        `tenant`, only that tenant's records are seen (another tenant's decision is None, as if absent)."""
+        where = [decisions.c.decision_id == decision_id]
+        if tenant is not None:
+            mine = decisions.c.tenant == tenant
+            where.append(sa.or_(mine, decisions.c.tenant.is_(None)) if tenant == DEFAULT_TENANT else mine)
+        latest = (sa.select(*(decisions.c[c] for c in RECORD_COLUMNS)).where(*where)
                   .order_by(decisions.c.record_id.desc()).limit(1))
-        summary = (sa.select(sa.func.count(), sa.func.min(decisions.c.created_at))
-                   .where(decisions.c.decision_id == decision_id))
+        summary = sa.select(sa.func.count(), sa.func.min(decisions.c.created_at)).where(*where)
 
         def query(conn: Connection) -> dict[str, Any] | None:
             row = conn.execute(latest).mappings().first()

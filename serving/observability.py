@@ -46,6 +46,7 @@ ALLOWED_LOG_FIELDS = frozenset({
     "policy_version", "decision_id", "action", "tier", "rule", "reason", "count", "n_requests", "n_accounts",
     "error_type", "duration_ms", "in_flight", "max_concurrency", "idempotent_replay",
     "error", "backend",  # the decision log's: an error's class and SQLSTATE only (decisions._describe)
+    "role", "tenant",  # of an API key (a tenant is a configured name such as a CRM's, never a customer's)
 })
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 

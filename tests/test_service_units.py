@@ -130,6 +130,20 @@ def test_key_ring_accepts_every_rotated_key_and_rejects_others():
     assert KeyRing([]).check(SCORING_KEYS[0]) is None
 
 
+def test_tenant_rings_name_each_keys_tenant_default_without_one_and_hold_only_digests():
+    from serving.security import DEFAULT_TENANT, TenantRings
+
+    rings = TenantRings([f"{SCORING_KEYS[0]}@bank-a", f"{SCORING_KEYS[1]}@bank-b", ADMIN_KEY, "odd@key@x y"])
+    assert rings.identify(SCORING_KEYS[0])[1] == "bank-a" and rings.identify(SCORING_KEYS[1])[1] == "bank-b"
+    assert rings.identify(ADMIN_KEY)[1] == DEFAULT_TENANT
+    assert rings.identify("odd@key@x y")[1] == DEFAULT_TENANT  # not a tenant name: the whole entry is the key
+    assert rings.identify(f"{SCORING_KEYS[0]}@bank-a") is None and rings.identify("odd@key") is None
+    assert rings.check(SCORING_KEYS[0]) == KeyRing([SCORING_KEYS[0]]).check(SCORING_KEYS[0])
+    leaves = [leaf for _, ring in rings._rings for leaf in ring._digests]
+    assert len(leaves) == 4 and all(isinstance(leaf, bytes) and len(leaf) == 32 for leaf in leaves)
+    assert not any(key in repr(rings) for key in [*SCORING_KEYS, ADMIN_KEY])
+
+
 def test_caller_id_is_stable_and_reveals_nothing_of_the_key():
     first, again = KeyRing(SCORING_KEYS).check(SCORING_KEYS[1]), KeyRing([SCORING_KEYS[1]]).check(SCORING_KEYS[1])
     assert first == again

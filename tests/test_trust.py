@@ -253,3 +253,44 @@ def test_a_hung_postgresql_is_503_within_seconds_not_a_hang_and_the_log_line_nam
     assert [code for code, _ in timed] == [503, 503, 503] and max(s for _, s in timed) < 2.0 + 2.0 + 2.0, timed
     failed = [json.loads(line) for line in out.splitlines() if '"decision log write failed"' in line]
     assert failed and all(f["backend"] == "postgresql" and f["error"] for f in failed), failed
+
+
+CRM_A, CRM_B, AUDITOR = "crm-a-key-for-tests-0001", "crm-b-key-for-tests-0001", "auditor-key-for-tests-0001"
+
+
+def test_a_scoring_key_reads_only_its_tenants_decisions_and_an_auditors_reads_are_logged(trained, tmp_path):
+    """Any scoring key read any decision, features and all, and ids could be computed. Now: random ids, a
+    scoring key sees its own tenant's decisions only (404 for another's, as if absent; a key configured
+    without a tenant is of the tenant `default`), an auditor key reads all and scores nothing, and every
+    read is in the log with the caller and role, never a key."""
+    import uuid
+
+    ids = read_dir(trained["data"]).accounts["account_id"].head(5).tolist()
+    bodies = _requests_for(trained["data"], ids, AS_OF)
+    server_log = tmp_path / "server.log"
+    proc, base = _start(["--model", str(trained["bundle_path"])], {
+        "CUREFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}", "CUREFLOW_AUDITOR_KEYS": AUDITOR,
+        "CUREFLOW_API_KEYS": f"{CRM_A}@bank-a, {CRM_B}@bank-b, {KEY}"}, server_log)
+
+    def read(key: str, decision_id: str) -> int:
+        return httpx.get(f"{base}/v1/decisions/{decision_id}", headers={"X-API-Key": key}, timeout=30).status_code
+
+    try:
+        _wait_ready(base, proc)
+        decided = [httpx.post(f"{base}/v1/score", json=body, headers={"X-API-Key": CRM_A}, timeout=30).json()
+                   ["decision_id"] for body in [*bodies, bodies[0]]]
+        own = [read(CRM_A, d) for d in decided]
+        crossed = [read(key, d) for key in (CRM_B, KEY) for d in decided]
+        audited = [read(AUDITOR, d) for d in decided]
+        auditor_scores = httpx.post(f"{base}/v1/score", json=bodies[0], headers={"X-API-Key": AUDITOR}, timeout=30)
+    finally:
+        out = _stop(proc, server_log)
+    assert len(set(decided)) == 6 and all(uuid.UUID(d).version == 4 for d in decided)  # the repeat too
+    assert own == [200] * 6 and audited == [200] * 6
+    assert crossed == [404] * 12  # 0 cross-tenant reads
+    assert auditor_scores.status_code == 403
+    reads = [json.loads(line) for line in out.splitlines() if '"decision read"' in line]
+    assert sorted(r["decision_id"] for r in reads if r["role"] == "auditor") == sorted(decided)
+    assert {(r["role"], r["tenant"]) for r in reads} == {("scoring", "bank-a"), ("scoring", "bank-b"),
+                                                          ("scoring", "default"), ("auditor", "default")}
+    assert not any(key in out for key in (CRM_A, CRM_B, KEY, AUDITOR))
