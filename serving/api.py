@@ -127,7 +127,8 @@ def _records(pairs, loaded: LoadedModel, caller: str, tenant: str, key: str | No
     return [DecisionRecord.from_answer(answer, request_id=current_request_id() or "", caller=caller,
                                        run_id=loaded.run_id, policy_version=loaded.bundle.policy_config.version,
                                        features=features, rules_evaluated=list(RULE_IDS), source="api",
-                                       idempotency_key=key, request_fingerprint=fingerprint, tenant=tenant)
+                                       idempotency_key=key, request_fingerprint=fingerprint, tenant=tenant,
+                                       profile=loaded.bundle.params["rules"]["profile"])
             for answer, features in pairs]
 
 
