@@ -4,7 +4,8 @@
   flight: nothing queues, so latency cannot grow without bound. Health and metrics paths are exempt.
 - `BodyGuard` reads each body whole before the app (and the shedder) see the request: 413 past the size
   limit, 408 past the time limit, so a slow sender cannot hold a scoring slot; 422 for a JSON body Python
-  would misread (`json_problem`: bytes that are not UTF-8, a lone surrogate, a key given twice).
+  would misread (`json_problem`: bytes that are not UTF-8, a lone surrogate, a key given twice); 431 for
+  headers over MAX_HEADER_BYTES in all (uvicorn's httptools parser takes a 100 KB header).
 
 Counters are per process: with `--workers N` the service admits up to N x max_concurrency requests.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_EXEMPT_PATHS = ("/healthz", "/readyz", "/metrics")
+MAX_HEADER_BYTES = 16_384  # all of a request's header names and values (h11's own limit is 16 KiB too)
 
 
 async def send_json(send: Send, status: int, body: dict[str, object],
@@ -120,6 +122,10 @@ class BodyGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+            await send_json(send, 431, {"detail": f"request headers larger than {MAX_HEADER_BYTES} bytes"},
+                            headers=[(b"connection", b"close")])
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:

@@ -294,3 +294,91 @@ def test_a_scoring_key_reads_only_its_tenants_decisions_and_an_auditors_reads_ar
     assert {(r["role"], r["tenant"]) for r in reads} == {("scoring", "bank-a"), ("scoring", "bank-b"),
                                                           ("scoring", "default"), ("auditor", "default")}
     assert not any(key in out for key in (CRM_A, CRM_B, KEY, AUDITOR))
+
+
+def _leaves(value, path=()):
+    """(path, value) of every string and number leaf of a JSON value."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, (*path, i))
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        yield path, value
+
+
+def _set(body: dict, path: tuple, value) -> dict:
+    out = json.loads(json.dumps(body))
+    target = out
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return out
+
+
+def _hostile_bodies(body: dict, rng) -> list[bytes]:
+    """What schemathesis does not send: a lone surrogate in every string, every number as text, a key given
+    twice in every object, and bytes that are not UTF-8 at random places."""
+    text = json.dumps(body)
+    out = []
+    for path, value in _leaves(body):
+        if isinstance(value, str):
+            out.append(json.dumps(_set(body, path, value + "\ud800")).encode())  # json.dumps writes \\ud800
+        else:
+            out.append(json.dumps(_set(body, path, str(value))).encode())
+    for key in ("as_of", "account", "account_id", "amount_due", "paid_at", "contact_id", "outcome"):
+        first = text.find(f'"{key}"')
+        if first < 0:
+            continue
+        out.append((text[:first] + f'"{key}": 1, ' + text[first:]).encode())
+    for _ in range(40):
+        raw = bytearray(text.encode())
+        raw[rng.randrange(len(raw))] = rng.choice([0x80, 0xC0, 0xFF, 0xED, 0xF5])
+        out.append(bytes(raw))
+    return out
+
+
+def test_fuzzing_with_bad_text_duplicate_keys_numbers_as_text_and_huge_headers_never_500s_or_logs_a_value(
+        trained, tmp_path):
+    """Every hostile body and header gets a 4xx (or, for a head too large to read, a closed connection), never
+    a 5xx; the server's log holds none of the request's personal values. Values are marked so a leak is seen."""
+    import random
+
+    rng = random.Random(18)
+    body = _requests_for(trained["data"], read_dir(trained["data"]).accounts["account_id"].head(1).tolist(),
+                         AS_OF)[0]
+    body["account"].update(account_id="PII-ACCOUNT-77", region="PII-REGION-77")
+    body["contacts"] = [dict(c, contact_id=f"PII-CONTACT-{i}") for i, c in enumerate(body["contacts"][:3])]
+    markers = ["PII-ACCOUNT-77", "PII-REGION-77", "PII-CONTACT-", body["account"]["opened_on"]]
+    bodies = _hostile_bodies(body, rng)
+    headers = [{"X-Request-ID": "PII-HEADER-" + "x" * 100_000}, {"Idempotency-Key": "PII-KEY-" + "k" * 20_000},
+               {"X-API-Key": "PII-APIKEY-" + "a" * 50_000}, {f"X-Pad-{i}": "PII-PAD" * 20 for i in range(300)},
+               {"Idempotency-Key": "PII-\x7f-KEY"}, {"X-Request-ID": "PII\u00e9-ID"}]
+    server_log = tmp_path / "server.log"
+    proc, base = _start(["--model", str(trained["bundle_path"])],
+                        {"CUREFLOW_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}", "CUREFLOW_LOG_LEVEL": "DEBUG"},
+                        server_log)
+    codes, header_codes, closed = [], [], 0
+    try:
+        _wait_ready(base, proc)
+        with httpx.Client(timeout=30) as client:
+            for raw in bodies:
+                codes.append(client.post(f"{base}/v1/score", content=raw,
+                                         headers={**HEADERS, "Content-Type": "application/json"}).status_code)
+            for extra in headers:
+                try:
+                    encoded = {k: v.encode("utf-8") for k, v in extra.items()}
+                    header_codes.append(client.post(f"{base}/v1/score", json=body,
+                                                    headers={**HEADERS, **encoded}).status_code)
+                except httpx.RemoteProtocolError:
+                    closed += 1
+        assert proc.poll() is None
+    finally:
+        out = _stop(proc, server_log)
+    assert len(codes) == len(bodies) > 100 and len(header_codes) + closed == len(headers)
+    assert all(400 <= c < 500 for c in codes), sorted(set(codes))  # every hostile body refused, none a 5xx
+    assert header_codes[:4] == [431] * 4 and all(c < 500 for c in header_codes), header_codes
+    leaked = [m for m in markers if m in out] + [m for m in ("PII-HEADER", "PII-KEY", "PII-APIKEY", "PII-PAD")
+                                                 if m in out]
+    assert leaked == [] and "Traceback" not in out
