@@ -1,7 +1,8 @@
 """Typed request and answer schemas of the real-time API, from ../shared/CONTRACT.md.
 
 Unknown fields are rejected (`extra="forbid"`), every list is bounded, timestamps must carry an offset, and
-the holds and consents are JSON booleans (a 0 or "no" is refused, never read as a flag).
+the holds and consents are JSON booleans (a 0 or "no" is refused, never read as a flag), and numbers are JSON
+numbers (`"42000"` or `true` for an amount, `108.0` for a count of months are refused, never coerced).
 Domain checks the schema cannot express (for example a duplicate contact id) are the contract
 validator's, the same one the batch uses.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool
 
 from models.scoring import example_request
 from models.vocab import MAX_AMOUNT
@@ -32,6 +33,8 @@ def _iso_text(value: object) -> object:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_text)]
+Number = Annotated[float, Strict()]  # a JSON number (an integer too), never text or a boolean
+Whole = Annotated[int, Strict()]  # a JSON integer, never text, a boolean or a float
 IsoInstant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 MAX_INSTALLMENTS = 600
@@ -50,9 +53,9 @@ class _Strict(BaseModel):
 class Account(_Strict):
     account_id: str = Field(min_length=1, max_length=64)
     opened_on: IsoDate
-    term_months: int = Field(ge=1, le=180)
-    monthly_amount: float = Field(gt=0, le=MAX_AMOUNT)
-    birth_year: int | None = Field(default=None, ge=1900, le=2100)
+    term_months: Whole = Field(ge=1, le=180)
+    monthly_amount: Number = Field(gt=0, le=MAX_AMOUNT)
+    birth_year: Whole | None = Field(default=None, ge=1900, le=2100)
     employment: Employment
     region: str | None = Field(default=None, max_length=64)
     timezone: str | None = Field(default=None, max_length=64)
@@ -69,13 +72,13 @@ class Account(_Strict):
 class Installment(_Strict):
     account_id: str | None = Field(default=None, max_length=64)
     due_date: IsoDate
-    amount_due: float = Field(ge=0, le=MAX_AMOUNT)
+    amount_due: Number = Field(ge=0, le=MAX_AMOUNT)
 
 
 class Payment(_Strict):
     account_id: str | None = Field(default=None, max_length=64)
     paid_at: IsoInstant
-    amount: float = Field(gt=0, le=MAX_AMOUNT)
+    amount: Number = Field(gt=0, le=MAX_AMOUNT)
     method: Method
 
 
@@ -88,7 +91,7 @@ class Contact(_Strict):
     template: str | None = Field(default=None, max_length=64)
     outcome: Outcome
     experiment_id: str | None = Field(default=None, max_length=64)
-    propensity: float | None = Field(default=None, gt=0, le=1)
+    propensity: Number | None = Field(default=None, gt=0, le=1)
 
 
 class ScoreRequest(_Strict):

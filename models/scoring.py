@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -25,6 +25,7 @@ from models.contract import MAX_ROWS, ContractError
 from models.features import prepare_requests
 
 FIRST_YEAR, LAST_YEAR = 1678, 2261  # the contract's supported years (datetime64[ns])
+AS_OF_TOLERANCE = timedelta(minutes=5)  # how far ahead of our clock a request's as_of may be (clock skew)
 _WHEN = {"installments": "due_date", "payments": "paid_at", "contacts": "contacted_at"}
 
 
@@ -36,8 +37,21 @@ def _out_of_years(value: date | datetime | None) -> bool:
     return value is not None and not FIRST_YEAR <= value.year <= LAST_YEAR
 
 
-def check_requests(requests: Sequence[Mapping[str, Any]]) -> None:
-    """The contract checks of parsed requests, rows numbered as in the stacked tables the batch reads."""
+def _check_not_in_the_future(requests: Sequence[Mapping[str, Any]], now: datetime) -> None:
+    """as_of not ahead of `now` (with the tolerance); opened_on and birth_year not after as_of."""
+    if bad := [i for i, r in enumerate(requests) if r["as_of"] > now + AS_OF_TOLERANCE]:
+        _fail("request", "as_of", bad, f"in the future (more than {AS_OF_TOLERANCE} ahead of the service's clock)")
+    if bad := [i for i, r in enumerate(requests) if r["account"]["opened_on"] > r["as_of"].date()]:
+        _fail("accounts", "opened_on", bad, "after the request's as_of")
+    if bad := [i for i, r in enumerate(requests)
+               if r["account"].get("birth_year") is not None and r["account"]["birth_year"] > r["as_of"].year]:
+        _fail("accounts", "birth_year", bad, "after the year of the request's as_of")
+
+
+def check_requests(requests: Sequence[Mapping[str, Any]], now: datetime | None = None) -> None:
+    """The contract checks of parsed requests, rows numbered as in the stacked tables the batch reads. A
+    request cannot come from the future: its as_of may be at most AS_OF_TOLERANCE past `now` (the clock),
+    and the account cannot be opened, or its holder born, after it."""
     ids = [r["account"]["account_id"] for r in requests]
     repeated = [i for i, a in enumerate(ids) if ids.count(a) > 1] if len(set(ids)) < len(ids) else []
     if repeated:
@@ -46,6 +60,7 @@ def check_requests(requests: Sequence[Mapping[str, Any]]) -> None:
         _fail("request", "as_of", bad, f"outside the supported years {FIRST_YEAR}..{LAST_YEAR}")
     if bad := [i for i, r in enumerate(requests) if _out_of_years(r["account"]["opened_on"])]:
         _fail("accounts", "opened_on", bad, f"outside the supported years {FIRST_YEAR}..{LAST_YEAR}")
+    _check_not_in_the_future(requests, now or datetime.now(UTC))
     for table, when in _WHEN.items():
         rows = [(r["account"]["account_id"], row) for r in requests for row in (r.get(table) or ())]
         if bad := [i for i, (owner, row) in enumerate(rows) if row.get("account_id") not in (None, owner)]:

@@ -34,6 +34,52 @@ class _Commands(TyperGroup):
 
 app = typer.Typer(cls=_Commands, help="cureflow: delinquency risk and next-best-action for collections.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+audit = typer.Typer(cls=_Commands, help="The decision log's tamper evidence and retention.", no_args_is_help=True)
+app.add_typer(audit, name="audit")
+DecisionLogUrl = Annotated[str | None, typer.Option("--decision-log", help="decision log URL; default "
+                                                    "CUREFLOW_DATABASE_URL or sqlite:///decisions.db")]
+
+
+def _decision_log(url: str | None):
+    from serving.batch import _default_decision_log
+    from serving.decisions import DecisionLog
+
+    return DecisionLog(url or _default_decision_log())
+
+
+@audit.command("verify")
+def audit_verify(decision_log: DecisionLogUrl = None) -> None:
+    """Check every partition's hash chain; exit 1 and name the first break of each broken one."""
+    log = _decision_log(decision_log)
+    try:
+        report = log.verify()
+    finally:
+        log.close()
+    for part, result in report["partitions"].items():
+        typer.echo(f"{part}: {result['records']} records, {result['problem'] or 'chain intact'}")
+    if report["unchained"]:
+        typer.echo(f"{report['unchained']} records from before the chain (no hash to check)")
+    if not report["ok"]:
+        raise typer.Exit(code=1)
+
+
+@audit.command("purge")
+def audit_purge(decision_log: DecisionLogUrl = None,
+                now: Annotated[str | None, typer.Option(help="the instant retention counts back from, ISO 8601 "
+                                                             "with offset; default now")] = None) -> None:
+    """Remove the records past their rule profile's retention (jp 10 years, us 3 years), and say what went."""
+    from datetime import UTC, datetime
+
+    when = pd_timestamp(now).to_pydatetime() if now else datetime.now(UTC)
+    log = _decision_log(decision_log)
+    try:
+        removed = log.purge(when)
+    finally:
+        log.close()
+    for r in removed:
+        typer.echo(f"{r['partition']}: removed {r['removed']} records created {r['oldest'].isoformat()} .. "
+                   f"{r['newest'].isoformat()} (retention ends {r['cutoff'].isoformat()})")
+    typer.echo(f"removed {sum(r['removed'] for r in removed)} records in all")
 
 
 @app.callback()
@@ -215,6 +261,7 @@ def serve(
 
     import uvicorn
 
+    from serving.observability import uvicorn_log_config
     from serving.security import require_keys
     from serving.settings import load_settings
 
@@ -224,7 +271,7 @@ def serve(
         os.environ["CUREFLOW_INSECURE"] = "true"
     require_keys(load_settings())
     uvicorn.run("serving.api:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, log_config=uvicorn_log_config())
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """The real-time scoring API: FastAPI over one bundle, with keys, a decision log, metrics and load shedding.
 
 Routes: POST /v1/score, POST /v1/score/batch, GET /v1/decisions/{id}, GET /v1/model, POST /v1/admin/reload,
-GET /healthz, /readyz, /metrics. Every decision is appended to the decision log before the answer leaves;
+GET /healthz, /readyz, /metrics. Decision ids are random (uuid4): nothing about a request lets anyone compute
+one; a scoring key reads only its tenant's decisions, auditor and admin keys read all, and every read is
+logged with the caller and its role. Every decision is appended to the decision log before the answer leaves;
 when the log cannot be written the answer is 503, never a success without a record. Scoring routes are plain
 `def` (CPU-bound, run in the threadpool). No postponed annotations in this module: FastAPI resolves the
 `Annotated[..., Depends(...)]` of routes defined inside `create_app`.
@@ -16,6 +18,7 @@ import json
 import logging
 import math
 import threading
+import uuid
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -40,7 +43,15 @@ from serving.decisions import (
 )
 from serving.limits import BodyGuard, LoadShedder
 from serving.observability import Metrics, RequestObserver, configure_logging, current_request_id, make_metrics, render
-from serving.security import KeyRing, admin_caller, require_keys, scoring_caller
+from serving.security import (
+    SCORING,
+    KeyRing,
+    TenantRings,
+    admin_caller,
+    reader_caller,
+    require_keys,
+    scoring_caller,
+)
 from serving.settings import Settings, load_settings
 
 log = logging.getLogger("cureflow.api")
@@ -111,13 +122,31 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def _records(pairs, loaded: LoadedModel, caller: str, key: str | None, fingerprint: str | None
+def _records(pairs, loaded: LoadedModel, caller: str, tenant: str, key: str | None, fingerprint: str | None
              ) -> list[DecisionRecord]:
     return [DecisionRecord.from_answer(answer, request_id=current_request_id() or "", caller=caller,
                                        run_id=loaded.run_id, policy_version=loaded.bundle.policy_config.version,
                                        features=features, rules_evaluated=list(RULE_IDS), source="api",
-                                       idempotency_key=key, request_fingerprint=fingerprint)
+                                       idempotency_key=key, request_fingerprint=fingerprint, tenant=tenant,
+                                       profile=loaded.bundle.params["rules"]["profile"])
             for answer, features in pairs]
+
+
+def _loggable_id(text: str) -> str | None:
+    """A decision id for the log when it has the shape of one (a UUID), else None: the path is the caller's
+    text and may hold anything, personal data included."""
+    try:
+        return str(uuid.UUID(text)) if len(text) == 36 else None
+    except ValueError:
+        return None
+
+
+def _random_ids(pairs: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """The answers with random decision ids (uuid4). The scorer's ids are derived from the account, as-of and
+    model version (the batch's reruns need them identical), so anyone who knows those could compute one."""
+    for answer, _ in pairs:
+        answer["decision_id"] = str(uuid.uuid4())
+    return pairs
 
 
 def _fingerprint(requests: list[ScoreRequest]) -> str:
@@ -133,11 +162,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level)
     metrics = make_metrics()
     holder = ModelHolder(settings.model_uri, metrics)
-    decisions = DecisionLog(settings.database_url, sync=settings.decision_log_sync)
+    decisions = DecisionLog(settings.database_url, sync=settings.decision_log_sync,
+                            statement_timeout_s=settings.decision_log_timeout_s)
     writer = GroupCommit(decisions)
-    rings = KeyRing(settings.api_key_values()), KeyRing(settings.admin_key_values())
-    scoring = scoring_caller(rings[0], rings[1], settings.insecure)
-    admin = admin_caller(rings[1], rings[0], settings.insecure)
+    crm, admins = TenantRings(settings.api_key_values()), KeyRing(settings.admin_key_values())
+    auditors = KeyRing(settings.auditor_key_values())
+    scoring = scoring_caller(crm, admins, settings.insecure, ring_auditor=auditors)
+    admin = admin_caller(admins, crm, settings.insecure, ring_auditor=auditors)
+    reader = reader_caller(crm, admins, auditors, settings.insecure)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -154,10 +186,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Delinquency risk and next-best-action for collections (see CONTRACT.md).")
     app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
     # the last added runs first: observer, then the body guard, then the shedder (a slow body takes no slot)
-    app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency,
+    app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency, on_count=metrics.in_flight.set,
                        on_shed=lambda reason: metrics.shed_total.labels(reason=reason).inc())
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
-    app.add_middleware(RequestObserver, metrics=metrics)
+    app.add_middleware(RequestObserver, metrics=metrics, routes=app.router.routes)
 
     def model() -> LoadedModel:
         loaded = holder.loaded
@@ -176,15 +208,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=422, content={"detail": [{
             "loc": ["body", err.table, err.column], "msg": str(err), "type": "contract_error", "rows": err.rows}]})
 
-    def decide(loaded: LoadedModel, requests: list[ScoreRequest], caller: str, key: str | None) -> list[dict]:
+    def decide(loaded: LoadedModel, requests: list[ScoreRequest], caller: str, tenant: str, key: str | None
+               ) -> list[dict]:
         """Score, record, then answer: a replayed Idempotency-Key returns the recorded answers unchanged, the
         same key with another request is a 422."""
         fingerprint = _fingerprint(requests) if key else None
         try:
             if key and (replay := decisions.find_idempotent(caller, key, fingerprint)) is not None:
                 return replay
-            pairs = score_requests_with_features(loaded.bundle, [r.model_dump() for r in requests])
-            writer.append(_records(pairs, loaded, caller, key, fingerprint))
+            pairs = _random_ids(score_requests_with_features(loaded.bundle, [r.model_dump() for r in requests]))
+            writer.append(_records(pairs, loaded, caller, tenant, key, fingerprint))
         except IdempotencyConflict as race:
             return race.answers
         except IdempotencyMismatch as reuse:
@@ -204,19 +237,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]
 
     @app.post("/v1/score", response_model=Answer, summary="Score one overdue account")
-    def score(body: ScoreRequest, caller: Caller, loaded: Loaded, idempotency_key: IdemKey = None) -> dict:
-        return decide(loaded, [body], caller, idempotency_key)[0]
+    def score(body: ScoreRequest, caller: Caller, loaded: Loaded, request: Request,
+              idempotency_key: IdemKey = None) -> dict:
+        return decide(loaded, [body], caller, request.state.tenant, idempotency_key)[0]
 
     @app.post("/v1/score/batch", response_model=BatchAnswer, summary="Score several accounts")
-    def score_batch(body: BatchRequest, caller: Caller, loaded: Loaded, idempotency_key: IdemKey = None) -> dict:
-        return {"answers": decide(loaded, body.requests, caller, idempotency_key)}
+    def score_batch(body: BatchRequest, caller: Caller, loaded: Loaded, request: Request,
+                    idempotency_key: IdemKey = None) -> dict:
+        return {"answers": decide(loaded, body.requests, caller, request.state.tenant, idempotency_key)}
 
     @app.get("/v1/decisions/{decision_id}", summary="A recorded decision, for an audit")
-    def get_decision(decision_id: str, caller: Caller) -> dict[str, Any]:
+    def get_decision(decision_id: str, caller: Annotated[str, Depends(reader)], request: Request) -> dict[str, Any]:
+        """A scoring key sees its tenant's decisions only (another tenant's is a 404, as if absent); auditor
+        and admin keys see all. Every read is logged: who, in which role, which decision, found or not."""
+        role, tenant = request.state.role, request.state.tenant
         try:
-            record = decisions.get(decision_id)
+            record = decisions.get(decision_id, tenant=tenant if role == SCORING else None)
         except DecisionLogUnavailable:
             raise HTTPException(status_code=503, detail="the decision log is unavailable") from None
+        log.info("decision read", extra={"caller": caller, "role": role, "tenant": tenant,
+                                         "decision_id": _loggable_id(decision_id),
+                                         "status": 404 if record is None else 200})
         if record is None:
             raise HTTPException(status_code=404, detail="no decision with this id")
         return record

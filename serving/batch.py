@@ -352,7 +352,7 @@ def decision_records(rows: pd.DataFrame, loaded, run: str) -> list:
         records.append(DecisionRecord.from_answer(
             answer, request_id=run, caller=CALLER, run_id=loaded.run_id or None, policy_version=policy_version,
             features=json.loads(row["_features"]), rules_evaluated=list(RULE_IDS), source="batch",
-            idempotency_key=f"{run}/{answer['account_id']}"))
+            idempotency_key=f"{run}/{answer['account_id']}", profile=loaded.bundle.params["rules"]["profile"]))
     return records
 
 

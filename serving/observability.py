@@ -21,13 +21,14 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.limits import SHED_KEY
@@ -44,6 +45,8 @@ ALLOWED_LOG_FIELDS = frozenset({
     "request_id", "route", "method", "status", "latency_ms", "caller", "model_version", "model_uri", "run_id",
     "policy_version", "decision_id", "action", "tier", "rule", "reason", "count", "n_requests", "n_accounts",
     "error_type", "duration_ms", "in_flight", "max_concurrency", "idempotent_replay",
+    "error", "backend",  # the decision log's: an error's class and SQLSTATE only (decisions._describe)
+    "role", "tenant",  # of an API key (a tenant is a configured name such as a CRM's, never a customer's)
 })
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -63,6 +66,7 @@ class Metrics:
     shed_total: Counter
     decision_log_errors_total: Counter
     alias_checked: Gauge
+    in_flight: Gauge
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set_model(self, version: str, run_id: str) -> None:
@@ -101,6 +105,8 @@ def make_metrics() -> Metrics:
                                           **common),
         alias_checked=Gauge("alias_checked_timestamp_seconds", "When the registry last answered the alias "
                             "watcher (0 = not yet, or the watcher is off)", **common),
+        in_flight=Gauge("requests_in_flight", "Requests admitted and not answered yet (health and metrics "
+                        "excluded)", **common),
     )
 
 
@@ -184,11 +190,29 @@ def configure_logging(level: str | int = "INFO", stream: IO[str] | None = None,
     return logger
 
 
+def uvicorn_log_config(level: str = "WARNING") -> dict[str, Any]:
+    """uvicorn's own loggers through `JsonFormatter` (for `uvicorn.run(log_config=...)`). Its default formatter
+    writes an exception's message, and a message can quote request data: a lone surrogate's 500 put the raw
+    value into the log. Here an error is its type and code locations only; uvicorn's access log is off (the
+    app writes its own)."""
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+        "loggers": {"uvicorn": {"handlers": ["json"], "level": level, "propagate": False},
+                    "uvicorn.access": {"handlers": [], "level": level, "propagate": False}},
+    }
+
+
 # --- per-request middleware ----------------------------------------------------------------------------------
 
-def route_template(scope: Scope) -> str:
-    """The matched route's path template (`/v1/decisions/{decision_id}`), or `unmatched`: bounded cardinality."""
+def route_template(scope: Scope, routes: Sequence[BaseRoute] = ()) -> str:
+    """The matched route's path template (`/v1/decisions/{decision_id}`), or `unmatched`: bounded cardinality.
+    A request answered before the router ran (shed, 413, 408) is matched against `routes` here, so it is
+    counted under the route it asked for."""
     route = scope.get("route")
+    if route is None:
+        route = next((r for r in routes if r.matches(scope)[0] == Match.FULL), None)
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
 
@@ -202,9 +226,11 @@ class RequestObserver:
     line each, 155 without).
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True, shed_log_interval_s: float = 1.0):
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True, shed_log_interval_s: float = 1.0,
+                 routes: Sequence[BaseRoute] = ()):
         self.app = app
         self.metrics = metrics
+        self.routes = routes  # the app's routes, to name requests answered before routing
         self.access_log = access_log
         self.shed_log_interval_s = shed_log_interval_s
         self.log = logging.getLogger(f"{NAMESPACE}.access")
@@ -237,7 +263,7 @@ class RequestObserver:
 
     def _finish(self, scope: Scope, status: int, seconds: float) -> None:
         """Record the metric sample and the access log line of one request (refusals: see the class)."""
-        route, method = route_template(scope), scope.get("method", "")
+        route, method = route_template(scope, self.routes), scope.get("method", "")
         self.metrics.observe_request(route, method, status, seconds)
         if not self.access_log:
             return

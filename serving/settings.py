@@ -3,9 +3,12 @@
 Nothing is read at import. Keys are `SecretStr` and the database URL (which may carry a password) is left out
 of `repr`, so printing or logging the settings never shows a secret.
 
-    CUREFLOW_API_KEYS="k1,k2"      scoring keys (several at once, for rotation)
+    CUREFLOW_API_KEYS="k1@crm-a,k2"  scoring keys (several at once, for rotation), each of a tenant (`@tenant`;
+                                   none: the tenant `default`)
+    CUREFLOW_AUDITOR_KEYS="u1"     keys that read every decision (each read logged) and score nothing
     CUREFLOW_ADMIN_KEYS="a1"       keys for /v1/admin/*
-    CUREFLOW_MODEL_URI, CUREFLOW_DATABASE_URL, CUREFLOW_DECISION_LOG_SYNC, CUREFLOW_MAX_CONCURRENCY,
+    CUREFLOW_MODEL_URI, CUREFLOW_DATABASE_URL, CUREFLOW_DECISION_LOG_SYNC, CUREFLOW_DECISION_LOG_TIMEOUT_S,
+    CUREFLOW_MAX_CONCURRENCY,
     CUREFLOW_MAX_BODY_BYTES, CUREFLOW_BODY_TIMEOUT_S, CUREFLOW_RELOAD_INTERVAL_S, CUREFLOW_INSECURE, CUREFLOW_LOG_LEVEL
 """
 
@@ -27,11 +30,15 @@ class Settings(BaseSettings):
 
     api_keys: KeyList
     admin_keys: KeyList
+    auditor_keys: KeyList
     model_uri: str = "models:/cureflow@champion"
     database_url: str = Field(default="sqlite:///decisions.db", repr=False)
     decision_log_sync: Literal["full", "normal"] = Field(
         default="full", description="full: each decision on disk before its answer; normal: survives a crash "
                                     "of the process or database server, may lose the last ones on a power loss")
+    decision_log_timeout_s: float = Field(
+        default=5.0, gt=0, description="statement and lock timeout of the decision log; a call to a database "
+                                       "that hangs fails (503) one second after it")
     max_concurrency: int = Field(default=32, ge=1, description="requests in flight before the service sheds load")
     max_body_bytes: int = Field(default=2_000_000, ge=1)
     body_timeout_s: float = Field(default=10.0, gt=0, description="a request body not received in this time "
@@ -40,7 +47,7 @@ class Settings(BaseSettings):
     insecure: bool = False
     log_level: str = "INFO"
 
-    @field_validator("api_keys", "admin_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", "auditor_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> list[Any]:
         """Accept `"k1, k2"` (as in the environment) or a list; blanks are dropped."""
@@ -66,6 +73,10 @@ class Settings(BaseSettings):
     def admin_key_values(self) -> list[str]:
         """The plain admin keys, for building a `KeyRing` (do not keep or log them)."""
         return [key.get_secret_value() for key in self.admin_keys]
+
+    def auditor_key_values(self) -> list[str]:
+        """The plain auditor keys, for building a `KeyRing` (do not keep or log them)."""
+        return [key.get_secret_value() for key in self.auditor_keys]
 
 
 def load_settings(**overrides: Any) -> Settings:

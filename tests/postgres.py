@@ -21,6 +21,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -78,6 +79,13 @@ class PostgresServer:
     def start(self) -> None:
         self._own().start()
 
+    def freeze(self) -> None:
+        """Stop every server process (SIGSTOP): the server hangs, up and accepting, answering nothing."""
+        self._own().signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._own().signal(signal.SIGCONT)
+
     def _own(self) -> _Cluster:
         if self._cluster is None:
             raise RuntimeError(f"the server at {ENV_URL} is not ours to stop or start")
@@ -127,6 +135,15 @@ class _Cluster:
             except RuntimeError:
                 if self.port or attempt == 2:
                     raise RuntimeError(f"PostgreSQL did not start; server log:\n{self._log_tail()}") from None
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the postmaster first (a stopped one forks no new backend), then its children."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signum)
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signum)
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")

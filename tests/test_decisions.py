@@ -57,6 +57,7 @@ def drop_table(url: str) -> None:
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS decisions"))
+        conn.execute(sa.text("DROP TABLE IF EXISTS chain_heads"))
     engine.dispose()
 
 
@@ -311,6 +312,42 @@ def test_postgres_stopped_mid_use_is_unavailable_fast_then_recovers_on_restart(p
     log.close()
 
 
+def test_postgres_that_hangs_mid_use_fails_every_caller_within_the_deadline_then_recovers(postgres, caplog):
+    """SIGSTOP on every server process: the port accepts, nothing answers, its statement_timeout never fires
+    (before, each call waited for as long as the server hung). Writers and a readiness ping each fail within
+    the deadline (statement timeout + 1 s) plus a connect timeout; once the server runs again, so does the log."""
+    if not postgres.controllable:
+        pytest.skip("CUREFLOW_TEST_POSTGRES_URL points at a server these tests must not stop")
+    drop_table(postgres.url)
+    log = DecisionLog(postgres.url, statement_timeout_s=1.0)
+    log.append([record(1)])  # pooled connections to the server that is about to hang
+    outcomes: list[object] = []
+
+    def call(n: int) -> None:
+        try:
+            outcomes.append(log.ping() if n == 0 else log.append([record(n)]))
+        except BaseException as err:  # reported by the assertion below
+            outcomes.append(err)
+
+    postgres.freeze()
+    try:
+        started = time.perf_counter()
+        callers = [threading.Thread(target=call, args=(n,), daemon=True) for n in range(4)]
+        for c in callers:
+            c.start()
+        for c in callers:
+            c.join(timeout=30)
+        elapsed = time.perf_counter() - started
+    finally:
+        postgres.thaw()
+    assert len(outcomes) == 4 and elapsed < log.deadline_s + 2.0 + FAST_S, (elapsed, outcomes)
+    assert sum(isinstance(o, DecisionLogUnavailable) for o in outcomes) == 3 and False in outcomes
+    assert any(getattr(r, "backend", None) == "postgresql" and getattr(r, "error", None) for r in caplog.records)
+    log.append([record(9)])
+    assert log.ping() is True and log.get("dec-9") is not None
+    log.close()
+
+
 def test_postgres_restart_between_requests_costs_no_failed_write(postgres):
     if not postgres.controllable:
         pytest.skip("CUREFLOW_TEST_POSTGRES_URL points at a server these tests must not stop")
@@ -442,3 +479,102 @@ def test_sqlite_sync_setting_reaches_every_connection(tmp_path, sync, pragma):
     log = DecisionLog(f"sqlite:///{tmp_path / 'd.db'}", sync=sync)
     assert log._read("pragma", lambda conn: conn.exec_driver_sql("PRAGMA synchronous").scalar()) == pragma
     log.close()
+
+
+# --- tamper evidence and retention -------------------------------------------------------------------------
+
+def _tamper(url: str, statement: str) -> None:
+    """Change the table behind the log's back, as someone with database access could."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+def _chained_log(log: DecisionLog) -> None:
+    """Records by all three write paths, two tenants and both profiles."""
+    log.append([record(1), record(2, tenant="bank-b")])
+    GroupCommit(log).append([record(3, profile="us")])
+    log.append_once([record(4, key="run/A4", source="batch"), record(5, key="run/A5", source="batch")])
+
+
+def test_every_record_is_chained_and_verify_finds_the_chain_intact(log):
+    _chained_log(log)
+    report = log.verify()
+    assert report["ok"] and report["unchained"] == 0
+    assert {p: r["records"] for p, r in report["partitions"].items()} == {
+        "default/jp": 3, "bank-b/jp": 1, "default/us": 1}
+
+
+@pytest.mark.parametrize(("statement", "says"), [
+    ("UPDATE decisions SET account_id = 'A9999' WHERE decision_id = 'dec-4'", "record 2: altered"),
+    ("UPDATE decisions SET features = '{\"days_past_due\": 1}' WHERE decision_id = 'dec-1'", "record 1: altered"),
+    ("DELETE FROM decisions WHERE decision_id = 'dec-4'", "record 2 is missing"),
+    ("DELETE FROM decisions WHERE decision_id = 'dec-5'", "records 3..3 are missing at the end"),
+    ("UPDATE decisions SET prev_hash = record_hash WHERE decision_id = 'dec-5'", "record 3: prev_hash"),
+])
+def test_verify_names_the_first_break_of_an_edited_or_removed_record(log, backend, statement, says):
+    _chained_log(log)
+    _tamper(backend.url, statement)
+    report = log.verify()
+    assert not report["ok"] and says in report["partitions"]["default/jp"]["problem"], report
+    assert report["partitions"]["default/us"]["problem"] is None
+
+
+def test_purge_removes_only_records_past_their_profiles_retention_and_the_rest_still_verifies(log):
+    from datetime import datetime, timedelta
+
+    _chained_log(log)
+    soon = datetime.now(UTC) + timedelta(days=365 * 3 + 2)  # past us's 3 years, within jp's 10
+    assert log.purge(datetime.now(UTC)) == []
+    removed = log.purge(soon)
+    assert [(r["partition"], r["removed"]) for r in removed] == [("default/us", 1)]
+    assert log.count() == 4 and log.get("dec-3") is None and log.get("dec-1") is not None
+    log.append([record(6, profile="us")])  # the chain goes on after the purge
+    assert log.verify()["ok"]
+    later = datetime.now(UTC) + timedelta(days=365 * 10 + 5)
+    assert sorted(r["partition"] for r in log.purge(later)) == ["bank-b/jp", "default/jp", "default/us"]
+    assert log.count() == 0 and log.verify()["ok"]
+
+
+def test_audit_commands_verify_the_chain_and_say_what_a_purge_removed(log, backend):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    _chained_log(log)
+    runner = CliRunner()
+    intact = runner.invoke(app, ["audit", "verify", "--decision-log", backend.url])
+    assert intact.exit_code == 0 and "default/jp: 3 records, chain intact" in intact.output
+    purged = runner.invoke(app, ["audit", "purge", "--decision-log", backend.url, "--now", "2031-01-01T00:00:00Z"])
+    assert purged.exit_code == 0 and "default/us: removed 1 records" in purged.output
+    assert "removed 1 records in all" in purged.output
+    _tamper(backend.url, "UPDATE decisions SET answer = '{}' WHERE decision_id = 'dec-1'")
+    broken = runner.invoke(app, ["audit", "verify", "--decision-log", backend.url])
+    assert broken.exit_code == 1 and "default/jp: 3 records, record 1: altered" in broken.output
+
+
+def test_writers_in_several_processes_chain_one_after_the_other(backend):
+    """Four logs (as four worker processes would hold) appending at once into one partition: one chain, no
+    fork (the head row is locked by each append)."""
+    DecisionLog(backend.url).ping()
+    logs = [DecisionLog(backend.url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def write(w: int) -> None:
+        try:
+            for n in range(10):
+                logs[w].append([record(100 * w + n)])
+        except BaseException as err:  # reported by the assertion below
+            errors.append(err)
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(timeout=60)
+    report = logs[0].verify()
+    for each in logs:
+        each.close()
+    assert errors == [] and report["ok"], (errors, report)
+    assert report["partitions"]["default/jp"]["records"] == 40

@@ -130,6 +130,20 @@ def test_key_ring_accepts_every_rotated_key_and_rejects_others():
     assert KeyRing([]).check(SCORING_KEYS[0]) is None
 
 
+def test_tenant_rings_name_each_keys_tenant_default_without_one_and_hold_only_digests():
+    from serving.security import DEFAULT_TENANT, TenantRings
+
+    rings = TenantRings([f"{SCORING_KEYS[0]}@bank-a", f"{SCORING_KEYS[1]}@bank-b", ADMIN_KEY, "odd@key@x y"])
+    assert rings.identify(SCORING_KEYS[0])[1] == "bank-a" and rings.identify(SCORING_KEYS[1])[1] == "bank-b"
+    assert rings.identify(ADMIN_KEY)[1] == DEFAULT_TENANT
+    assert rings.identify("odd@key@x y")[1] == DEFAULT_TENANT  # not a tenant name: the whole entry is the key
+    assert rings.identify(f"{SCORING_KEYS[0]}@bank-a") is None and rings.identify("odd@key") is None
+    assert rings.check(SCORING_KEYS[0]) == KeyRing([SCORING_KEYS[0]]).check(SCORING_KEYS[0])
+    leaves = [leaf for _, ring in rings._rings for leaf in ring._digests]
+    assert len(leaves) == 4 and all(isinstance(leaf, bytes) and len(leaf) == 32 for leaf in leaves)
+    assert not any(key in repr(rings) for key in [*SCORING_KEYS, ADMIN_KEY])
+
+
 def test_caller_id_is_stable_and_reveals_nothing_of_the_key():
     first, again = KeyRing(SCORING_KEYS).check(SCORING_KEYS[1]), KeyRing([SCORING_KEYS[1]]).check(SCORING_KEYS[1])
     assert first == again
@@ -431,8 +445,9 @@ def test_refusals_share_a_log_line_a_second_and_every_answer_keeps_its_metric(lo
 
     async def flood() -> list[int]:
         release = asyncio.Event()
-        shedder = LoadShedder(_slow_app(release), max_concurrency=2)
-        observer = RequestObserver(shedder, metrics, shed_log_interval_s=0.3)
+        app = _slow_app(release)
+        shedder = LoadShedder(app, max_concurrency=2)
+        observer = RequestObserver(shedder, metrics, shed_log_interval_s=0.3, routes=app.router.routes)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=observer), base_url="http://t") as client:
             slow = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
             while shedder.in_flight < 2:
@@ -452,7 +467,7 @@ def test_refusals_share_a_log_line_a_second_and_every_answer_keeps_its_metric(lo
                                                                                  (10, 503, "WARNING")]
     assert shed[1]["duration_ms"] >= 300
     assert [(line["msg"], line["status"]) for line in lines if line["msg"] == "request"] == [("request", 200)] * 2
-    assert metrics.requests_total.labels(route="unmatched", method="GET", status="503")._value.get() == 11
+    assert metrics.requests_total.labels(route="/slow", method="GET", status="503")._value.get() == 11  # not unmatched
 
 
 def test_load_shedder_rejects_a_limit_below_one():

@@ -74,7 +74,11 @@ def batch(trained):
     return as_of, score_portfolio(bundle, read_dir(trained["data"]), as_of, progress=False)
 
 
-def test_batch_row_and_realtime_answer_are_identical(client, trained, batch):
+def test_batch_row_and_realtime_answer_are_identical_but_for_the_random_decision_id(client, trained, batch):
+    """The same decision by both roads; only the id differs: the API's is random (uuid4), so nobody can compute
+    it from the account, as-of and model version as they could the batch's."""
+    import uuid
+
     as_of, rows = batch
     assert len(rows) > 10
     picks = rows.iloc[[0, len(rows) // 2, len(rows) - 1]]
@@ -84,7 +88,9 @@ def test_batch_row_and_realtime_answer_are_identical(client, trained, batch):
         assert resp.status_code == 200, resp.text
         expected = {k: (None if isinstance(v, float) and pd.isna(v) else v)
                     for k, v in row.to_dict().items() if k in BATCH_COLUMNS}
-        assert row_from_answer(resp.json()) == expected
+        got = row_from_answer(resp.json())
+        assert uuid.UUID(got.pop("decision_id")).version == 4 and expected.pop("decision_id")
+        assert got == expected
 
 
 def test_batch_endpoint_answers_in_request_order(client, trained, batch):
@@ -254,6 +260,49 @@ def test_empty_idempotency_key_numeric_dates_and_numeric_flags_are_refused(clien
         target[path[-1]] = value
         resp = client.post("/v1/score", json=body)
         assert resp.status_code == 422 and path[-1] in resp.text, (path, resp.text)
+
+
+def _with(path: tuple, value) -> dict:
+    """The example request with the field at `path` set to `value`."""
+    body = example_request()
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return body
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("account", "monthly_amount"), "42000"), (("account", "monthly_amount"), True),
+    (("account", "term_months"), "108"), (("account", "term_months"), 108.0), (("account", "birth_year"), "1984"),
+    (("installments", 0, "amount_due"), "42000"), (("payments", 0, "amount"), "1000"),
+    (("contacts", 0, "propensity"), "0.5"),
+])
+def test_numbers_sent_as_text_booleans_or_floats_for_counts_are_422_naming_the_field_never_coerced(
+        client, path, value):
+    resp = client.post("/v1/score", json=_with(path, value))
+    assert resp.status_code == 422, resp.text
+    assert tuple(resp.json()["detail"][0]["loc"]) == ("body", *path)
+
+
+@pytest.mark.parametrize(("path", "value", "loc"), [
+    (("as_of",), "2030-01-01T00:00:00+09:00", ["body", "request", "as_of"]),
+    (("account", "birth_year"), 2100, ["body", "accounts", "birth_year"]),
+    (("account", "opened_on"), "2026-11-02", ["body", "accounts", "opened_on"]),
+])
+def test_a_future_as_of_birth_year_or_opening_date_is_a_422_naming_the_field(client, path, value, loc):
+    resp = client.post("/v1/score", json=_with(path, value))
+    assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == loc, resp.text
+
+
+def test_an_as_of_a_minute_ahead_of_the_clock_is_taken_ten_minutes_is_not(client):
+    from datetime import UTC, datetime, timedelta
+
+    def as_of(minutes: int) -> dict:
+        return _with(("as_of",), (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat())
+
+    assert client.post("/v1/score", json=as_of(1)).status_code == 200
+    assert client.post("/v1/score", json=as_of(10)).status_code == 422
 
 
 def test_as_of_outside_the_supported_years_is_a_named_422_not_a_crash(client):
@@ -485,11 +534,12 @@ def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trai
     import serving.api as api
 
     mlflow.set_tracking_uri(trained["tracking_uri"])
-    real, checks = api.registered_version, []
+    real, checks, answered = api.registered_version, [], []
 
     def slow_registry(client, uri):
         checks.append(time.monotonic())
         time.sleep(2.0)
+        answered.append(time.monotonic())
         return real(client, uri)
 
     monkeypatch.setattr(api, "registered_version", slow_registry)
@@ -500,10 +550,9 @@ def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trai
         while not checks and time.monotonic() < deadline:
             time.sleep(0.05)
         assert checks, "the alias was never checked"
-        start = time.perf_counter()
         assert c.get("/healthz").status_code == 200
         assert c.post("/v1/score", json=example_request()).status_code == 200
-        assert time.perf_counter() - start < 1.0  # answered while the registry is still being asked
+        assert not answered  # answered while the registry is still being asked (a state, not a time limit)
 
 
 def test_several_worker_processes_serve_behind_one_port(trained):
@@ -512,7 +561,7 @@ def test_several_worker_processes_serve_behind_one_port(trained):
         answers = [httpx.post(f"{base}/v1/score", json=example_request(), headers=HEADERS, timeout=30)
                    for _ in range(6)]
         assert all(a.status_code == 200 for a in answers)
-        assert len({a.json()["decision_id"] for a in answers}) == 1
+        assert len({a.json()["decision_id"] for a in answers}) == 6  # random ids: one per decision
 
 
 def test_real_server_sheds_load_past_its_concurrency_at_once_and_records_every_success(trained):
