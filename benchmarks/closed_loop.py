@@ -1,20 +1,21 @@
 """Benchmark: a simulated team runs cureflow for 26 weeks from a first export with no experiment.
 
-For each preset x seed, three teams work the same portfolio (the same accounts and the same history, a
-first export whose contact log has no randomised decision), each in its own world from then on:
+For each preset x seed, a team runs cureflow on a portfolio whose history is a first export (its contact log
+has no randomised decision); every week its decisions are valued beside two teams that do not learn, on the
+same accounts in the same state (a paired comparison: only cureflow's decisions are carried out):
 
 - **cureflow**: every week the batch scores the overdue accounts (`serving.batch.day_queue`: the policy,
   its experiments at params policy.explore and the day's call capacity), the simulator carries the
   decisions out and the customers respond (`pipelines.simulate.Live`), the outcomes come back in the
   contacts export with each decision's propensity, and the models are retrained (`pipelines.train.fit`);
   a retrained bundle replaces the current one only when it passes the quality gate.
-- **playbook**: the day-one bundle (no response model: the team's playbook) with experiments off, forever.
+- **playbook**: the day-one bundle (no response model: the team's playbook) with experiments off.
 - **uniform A/B**: every decision drawn uniformly among the actions the rules allow, and no contact.
 
-Each week, before the decisions are carried out, every team's decisions are valued with the simulator's
-exact truth (the JPY value per overdue account: payment uplift x arrears - the action's cost, against no
-contact), beside the oracle's (each account's best allowed action) in cureflow's world. One JSON line per
-(preset, seed, team, week) goes to `<workdir>/weeks.jsonl`; the table and plot are written at the end.
+Each week, before cureflow's decisions are carried out, every team's decisions are valued with the
+simulator's exact truth (the JPY value per overdue account: payment uplift x arrears - the action's cost,
+against no contact), beside the oracle's (each account's best allowed action). One JSON line per (preset,
+seed, team, week) goes to `<workdir>/weeks.jsonl`; the table and plot are written at the end.
 
     .venv/bin/python benchmarks/closed_loop.py --presets lease digital mature drawn --seeds 1 2 \
         --accounts 10000 --weeks 26 --jobs 2
@@ -73,8 +74,10 @@ def _uniform(tv, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame]:
                                  "offer": acts[:, 2], "propensity": 1.0 / k})
 
 
-def run_team(preset: str, seed: int, team: str, accounts: int, weeks: int, workdir: Path) -> list[dict]:
-    """One team's 26 weeks in its own world; one record per week."""
+def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) -> list[dict]:
+    """cureflow's 26 weeks; every week the three teams' decisions are valued on the same accounts in the same
+    state (the playbook and uniform A/B do not learn, so their value needs no world of their own); one record
+    per team and week."""
     from models.config import load_params
     from models.response import ActionSpace
     from pipelines.evaluate import TrueValues
@@ -84,8 +87,8 @@ def run_team(preset: str, seed: int, team: str, accounts: int, weeks: int, workd
 
     params = with_preset(load_params(), preset, experiment_share=0.0)   # a first export: no experiment
     live = Live(accounts, 12, seed, params)
-    here = workdir / f"{preset}_{seed}_{team.replace(' ', '_').replace('/', '')}"
-    bundle = _fit(live, params, here).bundle
+    here = workdir / f"{preset}_{seed}"
+    day_one = bundle = _fit(live, params, here).bundle
     space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
     rng = np.random.default_rng(seed)
     out = []
@@ -93,32 +96,31 @@ def run_team(preset: str, seed: int, team: str, accounts: int, weeks: int, workd
         started = time.perf_counter()
         portfolio, as_of = _portfolio(live), live.as_of
         promoted = None
-        if team == "cureflow" and week > 0:
+        if week > 0:
             result = _fit(live, params, here)
-            promoted, why = quality_gate(result.metrics, params["train"]["quality_gate"])
+            promoted, _ = quality_gate(result.metrics, params["train"]["quality_gate"])
             bundle = result.bundle if promoted else bundle
         tv = TrueValues.of(bundle, portfolio, live.truth(), as_of)
-        if team == "uniform A/B":
-            action, decisions = _uniform(tv, rng)
-        else:
-            rows, _ = day_queue(bundle, portfolio, as_of) if team == "cureflow" else (
-                bundle.score(portfolio, as_of, explore=0.0), None)
-            action = tv.chosen(rows, bundle)
-            decisions = _decisions(rows, bundle, space)
-        randomised = int((decisions["propensity"] < 1).sum())
-        out.append({"preset": preset, "seed": seed, "team": team, "week": week, "as_of": as_of.isoformat(),
-                    "overdue": len(tv.account_id), "value": tv.value_of(action), "oracle": tv.oracle(),
-                    "response_model": bundle.response is not None, "promoted": promoted,
-                    "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
-                    "randomised": randomised, "seconds": round(time.perf_counter() - started, 1)})
+        rows, _ = day_queue(bundle, portfolio, as_of)
+        playbook = day_one.score(portfolio, as_of, explore=0.0)
+        uniform, _ = _uniform(tv, rng)
+        decisions = _decisions(rows, bundle, space)
+        values = {"cureflow": tv.value_of(tv.chosen(rows, bundle)),
+                  "playbook": tv.value_of(tv.chosen(playbook, day_one)), "uniform A/B": tv.value_of(uniform)}
+        common = {"preset": preset, "seed": seed, "week": week, "as_of": as_of.isoformat(),
+                  "overdue": len(tv.account_id), "oracle": tv.oracle(), "response_model": bundle.response is not None,
+                  "promoted": promoted,
+                  "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
+                  "seconds": round(time.perf_counter() - started, 1)}
+        out += [{**common, "team": team, "value": value} for team, value in values.items()]
         live.play(decisions)
     return out
 
 
 def _run(args: tuple) -> list[dict]:
-    preset, seed, team, accounts, weeks, workdir = args
+    preset, seed, accounts, weeks, workdir = args
     path = workdir / "weeks.jsonl"
-    rows = run_team(preset, seed, team, accounts, weeks, workdir)
+    rows = run_world(preset, seed, accounts, weeks, workdir)
     with path.open("a") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
@@ -127,9 +129,7 @@ def _run(args: tuple) -> list[dict]:
 
 def table(weeks: pd.DataFrame) -> pd.DataFrame:
     """Per preset and team at chosen weeks: mean value per overdue account over seeds, share of the oracle."""
-    oracle = weeks[weeks["team"] == "cureflow"].groupby(["preset", "seed", "week"])["oracle"].first()
-    w = weeks.join(oracle.rename("oracle_cf"), on=["preset", "seed", "week"])
-    w["share"] = w["value"] / w["oracle_cf"]
+    w = weeks.assign(share=weeks["value"] / weeks["oracle"])
     return (w.groupby(["preset", "team", "week"])[["value", "share"]].mean().unstack("team"))
 
 
@@ -193,13 +193,14 @@ def main() -> None:
     done = set()
     path = args.workdir / "weeks.jsonl"
     if path.exists():
-        done = {(r["preset"], r["seed"], r["team"]) for r in map(json.loads, path.read_text().splitlines())}
-    todo = [(p, s, t, args.accounts, args.weeks, args.workdir) for p, s, t in product(args.presets, args.seeds, TEAMS)
-            if (p, s, t) not in done and not args.report_only]
+        done = {(r["preset"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())}
+    todo = [(p, s, args.accounts, args.weeks, args.workdir) for s, p in product(args.seeds, args.presets)
+            if (p, s) not in done and not args.report_only]
     with ProcessPoolExecutor(args.jobs) as pool:
         for rows in pool.map(_run, todo):
-            print(f"{rows[0]['preset']} seed {rows[0]['seed']} {rows[0]['team']}: week {rows[-1]['week']} value "
-                  f"{rows[-1]['value']:,.0f} (oracle {rows[-1]['oracle']:,.0f})", flush=True)
+            last = [r for r in rows if r["week"] == rows[-1]["week"]]
+            print(f"{rows[0]['preset']} seed {rows[0]['seed']} week {rows[-1]['week']}: " + ", ".join(
+                f"{r['team']} {r['value']:,.0f}" for r in last) + f" (oracle {last[0]['oracle']:,.0f})", flush=True)
     weeks = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines()])
     pd.set_option("display.width", 200)
     shown = table(weeks)
