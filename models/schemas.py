@@ -157,3 +157,43 @@ class ModelInfo(BaseModel):
     alias_checked_at: datetime | None = Field(
         default=None, description="When the registry last answered the alias watcher; null when it is off "
                                   "(CUREFLOW_RELOAD_INTERVAL_S=0) or has not answered yet")
+
+
+class OutcomeReport(_Strict):
+    """What happened after a decision (one attempt; several attempts are several reports): whether a contact
+    was made, when, on which channel, with which template, and its outcome (the contacts table's words)."""
+
+    contacted: StrictBool
+    at: IsoInstant
+    channel: Channel
+    template: str | None = Field(default=None, max_length=64)
+    outcome: Outcome
+
+
+class Override(_Strict):
+    """A person chose another action than the one recommended (or none), and why. What was done is what the
+    models learn from; the recommendation stays on record beside it."""
+
+    channel: Channel
+    offer: Offer
+    reason: str = Field(min_length=1, max_length=1000)
+    by: str = Field(min_length=1, max_length=64, description="the collector's id in the CRM (not a name)")
+
+
+class Contest(_Strict):
+    """The customer contests the automated decision (GDPR art. 22(3)): recorded beside it; a person reviews
+    the account."""
+
+    received_at: IsoInstant
+    channel: Channel
+    note: str = Field(default="", max_length=2000)
+
+
+class Event(BaseModel):
+    """An outcome, override or contest as recorded beside its decision."""
+
+    event_id: str
+    decision_id: str
+    kind: Literal["outcome", "override", "contest"]
+    recorded_at: str
+    duplicate: bool = Field(description="true when the same report was already recorded (counted once)")

@@ -31,7 +31,17 @@ from fastapi.responses import JSONResponse, Response
 from models.contract import ContractError
 from models.registry import LoadedModel, load_bundle, registered_version, registry_client
 from models.rules import RULE_IDS
-from models.schemas import Answer, BatchAnswer, BatchRequest, ModelInfo, ScoreRequest
+from models.schemas import (
+    Answer,
+    BatchAnswer,
+    BatchRequest,
+    Contest,
+    Event,
+    ModelInfo,
+    OutcomeReport,
+    Override,
+    ScoreRequest,
+)
 from models.scoring import example_request, score_requests_with_features
 from serving.decisions import (
     DecisionLog,
@@ -260,7 +270,58 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          "status": 404 if record is None else 200})
         if record is None:
             raise HTTPException(status_code=404, detail="no decision with this id")
-        return record
+        try:
+            events = decisions.events(decision_id)
+        except DecisionLogUnavailable:
+            raise HTTPException(status_code=503, detail="the decision log is unavailable") from None
+        return {**record, "events": events}
+
+    def feedback(decision_id: str, kind: str, key: str, body: dict, caller: str, request: Request,
+                 response: Response) -> dict[str, Any]:
+        """Record what happened after a decision beside it (before answering): 201, or 200 with `duplicate`
+        when the same report was recorded before; 404 for a decision this caller's tenant does not have."""
+        tenant, role = request.state.tenant, request.state.role
+        try:
+            if decisions.get(decision_id, tenant=tenant if role == SCORING else None) is None:
+                raise HTTPException(status_code=404, detail="no decision with this id")
+            event, created = decisions.add_event(decision_id, kind, key, body, caller, tenant)
+        except DecisionLogUnavailable:
+            metrics.decision_log_errors_total.inc()
+            raise HTTPException(status_code=503, detail=f"the decision log cannot be written; the {kind} is not "
+                                                        f"recorded, send it again") from None
+        log.info("decision feedback", extra={"caller": caller, "tenant": tenant, "kind": kind,
+                                             "decision_id": _loggable_id(decision_id), "duplicate": not created})
+        response.status_code = 201 if created else 200
+        return {**event, "duplicate": not created}
+
+    def _body_key(body: dict, idempotency_key: str | None) -> str:
+        text = json.dumps(body, sort_keys=True, default=str)
+        return idempotency_key or hashlib.sha256(text.encode()).hexdigest()
+
+    @app.post("/v1/decisions/{decision_id}/outcome", response_model=Event, status_code=201,
+              summary="Report what happened after a decision (one attempt)")
+    def outcome(decision_id: str, body: OutcomeReport, caller: Caller, request: Request, response: Response
+                ) -> dict[str, Any]:
+        """One attempt's outcome; the same attempt (same instant and channel) reported again is counted once."""
+        report = body.model_dump(mode="json")
+        return feedback(decision_id, "outcome", f"{body.at.astimezone(UTC).isoformat()}|{body.channel}", report,
+                        caller, request, response)
+
+    @app.post("/v1/decisions/{decision_id}/override", response_model=Event, status_code=201,
+              summary="A person chose another action than the one recommended")
+    def override(decision_id: str, body: Override, caller: Caller, request: Request, response: Response,
+                 idempotency_key: IdemKey = None) -> dict[str, Any]:
+        report = body.model_dump(mode="json")
+        return feedback(decision_id, "override", _body_key(report, idempotency_key), report, caller, request,
+                        response)
+
+    @app.post("/v1/decisions/{decision_id}/contest", response_model=Event, status_code=201,
+              summary="The customer contests the automated decision (GDPR art. 22(3))")
+    def contest(decision_id: str, body: Contest, caller: Caller, request: Request, response: Response,
+                idempotency_key: IdemKey = None) -> dict[str, Any]:
+        report = body.model_dump(mode="json")
+        return feedback(decision_id, "contest", _body_key(report, idempotency_key), report, caller, request,
+                        response)
 
     @app.get("/v1/model", response_model=ModelInfo)
     def model_info(caller: Caller, loaded: Loaded) -> dict[str, Any]:

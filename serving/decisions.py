@@ -43,6 +43,7 @@ import os
 import queue
 import socket
 import threading
+import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -163,6 +164,26 @@ ADDED_COLUMNS = {"request_fingerprint": "VARCHAR", "tenant": "VARCHAR", "profile
                  "chain_partition": "VARCHAR", "chain_seq": "BIGINT", "prev_hash": "VARCHAR",
                  "record_hash": "VARCHAR"}
 DEFAULT_TENANT = "default"  # the tenant of keys configured without one, and of records made before tenants
+
+# What happened after a decision (CONTRACT.md "Feedback from the CRM"): appended beside it, never edited. The
+# same (decision, kind, event_key) twice is one event: an outcome's key is its attempt (when and on which
+# channel), an override's or contest's is the caller's Idempotency-Key or the body's digest.
+EVENT_KINDS = ("outcome", "override", "contest")
+decision_events = sa.Table(
+    "decision_events",
+    metadata,
+    sa.Column("event_id", sa.String(), primary_key=True),
+    sa.Column("decision_id", sa.String(), nullable=False, index=True),
+    sa.Column("kind", sa.String(), nullable=False),
+    sa.Column("event_key", sa.String(), nullable=False),
+    sa.Column("tenant", sa.String(), nullable=True),
+    sa.Column("caller", sa.String(), nullable=False),
+    sa.Column("body", sa.JSON(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("kind IN ('outcome', 'override', 'contest')", name="ck_decision_events_kind"),
+    sa.UniqueConstraint("decision_id", "kind", "event_key", name="uq_decision_events_key"),
+)
+EVENT_COLUMNS = ("event_id", "decision_id", "kind", "caller", "body", "created_at")
 
 
 @dataclass
@@ -532,6 +553,35 @@ class DecisionLog:
 
         return self._read("read", query)
 
+    # -- what happened after a decision ----------------------------------------------------------------------
+    def add_event(self, decision_id: str, kind: str, event_key: str, body: dict[str, Any], caller: str,
+                  tenant: str) -> tuple[dict[str, Any], bool]:
+        """Append an outcome, override or contest beside its decision, committed before this returns; returns
+        the event and True, or the event already stored under the same (decision, kind, key) and False (an
+        outcome reported twice is counted once). The caller has checked that the decision exists."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"event kind must be one of {EVENT_KINDS}, not {kind!r}")
+        row = {"event_id": str(uuid.uuid4()), "decision_id": decision_id, "kind": kind, "event_key": event_key,
+               "tenant": tenant, "caller": caller, "body": _json_safe(body), "created_at": datetime.now(UTC)}
+        try:
+            with self._connection("event write", write=True) as conn:
+                conn.execute(sa.insert(decision_events).values(**row))
+            return _event(row), True
+        except exc.IntegrityError:
+            query = (sa.select(*(decision_events.c[c] for c in EVENT_COLUMNS))
+                     .where(decision_events.c.decision_id == decision_id, decision_events.c.kind == kind,
+                            decision_events.c.event_key == event_key))
+            stored = self._read("event read", lambda conn: conn.execute(query).mappings().first())
+            if stored is None:  # refused for another reason than the key
+                raise DecisionRejected(f"the decision log refused the {kind} event") from None
+            return _event(stored), False
+
+    def events(self, decision_id: str) -> list[dict[str, Any]]:
+        """Every outcome, override and contest recorded beside a decision, oldest first."""
+        query = (sa.select(*(decision_events.c[c] for c in EVENT_COLUMNS))
+                 .where(decision_events.c.decision_id == decision_id).order_by(decision_events.c.created_at))
+        return [_event(row) for row in self._read("event read", lambda conn: conn.execute(query).mappings().all())]
+
     def count(self, source: str | None = None) -> int:
         """How many records, all or from one source ("api" or "batch")."""
         query = sa.select(sa.func.count()).select_from(decisions)
@@ -607,6 +657,12 @@ class DecisionLog:
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine, self._schema_ready = None, False
+
+
+def _event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An event as answered and shown beside its decision."""
+    return {"event_id": row["event_id"], "decision_id": row["decision_id"], "kind": row["kind"],
+            "caller": row["caller"], "recorded_at": row["created_at"].isoformat(), **row["body"]}
 
 
 class _ChainWalk:
