@@ -27,6 +27,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from models.contract import ContractError
 from models.registry import LoadedModel, load_bundle, registered_version, registry_client
@@ -192,7 +193,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         writer.close()
         decisions.close()
 
-    app = FastAPI(title="cureflow", version="0.2.0", lifespan=lifespan,
+    # Swagger UI and ReDoc served from the package's own files (fastapi-offline), not a CDN: /docs works on a
+    # locked-down network with no internet
+    app = FastAPIOffline(title="cureflow", version="0.2.0", lifespan=lifespan,
                   description="Delinquency risk and next-best-action for collections (see CONTRACT.md).")
     app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
     # the last added runs first: observer, then the body guard, then the shedder (a slow body takes no slot)
