@@ -206,9 +206,11 @@ class ScoringBundle:
                explore: float | None = None) -> Decisions:
         """One decision per account overdue at `as_of`, highest priority first (ties by account id).
 
-        `history_known` (default all True) is False for accounts whose contact history was not sent.
+        `history_known` (default all True) is False for accounts whose contact history was not sent. The
+        rows' `as_of` keeps the offset `as_of` was given in (the same instant; work is done in UTC).
         """
-        as_of = pd.Timestamp(as_of).tz_convert("UTC")
+        stated = pd.Timestamp(as_of)
+        as_of = stated.tz_convert("UTC")
         known = np.ones(prep.n, dtype=bool) if history_known is None else np.asarray(history_known, dtype=bool)
         conf = self.configs()
         eps = conf.policy.explore if explore is None else policy.explore_rate(explore)
@@ -232,6 +234,7 @@ class ScoringBundle:
         main = self._action_columns(zones, verdict, staged, conf, choice.channel, choice.window, choice.arm, w)
         alt = self._action_columns(zones, verdict, staged, conf, *choice.alt[:3], w)
         out = self._columns(ids, cols, X, as_of, cure_p, verdict, choice, main, conf)
+        out["as_of"] = [stated.isoformat()] * len(ids)
         self._stale_track(out, stale, cols["days_past_due"], conf.policy)
         for key in ("channel", "window_start", "window_end", "offer", "template"):
             out[f"_alt_{key}"] = alt[key]

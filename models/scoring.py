@@ -108,8 +108,8 @@ def score_requests_with_features(bundle: ScoringBundle, requests: Sequence[Mappi
         groups[instant_ns(request["as_of"])].append(i)
     out: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
     config = bundle.feature_config
-    for when_ns, positions in groups.items():
-        as_of = pd.Timestamp(when_ns, tz="UTC")
+    for positions in groups.values():
+        as_of = pd.Timestamp(requests[positions[0]]["as_of"])  # the instant, in the offset its first request sent
         batch = [requests[i] for i in positions]
         known = [r.get("contacts", []) is not None for r in batch]
         decisions = bundle.decide(prepare_requests(batch, config), as_of, known)
@@ -117,7 +117,8 @@ def score_requests_with_features(bundle: ScoringBundle, requests: Sequence[Mappi
         for i, request in zip(positions, batch, strict=True):
             account_id = request["account"]["account_id"]
             why = decisions.left_out.get(account_id, "no arrears at the as-of time")
-            out[i] = found.get(account_id) or (not_overdue_answer(bundle, account_id, as_of, why), {})
+            answer, inputs = found.get(account_id) or (not_overdue_answer(bundle, account_id, as_of, why), {})
+            out[i] = ({**answer, "as_of": pd.Timestamp(request["as_of"]).isoformat()}, inputs)  # as it was sent
     return [out[i] for i in range(len(requests))]
 
 

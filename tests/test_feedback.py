@@ -85,3 +85,11 @@ def test_an_unknown_or_another_tenants_decision_is_a_404_and_a_missing_key_a_401
     assert other.status_code == 404
     assert client.post(f"/v1/decisions/{decision}/outcome", json=ATTEMPT, headers={"X-API-Key": ""}).status_code == 401
     assert client.app.state.decisions.events(decision) == []
+
+
+def test_the_answer_keeps_the_offset_the_caller_sent(client):
+    request = example_request()
+    answer = client.post("/v1/score", json=request).json()
+    assert request["as_of"].endswith("+09:00") and answer["as_of"] == request["as_of"]
+    utc = client.post("/v1/score", json={**request, "as_of": "2026-10-31T15:00:00Z"}).json()
+    assert utc["as_of"] == "2026-10-31T15:00:00+00:00" and utc["cure_probability"] == answer["cure_probability"]
