@@ -28,6 +28,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 
 from models.contract import ContractError
 from models.registry import LoadedModel, load_bundle, registered_version, registry_client
@@ -166,6 +167,32 @@ def _fingerprint(requests: list[ScoreRequest]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class Problem(BaseModel):
+    """Every error's body: `detail`, a sentence, or for a 422 the list of fields at fault (`loc`, `msg`, ...)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+PROBLEMS = {
+    401: "no valid X-API-Key",
+    403: "the key's role may not call this route",
+    404: "no such decision, or another tenant's",
+    408: "the request body did not arrive in time",
+    409: "the new model failed its smoke test; the old one keeps serving",
+    413: "the request body is too large",
+    422: "the request is not valid: the body names each field at fault",
+    431: "the request headers are too large",
+    503: "not ready: no model loaded, the decision log cannot be written (no answer without its record), or "
+         "too many requests in flight (retry after the Retry-After seconds)",
+}
+BODY_PROBLEMS = (401, 403, 408, 413, 422, 431, 503)
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors a route may answer, each with the error body's schema."""
+    return {code: {"model": Problem, "description": PROBLEMS[code]} for code in codes}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app; loads the model once at start-up. Refuses to start without API keys unless insecure."""
     settings = settings or load_settings()
@@ -249,17 +276,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Loaded = Annotated[LoadedModel, Depends(model)]
     IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]
 
-    @app.post("/v1/score", response_model=Answer, summary="Score one overdue account")
+    @app.post("/v1/score", response_model=Answer, summary="Score one overdue account",
+              responses=problems(*BODY_PROBLEMS))
     def score(body: ScoreRequest, caller: Caller, loaded: Loaded, request: Request,
               idempotency_key: IdemKey = None) -> dict:
         return decide(loaded, [body], caller, request.state.tenant, idempotency_key)[0]
 
-    @app.post("/v1/score/batch", response_model=BatchAnswer, summary="Score several accounts")
+    @app.post("/v1/score/batch", response_model=BatchAnswer, summary="Score several accounts",
+              responses=problems(*BODY_PROBLEMS))
     def score_batch(body: BatchRequest, caller: Caller, loaded: Loaded, request: Request,
                     idempotency_key: IdemKey = None) -> dict:
         return {"answers": decide(loaded, body.requests, caller, request.state.tenant, idempotency_key)}
 
-    @app.get("/v1/decisions/{decision_id}", summary="A recorded decision, for an audit")
+    @app.get("/v1/decisions/{decision_id}", summary="A recorded decision, for an audit",
+             responses=problems(401, 403, 404, 431, 503))
     def get_decision(decision_id: str, caller: Annotated[str, Depends(reader)], request: Request) -> dict[str, Any]:
         """A scoring key sees its tenant's decisions only (another tenant's is a 404, as if absent); auditor
         and admin keys see all. Every read is logged: who, in which role, which decision, found or not."""
@@ -302,6 +332,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return idempotency_key or hashlib.sha256(text.encode()).hexdigest()
 
     @app.post("/v1/decisions/{decision_id}/outcome", response_model=Event, status_code=201,
+              responses=problems(*BODY_PROBLEMS, 404),
               summary="Report what happened after a decision (one attempt)")
     def outcome(decision_id: str, body: OutcomeReport, caller: Caller, request: Request, response: Response
                 ) -> dict[str, Any]:
@@ -311,6 +342,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         caller, request, response)
 
     @app.post("/v1/decisions/{decision_id}/override", response_model=Event, status_code=201,
+              responses=problems(*BODY_PROBLEMS, 404),
               summary="A person chose another action than the one recommended")
     def override(decision_id: str, body: Override, caller: Caller, request: Request, response: Response,
                  idempotency_key: IdemKey = None) -> dict[str, Any]:
@@ -319,6 +351,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         response)
 
     @app.post("/v1/decisions/{decision_id}/contest", response_model=Event, status_code=201,
+              responses=problems(*BODY_PROBLEMS, 404),
               summary="The customer contests the automated decision (GDPR art. 22(3))")
     def contest(decision_id: str, body: Contest, caller: Caller, request: Request, response: Response,
                 idempotency_key: IdemKey = None) -> dict[str, Any]:
@@ -326,14 +359,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return feedback(decision_id, "contest", _body_key(report, idempotency_key), report, caller, request,
                         response)
 
-    @app.get("/v1/model", response_model=ModelInfo)
+    @app.get("/v1/model", response_model=ModelInfo, responses=problems(401, 403, 431, 503))
     def model_info(caller: Caller, loaded: Loaded) -> dict[str, Any]:
         bundle = loaded.bundle
         return {"model_uri": loaded.uri, "model_version": loaded.version, "run_id": loaded.run_id,
                 "policy_version": bundle.policy_config.version, "feature_names": bundle.feature_names,
                 "alias_checked_at": holder.alias_checked_at}
 
-    @app.post("/v1/admin/reload", summary="Load the model URI again (a new @champion) and swap atomically")
+    @app.post("/v1/admin/reload", summary="Load the model URI again (a new @champion) and swap atomically",
+              responses=problems(401, 403, 409, 431))
     def reload(caller: Annotated[str, Depends(admin)]) -> dict[str, Any]:
         previous = holder.loaded.version if holder.loaded else None
         try:
@@ -347,7 +381,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=problems(503))
     def readyz() -> JSONResponse:
         problems = []
         if holder.loaded is None:

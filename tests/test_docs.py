@@ -32,3 +32,18 @@ def test_the_docs_pages_load_every_asset_from_the_service(client, page):
         served = client.get(asset)
         assert served.status_code == 200 and len(served.content) > 10_000, asset
     assert "cdn" not in html.text.lower()
+
+
+def test_openapi_documents_every_error_a_route_answers_with_the_error_body(client):
+    spec = client.get("/openapi.json").json()
+    problem = spec["components"]["schemas"]["Problem"]
+    assert "detail" in problem["properties"]
+    expected = {("/v1/score", "post"): {"200", "401", "403", "408", "413", "422", "431", "503"},
+                ("/v1/decisions/{decision_id}", "get"): {"200", "401", "403", "404", "503"},
+                ("/v1/decisions/{decision_id}/outcome", "post"): {"201", "401", "403", "404", "422", "503"},
+                ("/v1/admin/reload", "post"): {"200", "401", "403", "409"}}
+    for (path, method), codes in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert codes <= set(responses), (path, set(responses))
+        for code in codes - {"200", "201", "422"}:
+            assert responses[code]["content"]["application/json"]["schema"]["$ref"].endswith("/Problem")
