@@ -90,6 +90,7 @@ SPEC: dict[str, dict[str, Column]] = {
         "outcome": Column("category", values=OUTCOMES),
         "experiment_id": Column("string", required=False),
         "propensity": Column("float", required=False, low=0, low_open=True, high=1),
+        "decision_id": Column("string", required=False),
     },
 }
 # (table, column, parent table, parent column): every value must exist in the parent key

@@ -92,6 +92,8 @@ class Contact(_Strict):
     outcome: Outcome
     experiment_id: str | None = Field(default=None, max_length=64)
     propensity: Number | None = Field(default=None, gt=0, le=1)
+    decision_id: str | None = Field(default=None, max_length=64,
+                                    description="the cureflow decision this contact carried out, when it did")
 
 
 class ScoreRequest(_Strict):

@@ -112,6 +112,11 @@ def simulate(
          experiment_share=experiment_share)
 
 
+FEEDBACK_HELP = ("the decision log to join (propensities of the contacts that name a decision, outcomes reported "
+                 "through the API); default CUREFLOW_DATABASE_URL, else decisions.db when the export names "
+                 "decisions")
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="directory with the four contract tables")] = Path("data/portfolio"),
@@ -120,12 +125,15 @@ def train(
     history_end: Annotated[str | None, typer.Option(help="end of the observed history (ISO 8601)")] = None,
     examples: Annotated[Path | None, typer.Option(help="training examples from `cureflow features`; "
                                                        "default: built from --data")] = None,
+    decision_log: Annotated[str | None, typer.Option(help=FEEDBACK_HELP)] = None,
 ) -> None:
     """Train the cure model and response arms from any directory in the contract; log and register them
-    (a version past the quality gate becomes @challenger, or @champion when there is none yet)."""
+    (a version past the quality gate becomes @challenger, or @champion when there is none yet). Contacts that
+    name a cureflow decision take its propensity from the decision log, and outcomes reported through the API
+    join the contacts (README "Feedback from the CRM")."""
     from pipelines.train import run
 
-    run(data, out, register=register, history_end_at=history_end, examples_dir=examples)
+    run(data, out, register=register, history_end_at=history_end, examples_dir=examples, decision_log=decision_log)
 
 
 @app.command()
@@ -133,14 +141,19 @@ def features(
     data: Annotated[Path, typer.Option(help="directory with the four contract tables")] = Path("data/portfolio"),
     out: Annotated[Path, typer.Option(help="where the training examples go")] = Path("outputs/features"),
     history_end: Annotated[str | None, typer.Option(help="end of the observed history (ISO 8601)")] = None,
+    decision_log: Annotated[str | None, typer.Option(help=FEEDBACK_HELP)] = None,
 ) -> None:
     """Build the training examples (cure examples and logged decisions with their features): the DVC
     features stage, read by `cureflow train --examples`."""
     from models.config import load_params
     from models.contract import read_dir
+    from models.features import FeatureConfig
+    from pipelines import feedback
     from pipelines.train import build_examples, save_examples
 
-    save_examples(build_examples(read_dir(data), data, load_params(), history_end), out)
+    params = load_params()
+    portfolio, _ = feedback.load(read_dir(data), decision_log, FeatureConfig.from_params(params))
+    save_examples(build_examples(portfolio, data, params, history_end), out)
 
 
 @app.command()

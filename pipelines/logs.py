@@ -16,6 +16,9 @@ from models.features import FeatureConfig, Prepared, features_at
 from models.labels import response_labels
 from models.response import ActionSpace, template_offer
 
+# The arrangement arm's offer is staged (policy.final_offer): a plan, from 90 days past due a settlement, for the
+# vulnerable a hardship referral. A logged decision with any of them is a decision of the arrangement arm.
+ARRANGEMENTS = ("settlement", "hardship_referral")
 DEFAULT_TEMPLATE_OFFERS = {"reminder": "reminder", "plan": "instalment_plan", "instalment_plan": "instalment_plan"}
 
 
@@ -34,6 +37,7 @@ def logged_decisions(portfolio: Portfolio, config: FeatureConfig, params: dict, 
     names = np.array([w.name for w in config.windows] + ["none"], dtype=object)
     prefixes = params["response"].get("template_offers", DEFAULT_TEMPLATE_OFFERS)
     offer = template_offer(rows["template"], prefixes).fillna("reminder")
+    offer = offer.where(~offer.isin(ARRANGEMENTS), "instalment_plan")  # the arm a staged arrangement came from
     space = ActionSpace(tuple(w.name for w in config.windows))
     out = pd.DataFrame({
         "contact_id": rows["contact_id"], "account_id": rows["account_id"], "contacted_at": rows["contacted_at"],

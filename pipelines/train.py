@@ -52,6 +52,7 @@ from models.playbook import Playbook
 from models.progress import step
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
+from pipelines import feedback
 from pipelines.logs import decision_examples
 
 EXAMPLE_FILES = {"cure": "cure_examples.parquet", "decisions": "decisions.parquet", "summary": "examples.json"}
@@ -371,14 +372,16 @@ def _action_text(space: ActionSpace, index: int) -> str:
 
 
 def fit(data: Path, params: dict | None = None, history_end_at: str | None = None,
-        log=print, examples: Examples | None = None) -> TrainResult:
+        log=print, examples: Examples | None = None, decision_log: str | None = None) -> TrainResult:
     """Everything but MLflow: examples (built here unless given), split, cure model, holdout metrics,
     response model, bundle, and the reference profile `cureflow monitor` compares later batches with."""
     params = params or load_params()
     cure_p = params["cure"]
     horizon = int(cure_p["horizon_days"])
     config = FeatureConfig.from_params(params)
-    portfolio = read_dir(data)
+    portfolio, fed = feedback.load(read_dir(data), decision_log, config)
+    if fed:
+        log("decision log: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in fed.items()))
     if examples is None:
         with step("features: building training examples from the history"):
             examples = build_examples(portfolio, data, params, history_end_at, log=log)
@@ -413,7 +416,8 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
                                                 for name, digest in portfolio.table_fingerprints().items()},
                                      "response_holdout_from": resp_cut.isoformat(),
                                      "cure_holdout_from": holdout["as_of"].min().isoformat(),
-                                     "stale_cure_rate": stale_rate, "usual_values": usual_values(train, names)})
+                                     "stale_cure_rate": stale_rate, "usual_values": usual_values(train, names),
+                                     "feedback": fed})
     bundle.metadata["reference"] = training_reference(bundle, portfolio, train, p, end)
     gap = truth_gap(data, bundle, portfolio, end)
     if gap is not None and len(gap):
@@ -650,12 +654,13 @@ def _flat_params(params: dict, prefix: str = "") -> dict[str, str]:
 
 
 def run(data: Path, out_dir: Path, params: dict | None = None, register: bool = True,
-        history_end_at: str | None = None, log=print, examples_dir: Path | None = None) -> dict:
+        history_end_at: str | None = None, log=print, examples_dir: Path | None = None,
+        decision_log: str | None = None) -> dict:
     """The whole training stage: fit (from saved examples when `examples_dir` is given), write outputs,
     log to MLflow and register."""
     params = params or load_params()
     examples = load_examples(examples_dir) if examples_dir else None
-    result = fit(data, params, history_end_at, log=log, examples=examples)
+    result = fit(data, params, history_end_at, log=log, examples=examples, decision_log=decision_log)
     with step("model report and plots"):
         files = save_outputs(result, Path(out_dir))
     info = {"metrics": result.metrics, "out_dir": str(out_dir)}

@@ -45,7 +45,7 @@ import socket
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -581,6 +581,28 @@ class DecisionLog:
         query = (sa.select(*(decision_events.c[c] for c in EVENT_COLUMNS))
                  .where(decision_events.c.decision_id == decision_id).order_by(decision_events.c.created_at))
         return [_event(row) for row in self._read("event read", lambda conn: conn.execute(query).mappings().all())]
+
+    # -- what training reads (pipelines/feedback.py) ----------------------------------------------------------
+    def decisions_named(self, decision_ids: Iterable[str], chunk: int = 1000) -> dict[str, dict[str, Any]]:
+        """The latest record of each named decision that the log holds: {decision_id: {account_id, as_of,
+        answer, propensity, tenant}}; ids it does not hold are absent."""
+        wanted = sorted(set(decision_ids))
+        columns = [decisions.c[c] for c in ("decision_id", "account_id", "as_of", "answer", "propensity", "tenant")]
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), chunk):
+            query = (sa.select(*columns).where(decisions.c.decision_id.in_(wanted[start:start + chunk]))
+                     .order_by(decisions.c.record_id))
+            for row in self._read("read", lambda conn, q=query: conn.execute(q).mappings().all()):
+                found[row["decision_id"]] = dict(row)  # ordered by record: the latest record wins
+        return found
+
+    def all_events(self, kinds: Sequence[str] = EVENT_KINDS) -> list[dict[str, Any]]:
+        """Every event of these kinds, oldest first, with its body (the feedback training joins)."""
+        query = (sa.select(*(decision_events.c[c] for c in EVENT_COLUMNS))
+                 .where(decision_events.c.kind.in_(list(kinds)))
+                 .order_by(decision_events.c.created_at, decision_events.c.event_id))
+        return [{**_event(row), "body": row["body"]} for row in
+                self._read("event read", lambda conn: conn.execute(query).mappings().all())]
 
     def count(self, source: str | None = None) -> int:
         """How many records, all or from one source ("api" or "batch")."""

@@ -1,0 +1,174 @@
+"""Feedback from the CRM joined into what training learns from (CONTRACT.md "Feedback from the CRM").
+
+The decision log holds every recommendation with its propensity, and beside it what the CRM reported
+through the API: outcomes and overrides. Training reads it, so a team never copies propensities by hand:
+
+- a contact in the export that names a `decision_id` and carried out the recommended action (same channel
+  and window; a hold-out for a hold-out) takes its propensity from the decision log, and the template from
+  the decision when the export has none;
+- a contact that did something else (a collector deviated), or whose decision a person overrode, is
+  learned from as what was done: it keeps the export's channel, window, offer and outcome and loses any
+  propensity, because a person chose it, not the policy's draw (like any business-as-usual contact);
+- an outcome reported through `POST /v1/decisions/{id}/outcome` that the export does not already hold (the
+  same decision and channel within a minute) becomes a contacts row; an outcome saying no contact was made
+  is a hold-out row when the decision was a hold-out, and nothing otherwise;
+- a `decision_id` the log does not hold is counted, and its contact stays as the export has it.
+
+Every count is in the returned summary (logged with the training run); no account id is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models import calendar
+from models.config import load_params
+from models.contract import Portfolio, validate
+from models.features import FeatureConfig
+
+log = logging.getLogger(__name__)
+
+SAME_ATTEMPT = pd.Timedelta(minutes=1)  # an API outcome this close to an export row of its decision is that row
+DEFAULT_LOG_FILE = "decisions.db"  # what `cureflow score` and `cureflow serve` write when no URL is set
+
+
+def decision_log_url(explicit: str | None, names_decisions: bool = True) -> str | None:
+    """The decision log training reads: the explicit URL, else CUREFLOW_DATABASE_URL, else, when the export
+    names cureflow decisions, the SQLite file `cureflow score` writes by default if it exists; else None."""
+    if explicit:
+        return explicit
+    if os.environ.get("CUREFLOW_DATABASE_URL"):
+        return os.environ["CUREFLOW_DATABASE_URL"]
+    return f"sqlite:///{DEFAULT_LOG_FILE}" if names_decisions and Path(DEFAULT_LOG_FILE).exists() else None
+
+
+def load(portfolio: Portfolio, explicit_url: str | None = None, config: FeatureConfig | None = None
+         ) -> tuple[Portfolio, dict]:
+    """What training calls: the portfolio joined to the decision log `decision_log_url` finds, with the counts."""
+    names = bool(portfolio.contacts["decision_id"].notna().any())
+    return from_url(portfolio, decision_log_url(explicit_url, names), config)
+
+
+def _windows(times: pd.Series, zones: pd.Series, config: FeatureConfig) -> np.ndarray:
+    """The contact-window name of each instant in its account's local time (NaT -> "")."""
+    names = np.array([w.name for w in config.windows] + [""], dtype=object)
+    ok = times.notna().to_numpy()
+    out = np.full(len(times), "", dtype=object)
+    if ok.any():
+        local = calendar.to_local(times[ok].reset_index(drop=True), zones[ok].reset_index(drop=True))
+        out[ok] = names[calendar.window_codes(local, config.windows)]
+    return out
+
+
+def _api_rows(events: list[dict], records: dict[str, dict], contacts: pd.DataFrame, accounts: set[str],
+              counts: dict[str, int]) -> pd.DataFrame:
+    """Contacts rows for the outcomes reported through the API that the export does not hold."""
+    rows = []
+    named = contacts[contacts["decision_id"].notna()]
+    in_export = {key: group["contacted_at"].to_numpy() for key, group in named.groupby(["decision_id", "channel"])}
+    for event in events:
+        record = records.get(event["decision_id"])
+        if record is None or record["account_id"] not in accounts:
+            counts["api_outcomes_elsewhere"] += 1  # another portfolio's (or tenant's) decision
+            continue
+        at = pd.Timestamp(event["body"]["at"]).tz_convert("UTC")
+        recommended = record["answer"]["action"]["channel"]
+        if event["body"]["contacted"] and event["body"]["channel"] != "none":
+            channel, outcome = event["body"]["channel"], event["body"]["outcome"]
+        elif recommended == "none":
+            channel, outcome = "none", "held_out"
+        else:
+            counts["api_outcomes_no_contact"] += 1
+            continue
+        seen = in_export.get((event["decision_id"], channel))
+        if seen is not None and (np.abs(pd.DatetimeIndex(seen) - at) <= SAME_ATTEMPT).any():
+            counts["api_outcomes_in_export"] += 1
+            continue
+        counts["api_outcomes_added"] += 1
+        rows.append({"contact_id": f"api-outcome-{event['event_id']}", "account_id": record["account_id"],
+                     "contacted_at": at, "channel": channel, "direction": "outbound",
+                     "template": event["body"].get("template"), "outcome": outcome, "experiment_id": None,
+                     "propensity": np.nan, "decision_id": event["decision_id"]})
+    return pd.DataFrame(rows, columns=contacts.columns)
+
+
+def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None) -> tuple[Portfolio, dict]:
+    """The portfolio with its contacts joined to the decision log (`serving.decisions.DecisionLog`), and the
+    counts of what was joined. A portfolio whose contacts name no decision and a log with no outcome give
+    back the same contacts."""
+    config = config or FeatureConfig.from_params(load_params())
+    contacts = portfolio.contacts
+    events = decision_log.all_events(("outcome", "override"))
+    outcomes = [e for e in events if e["kind"] == "outcome"]
+    overridden = {e["decision_id"] for e in events if e["kind"] == "override"}
+    named_ids = set(contacts["decision_id"].dropna())
+    records = decision_log.decisions_named(named_ids | {e["decision_id"] for e in outcomes})
+    counts = dict.fromkeys(("contacts_naming_a_decision", "unknown_decision", "carried_out", "propensity_from_log",
+                            "propensity_replaced", "deviated", "overridden", "api_outcomes_added",
+                            "api_outcomes_in_export", "api_outcomes_no_contact", "api_outcomes_elsewhere"), 0)
+    added = _api_rows(outcomes, records, contacts, set(portfolio.accounts["account_id"]), counts)
+    if len(added):  # validated with the rest: the API's rows meet the contract like the export's
+        both = pd.concat([contacts.astype(object), added.astype(object)], ignore_index=True)
+        contacts = validate(portfolio.tables | {"contacts": both}).contacts
+    else:
+        contacts = contacts.copy()
+    named = contacts["decision_id"].notna().to_numpy()
+    counts["contacts_naming_a_decision"] = int(named.sum() - len(added))
+    rows = np.flatnonzero(named)
+    known = np.array([contacts["decision_id"].iat[i] in records for i in rows], dtype=bool)
+    counts["unknown_decision"] = int((~known).sum()) if len(rows) else 0
+    rows = rows[known]
+    if not len(rows):
+        return replace(portfolio, contacts=contacts), counts
+    answers = [records[contacts["decision_id"].iat[i]]["answer"] for i in rows]
+    zones = calendar.effective_timezones(portfolio.accounts.set_index("account_id")["timezone"])
+    zone = pd.Series(zones.reindex(contacts["account_id"].iloc[rows]).to_numpy())
+    done_window = _windows(contacts["contacted_at"].iloc[rows].reset_index(drop=True), zone, config)
+    starts = pd.to_datetime(pd.Series([(a["action"].get("contact_window") or {}).get("start") for a in answers]),
+                            utc=True, format="ISO8601")
+    asked_window = _windows(starts, zone, config)
+    asked = np.array([a["action"]["channel"] for a in answers], dtype=object)
+    done = contacts["channel"].iloc[rows].to_numpy(dtype=object)
+    same = (asked == done) & ((asked == "none") | (asked_window == done_window))
+    override = np.array([contacts["decision_id"].iat[i] in overridden for i in rows], dtype=bool)
+    follows = same & ~override
+    counts["carried_out"] = int(follows.sum())
+    counts["overridden"] = int(override.sum())
+    counts["deviated"] = int((~same & ~override).sum())
+    logged = np.array([records[contacts["decision_id"].iat[i]]["propensity"] for i in rows], dtype=float)
+    before = contacts["propensity"].iloc[rows].to_numpy(dtype=float)
+    propensity = np.where(follows, logged, np.nan)
+    counts["propensity_from_log"] = int(np.isfinite(propensity).sum())
+    counts["propensity_replaced"] = int((np.isfinite(before) & ~np.isclose(before, propensity)).sum())
+    contacts.loc[rows, "propensity"] = propensity
+    experiment = contacts["experiment_id"].iloc[rows].to_numpy(dtype=object)
+    contacts.loc[rows, "experiment_id"] = np.where(
+        ~follows, None, np.where(pd.isna(experiment) & (propensity < 1), "cureflow", experiment))
+    template = contacts["template"].iloc[rows].to_numpy(dtype=object)
+    wanted = np.array([a["action"].get("template") for a in answers], dtype=object)
+    contacts.loc[rows, "template"] = np.where(follows & pd.isna(template), wanted, template)
+    return replace(portfolio, contacts=contacts), counts
+
+
+def from_url(portfolio: Portfolio, url: str | None, config: FeatureConfig | None = None) -> tuple[Portfolio, dict]:
+    """`join` with the decision log at `url`; with no log, the portfolio as it is (and a warning when its
+    contacts name decisions the export alone cannot explain)."""
+    if url is None:
+        named = int(portfolio.contacts["decision_id"].notna().sum())
+        if named:
+            log.warning("%d contacts name a cureflow decision but no decision log was given "
+                        "(--decision-log or CUREFLOW_DATABASE_URL): their propensities are the export's", named)
+        return portfolio, {}
+    from serving.decisions import DecisionLog
+
+    decisions = DecisionLog(url)
+    try:
+        return join(portfolio, decisions, config)
+    finally:
+        decisions.close()
