@@ -140,14 +140,16 @@ class ScoringBundle:
         return features_at(prepare(portfolio, config), as_of, config)
 
     def score(self, portfolio: Portfolio, as_of: pd.Timestamp, history_unknown: frozenset[str] = frozenset(),
-              explore: float | None = None, keep_features: bool = False) -> pd.DataFrame:
+              explore: float | None = None, keep_features: bool = False,
+              contested: frozenset[str] = frozenset()) -> pd.DataFrame:
         """Batch rows for every account overdue at `as_of`, highest priority first.
 
         `history_unknown` names accounts whose contact history was not sent: the rules fail closed for them.
         `explore` overrides params' policy.explore (0 turns exploration off). `keep_features` adds a private
-        `_features` column (the model inputs of each decision, for the decision log).
+        `_features` column (the model inputs of each decision, for the decision log). `contested` names
+        accounts with an open contest (R-CONTESTED: a person decides).
         """
-        prep = prepare(portfolio, self.feature_config)
+        prep = mark_contested(prepare(portfolio, self.feature_config), contested)
         known = ~np.isin(prep.account_id, list(history_unknown)) if history_unknown else np.ones(prep.n, bool)
         return self.decide(prep, as_of, known, explore).frame(keep_features)
 
@@ -349,6 +351,13 @@ class ScoringBundle:
         return [str(uuid.uuid5(DECISION_NAMESPACE, f"{a}|{t}|{salt}|{d}|{c}|{w}"))
                 for a, t, d, c, w in zip(out["account_id"], out["as_of"], digests, out["channel"],
                                          out["window_start"], strict=True)]
+
+
+def mark_contested(prep: Prepared, contested: frozenset[str] | set[str]) -> Prepared:
+    """`prep` with the R-CONTESTED flag set for the named accounts (no flag at all when none is named)."""
+    if contested:
+        prep.flags[rules.CONTESTED] = np.isin(prep.account_id, list(contested))
+    return prep
 
 
 def _contact_allowed(verdict: rules.RuleResult) -> np.ndarray:

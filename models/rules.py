@@ -68,12 +68,16 @@ from models.vocab import (
 RULE_IDS: tuple[str, ...] = (
     "R-CEASE", "R-REPRESENTED", "R-INSOLVENCY", "R-DISPUTE", "R-VULNERABLE", "R-CONSENT", "R-HOURS",
     "R-PROMISE", "R-CALLS-7IN7", "R-AFTER-CONVERSATION", "R-DAILY", "R-MESSAGES", "R-LEGAL", "R-TIME-ZONE",
+    "R-CONTESTED",  # CONTRACT.md "Feedback from the CRM": a contested decision routes the account to a person
 )
 OFFER_CHOICES: tuple[str, ...] = tuple(offer for offer in OFFERS if offer != "none")
 LEGAL_HOLDS = {
     "R-CEASE": "do_not_contact", "R-REPRESENTED": "legal_representative", "R-INSOLVENCY": "bankruptcy",
 }
 CALL_CHANNELS = ("phone", "ivr")
+# The flag of an account whose customer contested an automated decision that no person has answered yet (GDPR
+# art. 22(3)); set by the serving layer from the decision log (`DecisionLog.contested`), absent = nobody.
+CONTESTED = "contested"
 MESSAGE_CHANNELS = ("sms", "email")
 VULNERABLE_CHANNELS = ("sms", "email", "ivr")
 VULNERABLE_OFFERS = ("instalment_plan", "hardship_referral")
@@ -472,6 +476,8 @@ def _account_entries(flags: Mapping[str, np.ndarray]) -> list[_Entry]:
                 for action in (*VULNERABLE_CHANNELS, *limited_offers)]
     entries += [_Entry("R-CONSENT", channel, ~flags[CONSENT_COLUMN[channel]])
                 for channel in CONTACT_CHANNELS if channel in CONSENT_COLUMN]
+    if (contested := flags.get(CONTESTED)) is not None:  # not a contract column: the decision log says so
+        entries.append(_Entry("R-CONTESTED", "all", np.asarray(contested, dtype=bool), human=True))
     return entries
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from models.bundle import DECISION_NAMESPACE, ScoringBundle
+from models.bundle import DECISION_NAMESPACE, ScoringBundle, mark_contested
 from models.calendar import instant_ns
 from models.contract import MAX_ROWS, ContractError
 from models.features import prepare_requests
@@ -98,10 +98,12 @@ def score_requests(bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]])
     return [answer for answer, _ in score_requests_with_features(bundle, requests)]
 
 
-def score_requests_with_features(bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]]
+def score_requests_with_features(bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]],
+                                 contested: frozenset[str] = frozenset()
                                  ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """One (answer, model inputs) pair per parsed request, in order: the inputs go to the decision log
-    (empty for an account that is not overdue: no model was asked)."""
+    (empty for an account that is not overdue: no model was asked). `contested` names the accounts whose
+    customer contested a decision no person has answered yet (R-CONTESTED)."""
     check_requests(requests)
     groups: dict[int, list[int]] = defaultdict(list)
     for i, request in enumerate(requests):
@@ -112,7 +114,7 @@ def score_requests_with_features(bundle: ScoringBundle, requests: Sequence[Mappi
         as_of = pd.Timestamp(requests[positions[0]]["as_of"])  # the instant, in the offset its first request sent
         batch = [requests[i] for i in positions]
         known = [r.get("contacts", []) is not None for r in batch]
-        decisions = bundle.decide(prepare_requests(batch, config), as_of, known)
+        decisions = bundle.decide(mark_contested(prepare_requests(batch, config), contested), as_of, known)
         found = {a["account_id"]: (a, decisions.inputs(k)) for k, a in enumerate(decisions.answers())}
         for i, request in zip(positions, batch, strict=True):
             account_id = request["account"]["account_id"]

@@ -256,7 +256,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if key and (replay := decisions.find_idempotent(caller, key, fingerprint)) is not None:
                 return replay
-            pairs = _random_ids(score_requests_with_features(loaded.bundle, [r.model_dump() for r in requests]))
+            contested = decisions.contested([r.account.account_id for r in requests], tenant)  # R-CONTESTED
+            pairs = _random_ids(score_requests_with_features(loaded.bundle, [r.model_dump() for r in requests],
+                                                             contested))
             writer.append(_records(pairs, loaded, caller, tenant, key, fingerprint))
         except IdempotencyConflict as race:
             return race.answers

@@ -274,7 +274,7 @@ class Scored:
 
 
 def score_chunks(bundle, tables: dict, as_of: pd.Timestamp, explore: float | None, chunk_size: int,
-                 parts: Parts, progress: bool = True) -> Scored:
+                 parts: Parts, progress: bool = True, contested: frozenset[str] = frozenset()) -> Scored:
     """The local engine: every chunk validated, then taken from its part or scored and kept as a part. The
     first chunk is read and validated before anything is shown or written, so bad input leaves nothing."""
     chunks = prefetched(sources.chunks(tables, chunk_size))
@@ -287,7 +287,8 @@ def score_chunks(bundle, tables: dict, as_of: pd.Timestamp, explore: float | Non
         for chunk in itertools.chain([first] if first is not None else [], chunks):
             rows = parts.get(chunk.index, chunk.fingerprint)
             if rows is None:  # scored, kept, and read back: a resumed run sees exactly the same rows
-                fresh = with_feature_text(bundle.score(chunk.portfolio, as_of, explore=explore, keep_features=True))
+                fresh = with_feature_text(bundle.score(chunk.portfolio, as_of, explore=explore, keep_features=True,
+                                                       contested=contested))
                 parts.put(chunk.index, chunk.fingerprint, fresh)
                 rows = parts.get(chunk.index, chunk.fingerprint)
             else:
@@ -423,15 +424,16 @@ def score_source(data: str | Path, out: Path, options: BatchOptions) -> pd.DataF
     if chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1, got {chunk_size}")
     eps = config.explore if options.explore is None else policy.explore_rate(options.explore)
-    scored, when = _score(data, out, options, loaded, eps, chunk_size, params, timings)
-    scoring_key = _scoring_key(when, loaded, eps)
+    url = options.decision_log or _default_decision_log()
+    contested = open_contests(url)
+    scored, when = _score(data, out, options, loaded, eps, chunk_size, params, timings, contested)
+    scoring_key = _scoring_key(when, loaded, eps, contested)
     run = run_id(scoring_key, capacity, scored.fingerprint)
     t = time.perf_counter()
     rows, capacity_summary, values = capacity_step(scored.rows, capacity, config.calls_per_hour)
     timings["capacity_s"] = time.perf_counter() - t
     _check_unique(rows)
     t = time.perf_counter()
-    url = options.decision_log or _default_decision_log()
     new = record_decisions(url, rows, loaded, run, int(params["decision_log_batch"]))
     timings["decision_log_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -448,14 +450,14 @@ def score_source(data: str | Path, out: Path, options: BatchOptions) -> pd.DataF
 
 
 def _score(data, out: Path, options: BatchOptions, loaded, eps: float, chunk_size: int, params: dict,
-           timings: dict) -> tuple[Scored, pd.Timestamp]:
+           timings: dict, contested: frozenset[str] = frozenset()) -> tuple[Scored, pd.Timestamp]:
     """Read and score with the chosen engine; stage times go into `timings`."""
     if options.engine == "spark":
         from serving import spark
 
         t = time.perf_counter()
         scored, when = spark.score(data, loaded.bundle, options.as_of, eps, chunk_size, params["spark"]["master"],
-                                   params["spark"]["driver_memory"])
+                                   params["spark"]["driver_memory"], contested)
         timings["score_s"] = time.perf_counter() - t
         return scored, when
     t = time.perf_counter()
@@ -463,16 +465,32 @@ def _score(data, out: Path, options: BatchOptions, loaded, eps: float, chunk_siz
     when = resolve_as_of(options.as_of, lambda: sources.latest_event(tables))
     timings["read_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    parts = Parts(out, _scoring_key(when, loaded, eps) | {"chunk_size": chunk_size, "source": sources.describe(data)})
-    scored = score_chunks(loaded.bundle, tables, when, eps, chunk_size, parts, options.progress)
+    parts = Parts(out, _scoring_key(when, loaded, eps, contested) | {"chunk_size": chunk_size,
+                                                                   "source": sources.describe(data)})
+    scored = score_chunks(loaded.bundle, tables, when, eps, chunk_size, parts, options.progress, contested)
     timings["score_s"] = time.perf_counter() - t
     return scored, when
 
 
-def _scoring_key(when: pd.Timestamp, loaded, eps: float) -> dict:
-    """What a chunk's rows depend on besides its input: as-of, model, policy version and exploration."""
-    return {"as_of": pd.Timestamp(when).tz_convert("UTC").isoformat(), "model": model_key(loaded),
-            "policy": loaded.bundle.policy_config.version, "explore": eps}
+def _scoring_key(when: pd.Timestamp, loaded, eps: float, contested: frozenset[str] = frozenset()) -> dict:
+    """What a chunk's rows depend on besides its input: as-of, model, policy version, exploration and the
+    open contests (their digest, when there is any)."""
+    key = {"as_of": pd.Timestamp(when).tz_convert("UTC").isoformat(), "model": model_key(loaded),
+           "policy": loaded.bundle.policy_config.version, "explore": eps}
+    if contested:
+        key["contested"] = hashlib.sha256("\n".join(sorted(contested)).encode()).hexdigest()
+    return key
+
+
+def open_contests(url: str) -> frozenset[str]:
+    """The accounts with an open contest in the decision log at `url` (R-CONTESTED), read before scoring."""
+    from serving.decisions import DecisionLog
+
+    log = DecisionLog(url)
+    try:
+        return log.contested()
+    finally:
+        log.close()
 
 
 def _check_unique(rows: pd.DataFrame) -> None:

@@ -582,6 +582,28 @@ class DecisionLog:
                  .where(decision_events.c.decision_id == decision_id).order_by(decision_events.c.created_at))
         return [_event(row) for row in self._read("event read", lambda conn: conn.execute(query).mappings().all())]
 
+    def contested(self, account_ids: Iterable[str] | None = None, tenant: str | None = None,
+                  chunk: int = 1000) -> frozenset[str]:
+        """The accounts (of these, or all) whose customer contested a decision after the last override a person
+        recorded on any of the account's decisions: R-CONTESTED routes them to a person until one answers.
+        With a `tenant`, only that tenant's events count."""
+        d, e = decisions, decision_events
+        base = (sa.select(d.c.account_id, e.c.kind, sa.func.max(e.c.created_at))
+                .select_from(e.join(d, d.c.decision_id == e.c.decision_id))
+                .where(e.c.kind.in_(["contest", "override"])).group_by(d.c.account_id, e.c.kind))
+        if tenant is not None:
+            mine = e.c.tenant == tenant
+            base = base.where(sa.or_(mine, e.c.tenant.is_(None)) if tenant == DEFAULT_TENANT else mine)
+        ids = None if account_ids is None else sorted(set(account_ids))
+        queries = [base] if ids is None else [base.where(d.c.account_id.in_(ids[i:i + chunk]))
+                                              for i in range(0, len(ids), chunk)]
+        latest: dict[str, dict[str, datetime]] = {}
+        for query in queries:
+            for account, kind, at in self._read("read", lambda conn, q=query: conn.execute(q).all()):
+                latest.setdefault(account, {})[kind] = at
+        return frozenset(a for a, at in latest.items()
+                         if "contest" in at and at["contest"] > at.get("override", datetime.min.replace(tzinfo=UTC)))
+
     # -- what training reads (pipelines/feedback.py) ----------------------------------------------------------
     def decisions_named(self, decision_ids: Iterable[str], chunk: int = 1000) -> dict[str, dict[str, Any]]:
         """The latest record of each named decision that the log holds: {decision_id: {account_id, as_of,

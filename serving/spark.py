@@ -139,13 +139,15 @@ def _instants(values: pd.Series, utc: bool) -> pd.Series:
     return text.cast(pa.int64()).cast(kind).to_pandas(date_as_object=False)
 
 
-def scorer(bundle_ref, present: dict[str, list[str]], as_of: pd.Timestamp, explore: float):
+def scorer(bundle_ref, present: dict[str, list[str]], as_of: pd.Timestamp, explore: float,
+           contested: frozenset[str] = frozenset()):
     """The function applied to each group: validate, score with the broadcast bundle, add a fingerprint row."""
     from serving.batch import plain_text, with_feature_text
 
     def score_group(pdf: pd.DataFrame) -> pd.DataFrame:
         portfolio = validate(group_tables(pdf, present))
-        rows = with_feature_text(bundle_ref.value.score(portfolio, as_of, explore=explore, keep_features=True))
+        rows = with_feature_text(bundle_ref.value.score(portfolio, as_of, explore=explore, keep_features=True,
+                                                        contested=contested))
         rows = rows.assign(_kind="row", _fingerprint=None, _accounts=0)
         group = pd.DataFrame({c: [None] for c in (*BATCH_COLUMNS, *ALT_COLUMNS, "_features")}).assign(
             _kind="group", _fingerprint=portfolio.fingerprint(), _accounts=len(portfolio.accounts))
@@ -182,7 +184,7 @@ def latest_event(spark, location: str) -> pd.Timestamp | None:
 
 
 def score(location, bundle, as_of: str | None, explore: float, chunk_size: int, master: str,
-          driver_memory: str = "4g"):
+          driver_memory: str = "4g", contested: frozenset[str] = frozenset()):
     """Score a portfolio on Spark; returns (`serving.batch.Scored`, as-of instant)."""
     from serving import sources
     from serving.batch import Scored, in_priority_order, plain_text, resolve_as_of
@@ -198,7 +200,7 @@ def score(location, bundle, as_of: str | None, explore: float, chunk_size: int, 
         union, present = tagged_union(spark, location, buckets)
         when = resolve_as_of(as_of, lambda: latest_event(spark, location))
         ref = spark.sparkContext.broadcast(bundle)
-        scored = union.groupBy("_bucket").applyInPandas(scorer(ref, present, when, explore), output_schema())
+        scored = union.groupBy("_bucket").applyInPandas(scorer(ref, present, when, explore, contested), output_schema())
         result = _collect(scored)
     finally:
         spark.stop()

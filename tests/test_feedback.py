@@ -93,3 +93,27 @@ def test_the_answer_keeps_the_offset_the_caller_sent(client):
     assert request["as_of"].endswith("+09:00") and answer["as_of"] == request["as_of"]
     utc = client.post("/v1/score", json={**request, "as_of": "2026-10-31T15:00:00Z"}).json()
     assert utc["as_of"] == "2026-10-31T15:00:00+00:00" and utc["cure_probability"] == answer["cure_probability"]
+
+
+def _request_for(account_id: str) -> dict:
+    request = example_request()
+    request["account"] = {**request["account"], "account_id": account_id}
+    return request
+
+
+def test_a_contest_routes_the_account_to_a_person_until_a_person_answers_it(client):
+    request = _request_for("A-CONTESTED")
+    first = client.post("/v1/score", json=request).json()
+    assert first["tier"] != "review by a person" and "R-CONTESTED" not in [b["rule"] for b in first["blocked"]]
+    contest = {"received_at": "2026-11-02T10:00:00+09:00", "channel": "letter", "note": "not my debt"}
+    assert client.post(f"/v1/decisions/{first['decision_id']}/contest", json=contest).status_code == 201
+    held = client.post("/v1/score", json=request).json()
+    assert held["tier"] == "review by a person" and held["action"]["channel"] == "none"
+    assert {"action": "all", "rule": "R-CONTESTED", "until": None} in held["blocked"]
+    other_tenant = client.post("/v1/score", json=request, headers={"X-API-Key": OTHER}).json()
+    assert other_tenant["tier"] == first["tier"]                  # another tenant's customer, another account
+    answered = {"channel": "letter", "offer": "reminder", "reason": "reviewed the contest", "by": "collector-2"}
+    assert client.post(f"/v1/decisions/{held['decision_id']}/override", json=answered).status_code == 201
+    after = client.post("/v1/score", json=request).json()
+    assert "R-CONTESTED" not in [b["rule"] for b in after["blocked"]]
+    assert (after["tier"], after["action"]) == (first["tier"], first["action"])

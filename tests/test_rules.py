@@ -91,11 +91,11 @@ def test_params_hold_the_compliance_defaults():
     assert CONFIG.profile == "jp"
 
 
-def test_rule_ids_are_the_fourteen_of_compliance_in_order():
+def test_rule_ids_are_the_fourteen_of_compliance_in_order_then_the_contracts_contest():
     assert RULE_IDS == (
         "R-CEASE", "R-REPRESENTED", "R-INSOLVENCY", "R-DISPUTE", "R-VULNERABLE", "R-CONSENT", "R-HOURS",
         "R-PROMISE", "R-CALLS-7IN7", "R-AFTER-CONVERSATION", "R-DAILY", "R-MESSAGES", "R-LEGAL",
-        "R-TIME-ZONE",
+        "R-TIME-ZONE", "R-CONTESTED",
     )
 
 

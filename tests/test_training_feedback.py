@@ -118,3 +118,22 @@ def test_training_examples_learn_from_the_carried_out_decisions_and_not_from_the
     learned = decisions.set_index("contact_id")
     assert learned.loc["fb-learn-done", "propensity"] == pytest.approx(q.iloc[0]["propensity"])
     assert "fb-learn-deviated" not in learned.index   # chosen by a person: no propensity, not reweighted
+
+
+def test_the_nightly_batch_routes_a_contested_account_to_a_person(scored, trained, tmp_path):
+    q = scored["queue"]
+    target = q.iloc[-1]
+    log = DecisionLog(scored["url"])
+    try:
+        log.add_event(target["decision_id"], "contest", "c1", {"received_at": "2026-11-01T09:00:00+09:00",
+                                                                "channel": "letter", "note": ""}, "tester", "default")
+        assert target["account_id"] in log.contested()
+    finally:
+        log.close()
+    options = BatchOptions(model_uri=str(trained["bundle_path"]), decision_log=scored["url"], progress=False)
+    again = score_source(trained["data"], tmp_path / "queue.parquet", options).set_index("account_id")
+    row = again.loc[target["account_id"]]
+    assert row["tier"] == "review by a person" and row["channel"] == "none"
+    assert "R-CONTESTED" in row["blocked"]
+    others = again.drop(index=target["account_id"])
+    assert not others["blocked"].str.contains("R-CONTESTED").any()
