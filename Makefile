@@ -3,16 +3,17 @@ SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DEMO_DATA := data/portfolio
+DEMO_DATA ?= data/portfolio
+OUT       ?= outputs
 # the bundle the demo just trained (stamped with its registered version), whatever the quality gate said: the
 # demo shows the product end to end; production scores models:/cureflow@champion, which only the gate sets
-DEMO_MODEL := outputs/train/bundle.joblib
+DEMO_MODEL := $(OUT)/train/bundle.joblib
 AS_OF  ?= 2026-11-01T00:00:00+09:00
 PORT   ?= 5000
 # pip's one warning per package when a configured extra index lacks it: noise that buried the install output
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: install demo test audit lint mlflow-ui clean
+.PHONY: install demo first-week readme-figures screenshots test audit lint mlflow-ui clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,20 +27,48 @@ install: $(VENV)/.installed
 demo: install
 	@start=$$(date +%s); \
 	$(BIN)/cureflow simulate --accounts 20000 --months 24 --seed 7 --out $(DEMO_DATA) && \
-	$(BIN)/cureflow train --data $(DEMO_DATA) --out outputs/train && \
-	$(BIN)/cureflow evaluate --data $(DEMO_DATA) --model $(DEMO_MODEL) --out outputs/evaluation.json && \
-	$(BIN)/cureflow experiments --data $(DEMO_DATA) --out outputs/experiments.html && \
-	$(BIN)/cureflow score --data $(DEMO_DATA) --model $(DEMO_MODEL) --as-of $(AS_OF) --out outputs/work_queue.parquet \
+	$(BIN)/cureflow train --data $(DEMO_DATA) --out $(OUT)/train && \
+	$(BIN)/cureflow evaluate --data $(DEMO_DATA) --model $(DEMO_MODEL) --out $(OUT)/evaluation.json && \
+	$(BIN)/cureflow experiments --data $(DEMO_DATA) --out $(OUT)/experiments.html && \
+	$(BIN)/cureflow score --data $(DEMO_DATA) --model $(DEMO_MODEL) --as-of $(AS_OF) --out $(OUT)/work_queue.parquet \
 		--top 15 && \
 	echo "" && \
-	echo "work queue:      outputs/work_queue.parquet (summary: outputs/work_queue.parquet.summary.json)" && \
-	echo "morning report:  outputs/work_queue.parquet.report.html (decision records: decisions.db)" && \
-	echo "policy value:    outputs/evaluation.json" && \
-	echo "A/B readout:     outputs/experiments.html" && \
-	echo "holdout metrics: outputs/train/metrics.json (plots: outputs/train/*.png)" && \
+	echo "work queue:      $(OUT)/work_queue.parquet (summary: $(OUT)/work_queue.parquet.summary.json)" && \
+	echo "morning report:  $(OUT)/work_queue.parquet.report.html (decision records: decisions.db)" && \
+	echo "policy value:    $(OUT)/evaluation.json" && \
+	echo "A/B readout:     $(OUT)/experiments.html" && \
+	echo "holdout metrics: $(OUT)/train/metrics.json (plots: $(OUT)/train/*.png)" && \
 	echo "MLflow store:    $$(pwd)/mlflow.db (artifacts in mlartifacts/)" && \
 	echo "MLflow UI:       make mlflow-ui [PORT=5000], then open http://127.0.0.1:5000" && \
 	echo "demo wall time:  $$(( $$(date +%s) - start ))s"
+
+# The README's demo figures from a fresh demo (docs/demo_figures.json and the README block), and screenshots
+# of the reports and /docs from a real browser (headless Chromium); tests/test_readme_figures.py checks them.
+readme-figures: demo
+	$(BIN)/python scripts/readme_figures.py --data $(DEMO_DATA) --outputs $(OUT)
+
+screenshots: install
+	scripts/screenshots.sh
+
+# Day one to week one on a first export (no experiment in the history), in its own folders: the playbook's
+# queue, a week of outcomes coming back as the CRM exports them (decision ids, no propensity), the retrain
+# reading the decision log, and the A/B readout of the first week's experiments.
+WEEK := outputs/first-week
+first-week: install
+	@$(BIN)/cureflow simulate --accounts 5000 --months 18 --seed 7 --preset lease --experiment-share 0 \
+		--out $(WEEK)/data/day1 && \
+	$(BIN)/cureflow train --data $(WEEK)/data/day1 --out $(WEEK)/train-day1 --no-register && \
+	$(BIN)/cureflow score --data $(WEEK)/data/day1 --model $(WEEK)/train-day1/bundle.joblib \
+		--decision-log sqlite:///$(WEEK)/decisions.db --out $(WEEK)/queue-day1.parquet --top 10 && \
+	$(BIN)/cureflow play --data $(WEEK)/data/day1 --queue $(WEEK)/queue-day1.parquet --days 10 \
+		--out $(WEEK)/data/week1 && \
+	$(BIN)/cureflow train --data $(WEEK)/data/week1 --out $(WEEK)/train-week1 --no-register \
+		--decision-log sqlite:///$(WEEK)/decisions.db && \
+	$(BIN)/cureflow experiments --data $(WEEK)/data/week1 --decision-log sqlite:///$(WEEK)/decisions.db \
+		--out $(WEEK)/experiments.html && \
+	echo "" && echo "day one's queue: $(WEEK)/queue-day1.parquet (report beside it); decisions: $(WEEK)/decisions.db" && \
+	echo "week one:        $(WEEK)/data/week1 (contacts name their decision_id); retrained: $(WEEK)/train-week1" && \
+	echo "A/B readout:     $(WEEK)/experiments.html"
 
 test: audit
 	scripts/ensure_postgres.sh

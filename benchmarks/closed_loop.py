@@ -6,9 +6,11 @@ same accounts in the same state (a paired comparison: only cureflow's decisions 
 
 - **cureflow**: every week the batch scores the overdue accounts (`serving.batch.day_queue`: the policy,
   its experiments at params policy.explore and the day's call capacity), the simulator carries the
-  decisions out and the customers respond (`pipelines.simulate.Live`), the outcomes come back in the
-  contacts export with each decision's propensity, and the models are retrained (`pipelines.train.fit`);
-  a retrained bundle replaces the current one only when it passes the quality gate.
+  decisions out and the customers respond (`pipelines.simulate.Live`), the decisions are recorded in a
+  decision log (SQLite) as the batch records them, the outcomes come back the way a CRM sends them (the
+  contacts export names each contact's `decision_id` and carries no propensity), and the models are
+  retrained reading that log (`pipelines.train.fit`, `pipelines.feedback`); a retrained bundle replaces the
+  current one only when it passes the quality gate.
 - **playbook**: the day-one bundle (no response model: the team's playbook) with experiments off.
 - **uniform A/B**: every decision drawn uniformly among the actions the rules allow, and no contact.
 
@@ -40,7 +42,7 @@ TEAMS = ("cureflow", "playbook", "uniform A/B")
 def _portfolio(live):
     from models.contract import validate
 
-    return validate(live.tables())
+    return validate(live.tables(crm_export=True))
 
 
 def _fit(live, params: dict, workdir: Path):
@@ -49,7 +51,30 @@ def _fit(live, params: dict, workdir: Path):
 
     data = workdir / "data"
     write_dir(_portfolio(live), data)
-    return fit(data, params, history_end_at=live.as_of.isoformat(), log=lambda *_: None)
+    return fit(data, params, history_end_at=live.as_of.isoformat(), log=lambda *_: None,
+               decision_log=_log_url(workdir))
+
+
+def _log_url(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'decisions.db'}"
+
+
+def _record(rows: pd.DataFrame, bundle, week: int, workdir: Path) -> None:
+    """The week's decisions into the decision log, as the nightly batch records them."""
+    from models.answers import answer_from_row
+    from models.rules import RULE_IDS
+    from serving.decisions import DecisionLog, DecisionRecord
+
+    version = bundle.policy_config.version
+    records = [DecisionRecord.from_answer(
+        answer_from_row(row), request_id=f"closed-loop-week-{week}", caller="closed-loop", run_id=None,
+        policy_version=version, features={}, rules_evaluated=list(RULE_IDS), source="batch",
+        idempotency_key=f"week-{week}/{row['account_id']}") for row in rows.to_dict("records")]
+    log = DecisionLog(_log_url(workdir))
+    try:
+        log.append_once(records)
+    finally:
+        log.close()
 
 
 def _decisions(rows: pd.DataFrame, bundle, space) -> pd.DataFrame:
@@ -59,7 +84,8 @@ def _decisions(rows: pd.DataFrame, bundle, space) -> pd.DataFrame:
     action = chosen_actions(rows, bundle, space)
     acts = np.array(space.actions, dtype=object)[action]
     return pd.DataFrame({"account_id": rows["account_id"].to_numpy(), "channel": acts[:, 0], "window": acts[:, 1],
-                         "offer": rows["offer"].to_numpy(), "propensity": rows["propensity"].to_numpy(float)})
+                         "offer": rows["offer"].to_numpy(), "propensity": rows["propensity"].to_numpy(float),
+                         "decision_id": rows["decision_id"].to_numpy(dtype=object)})
 
 
 def _uniform(tv, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame]:
@@ -88,6 +114,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     params = with_preset(load_params(), preset, experiment_share=0.0)   # a first export: no experiment
     live = Live(accounts, 12, seed, params)
     here = workdir / f"{preset}_{seed}"
+    (here / "decisions.db").unlink(missing_ok=True)  # a world run again starts with an empty decision log
     day_one = bundle = _fit(live, params, here).bundle
     space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
     rng = np.random.default_rng(seed)
@@ -113,6 +140,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
                   "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
                   "seconds": round(time.perf_counter() - started, 1)}
         out += [{**common, "team": team, "value": value} for team, value in values.items()]
+        _record(rows, bundle, week, here)
         live.play(decisions)
     return out
 

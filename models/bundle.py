@@ -35,8 +35,8 @@ BATCH_COLUMNS = ("account_id", "as_of", "model_version", "cure_probability", "pr
                  "decision_id", "propensity")
 TEXT_COLUMNS = ("account_id", "as_of", "model_version", "tier", "channel", "window_start", "window_end", "offer",
                 "template", "reasons", "blocked")
-ALT_COLUMNS = ("_value", "_alt_value", "_alt_channel", "_alt_window_start", "_alt_window_end", "_alt_offer",
-               "_alt_template", "_alt_gain")
+ALT_COLUMNS = ("_value", "_alt_value", "_call_rank", "_alt_channel", "_alt_window_start", "_alt_window_end",
+               "_alt_offer", "_alt_template", "_alt_gain")
 ALT_TEXT_COLUMNS = ("_alt_channel", "_alt_window_start", "_alt_window_end", "_alt_offer", "_alt_template")
 DECISION_NAMESPACE = uuid.UUID("6f1c2d1e-8a4b-4c1e-9a57-0c0ffee0cafe")
 
@@ -168,6 +168,12 @@ class ScoringBundle:
         cols = {name: matrix[:, j] for j, name in enumerate(names)}
         return rows, cols, matrix[:, [names.index(n) for n in self.feature_names]], left_out
 
+    @property
+    def values_trusted(self) -> bool:
+        """Whether the response model's values decide anything: there is one, and the safe policy departs from
+        its baseline on them (a finite margin; no safe policy at all is a bundle from before it)."""
+        return self.response is not None and (self.safe is None or math.isfinite(self.safe.margin))
+
     def _verdict(self, prep: Prepared, rows: np.ndarray, cols: dict[str, np.ndarray], as_of: pd.Timestamp,
                  history_known: np.ndarray, conf: Configs) -> tuple[np.ndarray, rules.RuleResult]:
         """The staged offer and what the rules allow, for the accounts at `rows`."""
@@ -241,6 +247,8 @@ class ScoringBundle:
         for key in ("channel", "window_start", "window_end", "offer", "template"):
             out[f"_alt_{key}"] = alt[key]
         out["_alt_gain"], out["_alt_value"], out["_value"] = np.round(choice.alt[3], 6), choice.alt[4], choice.value
+        out["_call_rank"] = policy.call_rank(choice.value, choice.alt[4], np.asarray(out["priority"]),
+                                             self.values_trusted)
         out["decision_id"] = self._decision_ids(out, X, conf.policy.version)
         order = np.lexsort((ids.astype(str), -out["priority"])) if len(ids) else np.empty(0, dtype=np.int64)
         ordered = {name: _take(values, order) for name, values in out.items()}

@@ -307,16 +307,25 @@ def _unflatten(flat: np.ndarray, value: np.ndarray, gain: np.ndarray, shape: tup
     return (np.where(contact, channel, -1), np.where(contact, window, -1), np.where(contact, arm, -1), g, val)
 
 
-def capacity_keep(is_call: np.ndarray, value: np.ndarray, alt_value: np.ndarray, capacity: int | None) -> np.ndarray:
-    """Which proposed calls keep their call when only `capacity` fit in the day: those where a call adds
-    the most over the account's best other action. None means unlimited."""
+def capacity_keep(is_call: np.ndarray, rank: np.ndarray, capacity: int | None) -> np.ndarray:
+    """Which proposed calls keep their call when only `capacity` fit in the day: the highest `rank` first
+    (`call_rank`: what a call adds over the account's best other action, or the stake while the models'
+    values are not trusted), ties in the rows' order. None means unlimited."""
     keep = is_call.copy()
     if capacity is None or is_call.sum() <= capacity:
         return keep
     calls = np.flatnonzero(is_call)
-    order = calls[np.argsort(-(value[calls] - alt_value[calls]), kind="stable")]
+    order = calls[np.argsort(-rank[calls], kind="stable")]
     keep[order[capacity:]] = False
     return keep
+
+
+def call_rank(value: np.ndarray, alt_value: np.ndarray, priority: np.ndarray, trusted: bool) -> np.ndarray:
+    """What the day's calls are rationed by: the value a call adds over the account's best other action when
+    the models' values are trusted (the safe policy departs from its baseline), else the account's stake
+    (priority): a team following its playbook calls the biggest stakes first, not the ones untrusted
+    estimates favour."""
+    return np.asarray(value - alt_value if trusted else priority, dtype=float)
 
 
 def marginal_call_value(is_call: np.ndarray, value: np.ndarray, alt_value: np.ndarray, capacity: int | None,

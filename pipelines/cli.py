@@ -112,6 +112,23 @@ def simulate(
          experiment_share=experiment_share)
 
 
+@app.command()
+def play(
+    data: Annotated[Path, typer.Option(help="a portfolio `cureflow simulate` (or `play`) wrote")] = Path(
+        "data/portfolio"),
+    queue: Annotated[Path, typer.Option(help="the work queue `cureflow score` wrote for it")] = Path(
+        "outputs/work_queue.parquet"),
+    out: Annotated[Path, typer.Option(help="where the portfolio a week later goes")] = Path("data/week1"),
+    days: Annotated[int, typer.Option(min=1, max=31, help="days the customers respond before the export")] = 7,
+) -> None:
+    """Simulated portfolios only: carry out a work queue and let the customers respond, then write the tables as
+    the CRM would export them (each contact names its decision_id, no propensity): a week of outcomes for the
+    quick start and for trying the feedback loop."""
+    from pipelines.simulate import play as run
+
+    run(data, queue, out, days)
+
+
 FEEDBACK_HELP = ("the decision log to join (propensities of the contacts that name a decision, outcomes reported "
                  "through the API); default CUREFLOW_DATABASE_URL, else decisions.db when the export names "
                  "decisions")
@@ -214,6 +231,7 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="the report as JSON")] = Path("outputs/evaluation.json"),
     examples: Annotated[Path | None, typer.Option(help="training examples from `cureflow features` (their logged "
                                                        "decisions are reused); default: built from --data")] = None,
+    decision_log: Annotated[str | None, typer.Option(help=FEEDBACK_HELP)] = None,
 ) -> None:
     """Off-policy value of the policy on held-out logs; on simulated data, its true value against no contact,
     the best single action and the oracle, and a rule audit."""
@@ -222,11 +240,12 @@ def evaluate(
     from models.policy import explore_rate
     from models.registry import load_bundle
     from pipelines import evaluate as evaluation
+    from pipelines import feedback
     from pipelines.train import load_examples, resolve_history_end
 
     eps = None if explore is None else explore_rate(explore)
     bundle = load_bundle(model).bundle
-    portfolio = read_dir(data)
+    portfolio, _ = feedback.load(read_dir(data), decision_log, bundle.feature_config)
     logs = load_examples(examples).decisions if examples else None
     end = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
     when = pd_timestamp(as_of) if as_of else end
@@ -241,13 +260,14 @@ def experiments(
                    ] = Path("outputs/experiments.html"),
     history_end: Annotated[str | None, typer.Option(help="ISO 8601 instant with offset; default: end of history")
                            ] = None,
+    decision_log: Annotated[str | None, typer.Option(help=FEEDBACK_HELP)] = None,
 ) -> None:
     """The A/B readout of every randomised decision logged: per channel, window, offer and template, and per
     lifestyle and days-past-due band, the payment rate, the lift over the hold-out, the winners, and how many
     more decisions each undecided arm needs."""
     from pipelines import experiments as readout
 
-    readout.run(data, out, end=pd_timestamp(history_end) if history_end else None)
+    readout.run(data, out, end=pd_timestamp(history_end) if history_end else None, decision_log=decision_log)
 
 
 def pd_timestamp(text: str):

@@ -43,14 +43,17 @@ def dpd_band(days: pd.Series) -> pd.Series:
     return out
 
 
-def logged(data: Path, params: dict, end: pd.Timestamp | None = None) -> pd.DataFrame:
+def logged(data: Path, params: dict, end: pd.Timestamp | None = None, decision_log: str | None = None
+           ) -> pd.DataFrame:
     """The randomised decisions of a portfolio's contact log whose outcome window is observed, with
-    their template, lifestyle and days-past-due band at decision time, and the payment label."""
+    their template, lifestyle and days-past-due band at decision time, and the payment label (propensities
+    of contacts that name a cureflow decision from the decision log, `pipelines.feedback`)."""
+    from pipelines import feedback
     from pipelines.logs import decision_examples
     from pipelines.train import resolve_history_end
 
-    portfolio = read_dir(data)
     config = FeatureConfig.from_params(params)
+    portfolio, _ = feedback.load(read_dir(data), decision_log, config)
     prep = prepare(portfolio, config)
     end = resolve_history_end(data, prep, None if end is None else end.isoformat())
     examples = decision_examples(portfolio, prep, config, params, end)
@@ -72,6 +75,7 @@ def verdicts(table: pd.DataFrame, precision: float, confidence: float = 0.95) ->
     hold = table[table["holdout"]].set_index("segment")["rate"]
     p0 = table["segment"].map(hold).to_numpy(dtype=float)
     p1 = table["rate"].to_numpy(dtype=float)
+    p0 = np.where(np.isfinite(p0), p0, p1)  # no hold-out yet: plan with the arm's own rate on both sides
     target = z ** 2 * (p1 * (1 - p1) + p0 * (1 - p0)) / precision ** 2
     n = table["n_eff"].to_numpy(dtype=float) if "n_eff" in table else table["n"].to_numpy(dtype=float)
     needed = np.where(np.isfinite(target), np.ceil(np.maximum(target - n, 0)), np.nan)
@@ -103,7 +107,7 @@ def winners(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for factor in FACTORS:
         t = tables[f"{factor} by all"]
         works = t[t["verdict"] == "works"].sort_values("lift", ascending=False)
-        undecided = t[t["verdict"] == "undecided"]
+        undecided = t[t["verdict"].isin(["undecided", "no hold-out in this segment"])]
         rows.append({"factor": factor, "best so far": works[factor].iloc[0] if len(works) else "(none yet)",
                      "lift": float(works["lift"].iloc[0]) if len(works) else float("nan"),
                      "undecided arms": len(undecided),
@@ -164,13 +168,14 @@ def write(tables: dict[str, pd.DataFrame], decisions: pd.DataFrame, params: dict
     out.with_suffix(".json").write_text(json.dumps({"decisions": len(decisions), "tables": payload}, indent=1))
 
 
-def run(data: Path, out: Path, params: dict | None = None, end: pd.Timestamp | None = None, log=print) -> dict:
+def run(data: Path, out: Path, params: dict | None = None, end: pd.Timestamp | None = None, log=print,
+        decision_log: str | None = None) -> dict:
     """Read the logs, write the readout; returns the tables."""
     params = params or load_params()
     from models.progress import step
 
     with step("experiments: the randomised decisions and their outcomes"):
-        decisions = logged(data, params, end)
+        decisions = logged(data, params, end, decision_log)
     tables = readout(decisions, params) if len(decisions) else {}
     write(tables, decisions, params, out)
     if len(decisions):

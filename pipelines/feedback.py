@@ -55,7 +55,7 @@ def load(portfolio: Portfolio, explicit_url: str | None = None, config: FeatureC
     return from_url(portfolio, decision_log_url(explicit_url, names), config)
 
 
-def _windows(times: pd.Series, zones: pd.Series, config: FeatureConfig) -> np.ndarray:
+def window_names(times: pd.Series, zones: pd.Series, config: FeatureConfig) -> np.ndarray:
     """The contact-window name of each instant in its account's local time (NaT -> "")."""
     names = np.array([w.name for w in config.windows] + [""], dtype=object)
     ok = times.notna().to_numpy()
@@ -129,10 +129,10 @@ def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None
     answers = [records[contacts["decision_id"].iat[i]]["answer"] for i in rows]
     zones = calendar.effective_timezones(portfolio.accounts.set_index("account_id")["timezone"])
     zone = pd.Series(zones.reindex(contacts["account_id"].iloc[rows]).to_numpy())
-    done_window = _windows(contacts["contacted_at"].iloc[rows].reset_index(drop=True), zone, config)
+    done_window = window_names(contacts["contacted_at"].iloc[rows].reset_index(drop=True), zone, config)
     starts = pd.to_datetime(pd.Series([(a["action"].get("contact_window") or {}).get("start") for a in answers]),
                             utc=True, format="ISO8601")
-    asked_window = _windows(starts, zone, config)
+    asked_window = window_names(starts, zone, config)
     asked = np.array([a["action"]["channel"] for a in answers], dtype=object)
     done = contacts["channel"].iloc[rows].to_numpy(dtype=object)
     same = (asked == done) & ((asked == "none") | (asked_window == done_window))

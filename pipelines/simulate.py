@@ -1013,17 +1013,25 @@ class Live:
         self.now = self.clock.end_s
         self.world.decide_t[:] = np.inf  # from here on, only the product decides
         self.world.contacts_on = False
+        self.started = self.as_of
+        self.played: list[pd.DataFrame] = []  # the decisions carried out, with their ids when they have one
 
     @property
     def as_of(self) -> pd.Timestamp:
         """The current instant (UTC)."""
         return self.clock.utc(np.array([self.now]))[0]
 
-    def tables(self) -> dict[str, pd.DataFrame]:
-        """The four contract tables with every row before now."""
+    def tables(self, crm_export: bool = False) -> dict[str, pd.DataFrame]:
+        """The four contract tables with every row before now. A contact that carried out a played decision
+        with a `decision_id` names it; with `crm_export` it carries only that, as a CRM's export would (no
+        propensity, no experiment id: training takes them from the decision log)."""
+        contacts = _contacts_table(self.world)
+        played = [p for p in self.played if "decision_id" in p]
+        if played:
+            contacts = _name_decisions(contacts, pd.concat(played, ignore_index=True), self.started, crm_export)
         return {"accounts": _accounts_table(self.pf),
                 "installments": _installments_table(self.pf, self.clock, self.now),
-                "payments": _payments_table(self.world), "contacts": _contacts_table(self.world)}
+                "payments": _payments_table(self.world), "contacts": contacts}
 
     def truth(self) -> pd.DataFrame:
         """The exact chance of a payment within 7 days under every action, per account overdue now."""
@@ -1036,7 +1044,9 @@ class Live:
 
     def play(self, decisions: pd.DataFrame, days: int = 7) -> None:
         """Carry out decisions (account_id, channel, window, offer, propensity) made now, then advance `days`.
-        A contact happens in the first occurrence of its window; any offer but a reminder is an arrangement."""
+        A contact happens in the first occurrence of its window; any offer but a reminder is an arrangement. A
+        no contact the policy drew (propensity < 1) is a hold-out row; one it was certain of (nothing else
+        allowed) leaves no row, as in a CRM's export (CONTRACT.md: `none` only for a hold-out)."""
         idx = pd.Index(self.pf.ids).get_indexer(decisions["account_id"])
         if (idx < 0).any():
             raise ValueError(f"decisions for unknown accounts: {list(decisions['account_id'][idx < 0][:5])}")
@@ -1044,10 +1054,14 @@ class Live:
         ch = np.array([CHANNEL[c] for c in decisions["channel"]], dtype=np.int64)
         prop = decisions["propensity"].to_numpy(dtype=float)
         code = np.where(prop < 1, PRODUCT_EXPERIMENT, NO_EXPERIMENT)
-        held = ch == NONE
+        if "decision_id" in decisions:
+            self.played.append(pd.DataFrame({"account_id": decisions["account_id"].to_numpy(dtype=object),
+                                             "decision_id": decisions["decision_id"].to_numpy(dtype=object),
+                                             "decided_at": self.as_of}))
+        held = (ch == NONE) & (prop < 1)  # a hold-out the policy drew; a certain "no contact" is not exported
         self.world.record(idx[held], t[held], NONE, OUTCOME["held_out"], template=-1, experiment=code[held],
                           propensity=prop[held])
-        go = ~held & (self.world.contact_t[idx] == np.inf)
+        go = (ch != NONE) & (self.world.contact_t[idx] == np.inf)
         idx, t = idx[go], t[go]
         win = np.array([self.cfg.windows.index(w) for w in decisions["window"].to_numpy()[go]], dtype=np.int64)
         offer = np.where(decisions["offer"].to_numpy()[go] == "reminder", REMINDER, PLAN)
@@ -1057,6 +1071,34 @@ class Live:
         self.world.phase_start = self.now
         self.now += days * DAY
         self.world.run(self.now, self.rng, contacts_on=False)
+
+
+def _name_decisions(contacts: pd.DataFrame, played: pd.DataFrame, started: pd.Timestamp, crm_export: bool
+                    ) -> pd.DataFrame:
+    """Each outbound contact the product decided (from `started` on, with the propensity `play` gave it: not a
+    contact the standing rule or an experiment of the history had scheduled before) names the latest decision
+    played for its account at or before it (the product decides at most once an account a step)."""
+    contacts = contacts.copy()
+    contacts["decision_id"] = None
+    product = contacts["propensity"].notna() & (contacts["experiment_id"].isna()
+                                                | (contacts["experiment_id"] == "CUREFLOW"))
+    mine = np.flatnonzero(((contacts["direction"] == "outbound") & (contacts["contacted_at"] >= started)
+                           & product).to_numpy())
+    if not len(mine):
+        return contacts
+    rows = contacts.iloc[mine][["account_id", "contacted_at"]].assign(_row=mine).sort_values("contacted_at")
+    rows["account_id"] = rows["account_id"].astype(object)
+    decided = played.sort_values("decided_at").astype({"decided_at": rows["contacted_at"].dtype,
+                                                       "account_id": object})
+    named = pd.merge_asof(rows, decided, left_on="contacted_at", right_on="decided_at", by="account_id",
+                          direction="backward")
+    at = named["_row"].to_numpy()
+    contacts.loc[at, "decision_id"] = named["decision_id"].to_numpy(dtype=object)
+    if crm_export:
+        has = contacts["decision_id"].notna()
+        contacts.loc[has, "propensity"] = np.nan
+        contacts.loc[has, "experiment_id"] = None
+    return contacts
 
 
 def _versions() -> dict[str, str]:
@@ -1102,3 +1144,52 @@ def main(accounts: int, months: int, seed: int, out: Path, end: str | None = Non
     print(f"simulated {counts}; {overdue} overdue at {end} ({overdue / max(accounts, 1):.1%}), "
           f"mean p_cure_30 {sim.truth_cure['p_cure_30'].mean():.3f} -> {out}")
     return Path(out)
+
+
+def _queue_decisions(queue: pd.DataFrame, accounts: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """A work queue (`cureflow score`) as the decisions `Live.play` carries out: each row's window by name."""
+    from models.calendar import effective_timezones
+    from models.features import FeatureConfig
+    from pipelines.feedback import window_names
+
+    config = FeatureConfig.from_params(params)
+    zones = pd.Series(effective_timezones(accounts.set_index("account_id")["timezone"])
+                      .reindex(queue["account_id"]).to_numpy())
+    starts = pd.to_datetime(queue["window_start"], utc=True, format="ISO8601").reset_index(drop=True)
+    window = window_names(starts, zones, config)
+    return pd.DataFrame({"account_id": queue["account_id"].to_numpy(dtype=object),
+                         "channel": queue["channel"].to_numpy(dtype=object),
+                         "window": np.where(window == "", config.windows[0].name, window),
+                         "offer": queue["offer"].to_numpy(dtype=object),
+                         "propensity": queue["propensity"].fillna(1.0).to_numpy(dtype=float),
+                         "decision_id": queue["decision_id"].to_numpy(dtype=object)})
+
+
+def play(data: Path, queue: Path, out: Path, days: int = 7) -> Path:
+    """A week of outcomes for a simulated portfolio: the simulator carries out the work queue `cureflow score`
+    wrote for `data` (as of its end), the customers respond for `days`, and `out` gets the four tables as the
+    CRM would export them then (each contact names the decision it carried out, no propensity), with a
+    manifest that lists every queue played so far (the world is rebuilt from the seed and replays them)."""
+    data, out = Path(data), Path(out)
+    manifest = json.loads((data / "manifest.json").read_text())
+    params = with_preset(load_params(), manifest.get("preset"), manifest.get("experiment_share"))
+    live = Live(int(manifest["accounts"]), int(manifest["months"]), int(manifest["seed"]), params,
+                end=manifest.get("started_at", manifest["end"]))
+    accounts = live.tables()["accounts"]
+    steps = [*manifest.get("played", []), {"queue": str(Path(queue).resolve()), "days": int(days)}]
+    for done in steps:
+        rows = pd.read_parquet(done["queue"]) if done["queue"].endswith(".parquet") else pd.read_csv(done["queue"])
+        scored_at = pd.Timestamp(rows["as_of"].iloc[0]).tz_convert("UTC") if len(rows) else live.as_of
+        if not live.as_of <= scored_at < live.as_of + pd.Timedelta(days=1):  # the day the team scores
+            raise ValueError(f"the work queue {done['queue']} was scored as of {scored_at.isoformat()}, but the "
+                             f"portfolio it plays on ends at {live.as_of.isoformat()}: score --data {data} first")
+        live.play(_queue_decisions(rows, accounts, params), days=int(done["days"]))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in live.tables(crm_export=True).items():
+        frame.to_parquet(out / f"{name}.parquet", index=False)
+    body = {**manifest, "started_at": manifest.get("started_at", manifest["end"]), "end": live.as_of.isoformat(),
+            "played": steps, "versions": _versions()}
+    body.pop("counts", None)
+    (out / "manifest.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"played {len(rows):,} decisions of {queue} for {days} days -> {out} (ends {live.as_of.isoformat()})")
+    return out

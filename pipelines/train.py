@@ -244,8 +244,9 @@ def fit_response_model(decisions: pd.DataFrame, names: list[str], params: dict, 
             f"{len(resp_holdout):,} held out")
     except ValueError as err:
         response = None
-        log(f"no response model ({err}): the queue follows the baseline (the team's playbook, params "
-            f"policy.playbook) and its experiments until randomised decisions are logged")
+        log(f"no response model ({err}; {len(resp_train):,} logged decisions to learn from, {len(resp_holdout):,} "
+            f"held out): the queue follows the baseline (the team's playbook, params policy.playbook) and its "
+            f"experiments until enough randomised decisions are logged")
     return response, resp_train, resp_holdout, resp_cut
 
 

@@ -119,7 +119,7 @@ def capacity_step(rows: pd.DataFrame, capacity: int | None, calls_per_hour: floa
     """`apply_capacity`, also returning each row's expected value (JPY) after the step, for the report."""
     is_call = rows["channel"].to_numpy() == "phone"
     value, alt = rows["_value"].to_numpy(dtype=float), rows["_alt_value"].to_numpy(dtype=float)
-    keep = policy.capacity_keep(is_call, value, alt, capacity)
+    keep = policy.capacity_keep(is_call, rows["_call_rank"].to_numpy(dtype=float), capacity)
     moved = is_call & ~keep
     rows = rows.copy()
     for col in ("channel", "window_start", "window_end", "offer", "template"):
@@ -142,8 +142,9 @@ def capacity_step(rows: pd.DataFrame, capacity: int | None, calls_per_hour: floa
 
 
 def apply_capacity(rows: pd.DataFrame, capacity: int | None, calls_per_hour: float) -> tuple[pd.DataFrame, dict]:
-    """Keep the day's calls where a call adds the most over the account's best other action; the rest get
-    that other action (and a `blocked` entry naming CAPACITY). Returns the contract rows and a summary
+    """Keep the day's calls by `policy.call_rank` (what a call adds over the account's best other action, or
+    the stake while the models' values are not trusted); the rest get that other action (and a `blocked`
+    entry naming CAPACITY). Returns the contract rows and a summary
     with the value of one more collector-hour."""
     rows, summary, _ = capacity_step(rows, capacity, calls_per_hour)
     return rows.loc[:, list(BATCH_COLUMNS)], summary

@@ -255,6 +255,8 @@ def fingerprint(tables: dict[str, pa.Table]) -> str:
             values = table[column].combine_chunks()
             digest.update(f"column {column} {values.type}\n".encode())
             digest.update(np.packbits(values.is_null().to_numpy(zero_copy_only=False)).tobytes())
+            if pa.types.is_null(values.type):  # a column empty in every row (a first export's propensity): no values
+                continue
             if values.null_count:
                 values = pc.fill_null(values, pa.scalar("" if _texty(values.type) else 0).cast(values.type))
             for part in _value_bytes(values):

@@ -35,7 +35,8 @@ from models.bundle import ALT_COLUMNS, BATCH_COLUMNS
 from models.contract import SPEC, validate
 from models.vocab import TABLES
 
-NUMBER_COLUMNS = ("cure_probability", "priority", "expected_gain", "propensity", "_value", "_alt_value", "_alt_gain")
+NUMBER_COLUMNS = ("cure_probability", "priority", "expected_gain", "propensity", "_value", "_alt_value", "_alt_gain",
+                  "_call_rank")
 EXTRA = (("_features", "string"), ("_kind", "string"), ("_fingerprint", "string"), ("_accounts", "long"))
 
 

@@ -104,6 +104,55 @@ def test_day_one_the_queue_is_the_playbooks_for_every_account_the_rules_allow(da
     assert np.all(np.diff(stake.round(2).to_numpy()) <= 0.01)   # ordered by what is at stake
 
 
+def test_day_one_the_days_calls_go_to_the_biggest_stakes(day_one):
+    """With no trusted model values the call capacity is rationed by stake, not by untrusted estimates."""
+    from serving.batch import capacity_step
+
+    bundle, p, _ = day_one
+    rows = bundle.score(p, AS_OF, explore=0.0)
+    calls = rows[rows["channel"] == "phone"]
+    assert len(calls) >= 4 and not bundle.values_trusted
+    capacity = len(calls) // 2
+    after, summary, _ = capacity_step(rows, capacity, calls_per_hour=12)
+    kept = after[after["channel"] == "phone"]["account_id"]
+    assert summary["calls_kept"] == capacity
+    assert set(kept) == set(calls.nlargest(capacity, "priority")["account_id"])
+
+
+def test_untrusted_model_values_never_ration_the_calls(trained):
+    """A bundle with a response model whose departures the evidence does not support (infinite margin) ranks the
+    calls by stake; trusted (finite margin), by what a call adds over the account's other action. The batch's
+    capacity step keeps the calls by that rank."""
+    import copy
+    import dataclasses
+    import math
+
+    import joblib
+
+    from serving.batch import capacity_step
+
+    bundle = joblib.load(trained["bundle_path"])
+    assert bundle.response is not None
+    portfolio, as_of = read_dir(trained["data"]), pd.Timestamp("2026-11-01T00:00:00+09:00")
+    scored = {}
+    for margin in (math.inf, 0.0):
+        b = copy.deepcopy(bundle)
+        b.safe = dataclasses.replace(b.safe, margin=margin)
+        assert b.values_trusted is math.isfinite(margin)
+        scored[margin] = b.score(portfolio, as_of, explore=0.0)
+    untrusted, trusted = scored[math.inf], scored[0.0]
+    np.testing.assert_allclose(untrusted["_call_rank"], untrusted["priority"])
+    np.testing.assert_allclose(trusted["_call_rank"], trusted["_value"] - trusted["_alt_value"])
+    rows = trusted[trusted["channel"] != "none"].assign(channel="phone")   # as if every contact were a call
+    calls = rows
+    assert len(calls) >= 4, "the fixture should propose several contacts"
+    capacity = len(calls) // 2
+    for rank, by in (("_call_rank", calls["_value"] - calls["_alt_value"]), ("priority", calls["priority"])):
+        after, _, _ = capacity_step(rows.assign(_call_rank=rows[rank]), capacity, calls_per_hour=12)
+        kept = set(after[after["channel"] == "phone"]["account_id"])
+        assert kept == set(calls.loc[by.nlargest(capacity).index, "account_id"]), rank
+
+
 def test_day_one_experiments_vary_one_factor_and_never_add_a_call(day_one):
     bundle, p, _ = day_one
     plan = bundle.score(p, AS_OF, explore=0.0).set_index("account_id")

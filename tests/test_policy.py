@@ -9,6 +9,7 @@ from models.config import load_params
 from models.policy import (
     PolicyConfig,
     arm_offers_allowed,
+    call_rank,
     capacity_keep,
     choose,
     final_offer,
@@ -119,9 +120,12 @@ def test_capacity_keeps_the_calls_that_add_most_over_the_alternative():
     is_call = np.array([True, True, True, False])
     value = np.array([5000.0, 9000.0, 3000.0, 100.0])
     alt = np.array([4000.0, 1000.0, 0.0, 0.0])
-    keep = capacity_keep(is_call, value, alt, 2)
+    priority = np.array([90000.0, 10000.0, 20000.0, 50000.0])
+    keep = capacity_keep(is_call, call_rank(value, alt, priority, trusted=True), 2)
     assert keep.tolist() == [False, True, True, False]         # adds 8000 and 3000; the first adds only 1000
-    assert capacity_keep(is_call, value, alt, None).tolist() == is_call.tolist()
+    assert capacity_keep(is_call, value - alt, None).tolist() == is_call.tolist()
+    by_stake = capacity_keep(is_call, call_rank(value, alt, priority, trusted=False), 2)
+    assert by_stake.tolist() == [True, False, True, False]     # untrusted values: the biggest stakes get the calls
     assert marginal_call_value(is_call, value, alt, 2, calls_per_hour=1) == pytest.approx(1000.0)
     assert marginal_call_value(is_call, value, alt, None, calls_per_hour=12) == 0.0
 

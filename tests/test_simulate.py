@@ -480,18 +480,18 @@ def test_live_starts_from_the_same_history_and_carries_out_the_products_decision
     half = len(overdue) // 2
     decisions = pd.DataFrame({"account_id": overdue, "channel": ["sms"] * half + ["none"] * (len(overdue) - half),
                               "window": "weekday_evening", "offer": "reminder",
-                              "propensity": [0.25] * half + [1.0] * (len(overdue) - half)})
+                              "propensity": [0.25] * half + [0.5] * (len(overdue) - half - 1) + [1.0]})
     live.play(decisions)
     assert live.as_of == start + pd.Timedelta(days=7)
     new = live.tables()["contacts"]
     assert len(new) > before
     new = new[new["contacted_at"] >= start]
     out = new[new["direction"] == "outbound"]
-    sms = out[out["experiment_id"] == "CUREFLOW"]
+    sms = out[(out["experiment_id"] == "CUREFLOW") & (out["channel"] != "none")]
     assert half - pending <= len(sms) <= half
     assert (sms["channel"] == "sms").all() and (sms["propensity"] == 0.25).all()
     local = sms["contacted_at"].dt.tz_convert("Asia/Tokyo")
     assert ((local.dt.hour >= 17) & (local.dt.hour < 21) & (local.dt.day_of_week < 5)).all()
-    held = out[(out["channel"] == "none") & out["experiment_id"].isna()]
-    assert len(held) == len(overdue) - half and (held["propensity"] == 1.0).all()
+    held = out[(out["channel"] == "none") & (out["experiment_id"] == "CUREFLOW")]
+    assert len(held) == len(overdue) - half - 1 and (held["propensity"] == 0.5).all()  # the certain one: no row
     assert len(out) - len(sms) - len(held) <= pending     # the simulator decided nothing of its own

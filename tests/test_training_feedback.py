@@ -4,6 +4,8 @@ overrode, and outcomes reported only through the API become contacts rows, each 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -137,3 +139,70 @@ def test_the_nightly_batch_routes_a_contested_account_to_a_person(scored, traine
     assert "R-CONTESTED" in row["blocked"]
     others = again.drop(index=target["account_id"])
     assert not others["blocked"].str.contains("R-CONTESTED").any()
+
+
+def test_the_closed_loops_crm_export_names_decisions_and_the_log_gives_back_their_propensities(tmp_path):
+    """The path benchmarks/closed_loop.py runs: decisions recorded, carried out by the simulator, exported as a
+    CRM would (decision ids, no propensity), joined back to the log by training."""
+    from models.config import load_params
+    from models.contract import validate
+    from pipelines.simulate import Live
+    from serving.decisions import DecisionRecord
+
+    live = Live(400, 6, 5, load_params())
+    overdue = live.truth()["account_id"].unique()
+    start = live.as_of
+    monday = (start.tz_convert("Asia/Tokyo").normalize() + pd.offsets.Week(weekday=0)) + pd.Timedelta(hours=18)
+    prop = np.where(np.arange(len(overdue)) % 3 == 0, 0.2, 0.9)
+    channel = np.where(np.arange(len(overdue)) % 5 == 0, "none", "sms")
+    decisions = pd.DataFrame({"account_id": overdue, "channel": channel, "window": "weekday_evening",
+                              "offer": "reminder", "propensity": prop,
+                              "decision_id": [f"d-{i}" for i in range(len(overdue))]})
+    url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    log = DecisionLog(url)
+    try:
+        log.append([DecisionRecord.from_answer(
+            {"decision_id": d.decision_id, "account_id": d.account_id, "as_of": start.isoformat(),
+             "model_version": "test/1", "propensity": d.propensity,
+             "action": {"channel": d.channel, "offer": "reminder" if d.channel != "none" else "none",
+                        "template": None if d.channel == "none" else "reminder_sms_v1",
+                        "contact_window": None if d.channel == "none" else
+                        {"start": monday.isoformat(), "end": (monday + pd.Timedelta(hours=3)).isoformat()}}},
+            request_id="test", caller="test", run_id=None, policy_version="p", features={}, rules_evaluated=[],
+            source="batch") for d in decisions.itertuples()])
+    finally:
+        log.close()
+    live.play(decisions)
+    export = validate(live.tables(crm_export=True))
+    ours = export.contacts[export.contacts["decision_id"].notna()]
+    assert len(ours) > len(overdue) // 2 and ours["propensity"].isna().all()    # the CRM knows only the id
+    joined, counts = feedback.from_url(export, url)
+    back = joined.contacts[joined.contacts["decision_id"].notna()].merge(decisions, on="decision_id",
+                                                                        suffixes=("", "_played"))
+    assert counts["carried_out"] == len(back) and counts["deviated"] == 0
+    np.testing.assert_allclose(back["propensity"], back["propensity_played"])
+    assert (back["channel"] == back["channel_played"]).all()
+
+
+def test_play_exports_a_week_of_outcomes_and_replays_the_weeks_before_it_exactly(scored, trained, tmp_path):
+    """`cureflow play` (the quick start's week of outcomes): the week's contacts name their decisions, training
+    finds every propensity in the log, and a second week rebuilds the first exactly before playing on."""
+    from pipelines.simulate import play
+
+    first_queue = tmp_path / "queue1.parquet"
+    options = BatchOptions(model_uri=str(trained["bundle_path"]), decision_log=scored["url"], progress=False)
+    score_source(trained["data"], first_queue, options)
+    week1 = play(trained["data"], first_queue, tmp_path / "week1", days=10)
+    exported = read_dir(week1)
+    named = exported.contacts[exported.contacts["decision_id"].notna()]
+    assert len(named) > 0 and named["propensity"].isna().all()
+    _, counts = feedback.from_url(exported, scored["url"])
+    assert counts["carried_out"] == counts["contacts_naming_a_decision"] == len(named)
+    second_queue = tmp_path / "queue2.parquet"
+    score_source(week1, second_queue, options)
+    week2 = read_dir(play(week1, second_queue, tmp_path / "week2", days=7))
+    end1 = pd.Timestamp(json.loads((week1 / "manifest.json").read_text())["end"])
+    again = week2.contacts[week2.contacts["contacted_at"] < end1].reset_index(drop=True)
+    pd.testing.assert_frame_equal(again, exported.contacts.reset_index(drop=True))
+    with pytest.raises(ValueError, match="scored as of"):
+        play(week1, first_queue, tmp_path / "stale", days=7)       # a queue of another day is refused
