@@ -361,7 +361,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return feedback(decision_id, "contest", _body_key(report, idempotency_key), report, caller, request,
                         response)
 
-    @app.get("/v1/model", response_model=ModelInfo, responses=problems(401, 403, 431, 503))
+    @app.get("/v1/model", response_model=ModelInfo, responses=problems(401, 403, 431, 503),
+             summary="The model serving: URI, registered version, run, policy version, features")
     def model_info(caller: Caller, loaded: Loaded) -> dict[str, Any]:
         bundle = loaded.bundle
         return {"model_uri": loaded.uri, "model_version": loaded.version, "run_id": loaded.run_id,
@@ -379,11 +380,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                         f"{previous}") from None
         return {"model_version": loaded.version, "previous_version": previous, "run_id": loaded.run_id}
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="The process is up (does not touch the database)")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", responses=problems(503))
+    @app.get("/readyz", responses=problems(503),
+             summary="Ready: a model is loaded and the decision log answers (else 503 with the reasons)")
     def readyz() -> JSONResponse:
         problems = []
         if holder.loaded is None:
@@ -394,7 +396,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(status_code=503, content={"ready": False, "reasons": problems})
         return JSONResponse(content={"ready": True, "model_version": holder.loaded.version})
 
-    @app.get("/metrics")
+    @app.get("/metrics", summary="Prometheus metrics: requests, latency, decisions, rule blocks, load shed")
     def prometheus() -> Response:
         body, content_type = render(metrics)
         return Response(content=body, media_type=content_type)
