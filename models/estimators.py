@@ -486,7 +486,7 @@ def cure_estimator(params: dict, categorical: tuple[str, ...] = ()) -> Calibrate
     folds, calibration by band, monotone priors, early stopping): training and the real-data benchmarks build
     it here."""
     cure = params["cure"]
-    bands = cure.get("calibration_bands")
+    bands = cure.get("calibration_bands", (30, 90, 180))
     return CalibratedLGBM(cure["lgbm"], int(cure["n_folds"]), cure["calibration"], cure.get("monotone"),
                           categorical, int(cure["early_stopping_rounds"]), int(params["seed"]),
                           calibration_bands=tuple(bands) if bands else None,
