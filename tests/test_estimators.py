@@ -276,3 +276,13 @@ def test_the_booster_keeps_the_weight_where_it_sees_what_the_baseline_cannot():
     assert model.uses_booster_ and model.weights_ == (1.0, 0.0) and model.prior_ is None  # the booster alone
     contrib = model.contributions(X.head(50).to_numpy())
     np.testing.assert_allclose(contrib.sum(axis=1), model.predict_raw(X.head(50)), atol=1e-9)
+
+
+def test_ece_by_chance_is_large_on_few_cases_and_small_on_many():
+    from models.metrics import ece_by_chance
+
+    rng = np.random.default_rng(7)
+    few = ece_by_chance(rng.uniform(0.2, 0.8, 200), draws=200)
+    many = ece_by_chance(rng.uniform(0.2, 0.8, 20000), draws=50)
+    assert few.mean() > 0.05 and (few > 0.05).mean() > 0.5  # a perfectly calibrated model, 200 cases
+    assert many.mean() < 0.015 and (many < 0.05).all()
