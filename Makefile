@@ -5,9 +5,6 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DATA ?= data/portfolio
 OUT       ?= outputs
-# the bundle the demo just trained (stamped with its registered version), whatever the quality gate said: the
-# demo shows the product end to end; production scores models:/cureflow@champion, which only the gate sets
-DEMO_MODEL := $(OUT)/train/bundle.joblib
 AS_OF  ?= 2026-11-01T00:00:00+09:00
 PORT   ?= 5000
 # pip's one warning per package when a configured extra index lacks it: noise that buried the install output
@@ -28,10 +25,9 @@ demo: install
 	@start=$$(date +%s); \
 	$(BIN)/cureflow simulate --accounts 20000 --months 24 --seed 7 --out $(DEMO_DATA) && \
 	$(BIN)/cureflow train --data $(DEMO_DATA) --out $(OUT)/train && \
-	$(BIN)/cureflow evaluate --data $(DEMO_DATA) --model $(DEMO_MODEL) --out $(OUT)/evaluation.json && \
+	$(BIN)/cureflow evaluate --data $(DEMO_DATA) --out $(OUT)/evaluation.json && \
 	$(BIN)/cureflow experiments --data $(DEMO_DATA) --out $(OUT)/experiments.html && \
-	$(BIN)/cureflow score --data $(DEMO_DATA) --model $(DEMO_MODEL) --as-of $(AS_OF) --out $(OUT)/work_queue.parquet \
-		--top 15 && \
+	$(BIN)/cureflow score --data $(DEMO_DATA) --as-of $(AS_OF) --out $(OUT)/work_queue.parquet --top 15 && \
 	echo "" && \
 	echo "work queue:      $(OUT)/work_queue.parquet (summary: $(OUT)/work_queue.parquet.summary.json)" && \
 	echo "morning report:  $(OUT)/work_queue.parquet.report.html (decision records: decisions.db)" && \

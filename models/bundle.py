@@ -227,7 +227,7 @@ class ScoringBundle:
             return Decisions({name: [] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)}, X, list(self.feature_names),
                              left_out)
         stale = policy.stale(cols["days_past_due"], conf.policy)
-        cure_p = np.round(self.cure.calibrate(self.cure.predict_raw(X)), 6)
+        cure_p = np.round(self.cure.predict_proba(X)[:, 1], 6)
         cure_p[stale] = round(float(self.metadata.get("stale_cure_rate", 0.0)), 6)
         staged, verdict = self._verdict(prep, rows, cols, as_of, known, conf)
         ids = prep.account_id[rows]

@@ -17,6 +17,16 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(np.sum(gaps) / len(y))
 
 
+def ece_by_chance(p: np.ndarray, draws: int = 500, seed: int = 0, bins: int = 10) -> np.ndarray:
+    """The ECE a perfectly calibrated model with predictions `p` shows on outcomes drawn from `p` itself, in
+    `draws` draws: what `expected_calibration_error` reads on so few cases by chance alone (it is biased
+    upwards: every bin's |observed - predicted| is at least its sampling noise)."""
+    p = np.asarray(p, dtype=float)
+    rng = np.random.default_rng(seed)
+    return np.array([expected_calibration_error((rng.random(len(p)) < p).astype(float), p, bins)
+                     for _ in range(draws)])
+
+
 def ks_statistic(y: np.ndarray, p: np.ndarray) -> float:
     """Kolmogorov-Smirnov: the largest gap between the score distributions of positives and negatives."""
     fpr, tpr, _ = roc_curve(y, p)

@@ -223,11 +223,16 @@ def fit_cure(train: pd.DataFrame, holdout: pd.DataFrame, names: list[str], param
              log=print) -> tuple[CalibratedLGBM, np.ndarray, dict[str, float]]:
     """The calibrated cure model, its holdout predictions and holdout metrics."""
     model = cure_estimator(params, CATEGORICAL)
-    model.fit(train[names], train["label"].to_numpy(), groups=train["account_id"].to_numpy())
+    model.fit(train[names], train["label"].to_numpy(), groups=train["account_id"].to_numpy(),
+              times=train["as_of"])
     p = model.predict_proba(holdout[names])[:, 1]
     metrics = classification_report(holdout["label"].to_numpy(), p)
-    log(f"cure model: {model.n_iterations_} trees; holdout ROC AUC {metrics['roc_auc']:.3f}, "
-        f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f}")
+    metrics.update({f"oof_{k}_roc_auc": v for k, v in model.oof_auc_.items() if v is not None})
+    metrics["uses_booster"] = float(model.uses_booster_)
+    log(f"cure model: {model.n_iterations_} trees, folds by {model.fold_kind_}, out-of-fold ROC AUC "
+        + ", ".join(f"{k} {v:.3f}" for k, v in model.oof_auc_.items() if v is not None)
+        + ("" if model.uses_booster_ else " (the booster does not beat the baseline's features: scored by them)")
+        + f"; holdout ROC AUC {metrics['roc_auc']:.3f}, Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f}")
     return model, p, metrics
 
 

@@ -76,7 +76,7 @@ def registry(trained, tmp_path_factory):
     params["train"]["quality_gate"].update(min_roc_auc=0.0, max_ece=1.0, min_baseline_lift=-1.0)
     first = register_dir(trained["root"] / "train", params=params, log=lambda *_: None)
     bad = load_params()
-    bad["cure"].update(n_folds=3)
+    bad["cure"].update(n_folds=3, min_child_share=None, stack_baseline=False)  # no cap, no baseline to lean on
     bad["cure"]["lgbm"].update(n_estimators=20, min_child_samples=5000)
     bad["train"]["quality_gate"].update(min_roc_auc=0.0, max_ece=1.0, min_baseline_lift=-1.0)
     second = run(trained["data"], root / "bad", params=bad, log=lambda *_: None)
