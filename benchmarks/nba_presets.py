@@ -71,9 +71,12 @@ def cell(workdir: Path, preset: str, size: int, share: float, seed: int, eval_ac
             "departures": t.get("departures"), "safe": safe, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def bau_cell(workdir: Path, preset: str, size: int, share: float, seed: int, eval_accounts: int) -> dict:
-    """One portfolio, two trainings: the response model without and with the business-as-usual decisions
-    (same examples, same cure model), each policy valued with the truth on the same evaluation accounts."""
+def bau_cell(workdir: Path, preset: str, size: int, share: float, seed: int, eval_accounts: int,
+             floor: float = 0.01) -> dict:
+    """One portfolio, three trainings: the response model without the business-as-usual decisions, with them
+    (params.yaml's overlap bounds), and with them under a lower floor `floor` (arm `low`: the rule's rare
+    deviations, the decisions that explore, join at weights up to 1 / floor); same examples, same cure model,
+    each policy valued with the truth on the same evaluation accounts."""
     import copy
     import dataclasses
 
@@ -95,16 +98,21 @@ def bau_cell(workdir: Path, preset: str, size: int, share: float, seed: int, eva
     examples = build_examples(train_portfolio, train_dir, after, log=lambda *_: None)  # BAU rows included
     result = fit(train_dir, before, log=lambda *_: None, examples=examples)
     names, config = feature_names(FeatureConfig.from_params(after)), FeatureConfig.from_params(after)
+    low = copy.deepcopy(after)
+    low["response"]["business_as_usual"]["min_propensity"] = floor
     lines: list[str] = []
-    response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, after, config,
-                                                               log=lines.append)
-    safe_after = fit_safe_policy(response, resp_train, resp_holdout, names, after, train_portfolio, log=lines.append)
-    bundles = {"before": result.bundle,
-               "after": dataclasses.replace(result.bundle, params=after, response=response, safe=safe_after)}
+    bundles, summaries = {"before": result.bundle}, {}
+    for arm, params in (("after", after), ("low", low)):
+        response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, params, config,
+                                                                   log=lines.append)
+        safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, train_portfolio,
+                                      log=lines.append)
+        bundles[arm] = dataclasses.replace(result.bundle, params=params, response=response, safe=safe_policy)
+        summaries[arm] = getattr(response, "business_as_usual_", None)
     portfolio, as_of = read_dir(eval_dir), pd.Timestamp(before["simulate"]["end"])
     truth = pd.read_parquet(eval_dir / "truth" / "actions.parquet")
     out = {"preset": preset, "size": size, "share": share, "seed": seed,
-           "bau": getattr(response, "business_as_usual_", None), "log": lines}
+           "bau": summaries["after"], "bau_low": summaries["low"], "floor_low": floor, "log": lines}
     for arm, bundle in bundles.items():
         t = evaluate.truth_values(bundle, portfolio, truth, as_of, 0.0)
         greedy = dataclasses.replace(bundle, safe=dataclasses.replace(bundle.safe, margin=0.0))
@@ -141,6 +149,10 @@ def bau_table(cells: pd.DataFrame) -> pd.DataFrame:
                          before_greedy_single=cells["before_greedy"] / cells["best_single"],
                          after_greedy_single=cells["after_greedy"] / cells["best_single"],
                          mae_ratio=cells["after_gain_mae"] / cells["before_gain_mae"],
+                         low_ratio=cells["low_policy"] / cells["before_policy"],
+                         low_greedy_ratio=cells["low_greedy"] / cells["before_greedy"],
+                         low_mae_ratio=cells["low_gain_mae"] / cells["before_gain_mae"],
+                         used_low=[(b or {}).get("used", 0) for b in cells["bau_low"]],
                          used=[(b or {}).get("used", 0) for b in cells["bau"]],
                          of=[(b or {}).get("decisions", 0) for b in cells["bau"]])
     rows = []
@@ -157,7 +169,12 @@ def bau_table(cells: pd.DataFrame) -> pd.DataFrame:
                      "greedy / best single, before": interval(g["before_greedy_single"]),
                      "greedy / best single, after": interval(g["after_greedy_single"]),
                      "gain error after / before": interval(g["mae_ratio"]),
-                     "violations": int(g["before_violations"].sum() + g["after_violations"].sum())})
+                     "floor 0.01: BAU used": f"{g['used_low'].mean():,.0f}",
+                     "floor 0.01: after / before": interval(g["low_ratio"]),
+                     "floor 0.01: greedy after / before": interval(g["low_greedy_ratio"]),
+                     "floor 0.01: gain error after / before": interval(g["low_mae_ratio"]),
+                     "violations": int(g["before_violations"].sum() + g["after_violations"].sum()
+                                       + g["low_violations"].sum())})
     return pd.DataFrame(rows)
 
 
