@@ -5,12 +5,13 @@
 effect of an action is its predicted chance minus the chance with no contact (an S-learner over 41
 actions at once, not one treatment against control).
 
-Learning from logs: only decisions with a logged propensity (randomised experiments, exploration) are
-used, each weighted by 1/propensity (normalised to mean 1), so every action's examples stand for the
-whole population the experiments drew from, whatever the consent mix that limited the draw. Decisions
-without a propensity (business as usual, chosen by rule) are left out of this model: nothing can
-reweight them, and they remain in the contact-history features. With no propensity anywhere the model
-cannot be fitted and says so.
+Learning from logs: decisions with a propensity, each weighted by 1/propensity (normalised to mean 1), so
+every action's examples stand for the whole population the logging policy drew from, whatever the consent
+mix that limited the draw. The propensity is the logged one for randomised decisions (experiments,
+exploration); business-as-usual decisions (chosen by rule, none logged) are added by training only where
+the rule's estimated propensity passes the overlap and calibration checks (models.logging_policy,
+params response.business_as_usual), and `business_as_usual_` records how many were used. A decision
+with no propensity is left out. With no propensity anywhere the model cannot be fitted and says so.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class ResponseModel:
     that records only the outcome), every contact counts as reaching: r = 1, there is no d, and
     P(pay | x, a) = c(x, a) is learned on every contact beside p0(x) on the hold-outs (two models).
     """
+
+    business_as_usual_: dict | None = None  # training's summary of the BAU decisions (None: none considered)
 
     def __init__(self, lgbm_params: dict, space: ActionSpace, categorical: tuple[str, ...] = (),
                  random_state: int = 0):

@@ -88,8 +88,8 @@ def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, l
         return pd.DataFrame(columns=["unit", "estimator", "value", "low", "high", "n", "ess"]), 0
     if logs is None:
         logs = decision_examples(portfolio, prepare(portfolio, config), config, params, end)
-    cut = pd.Timestamp(bundle.metadata["response_holdout_from"])
-    logs = logs[logs["decided_at"] >= cut].reset_index(drop=True)
+    cut = pd.Timestamp(bundle.metadata["response_holdout_from"])  # randomised only: a logged propensity
+    logs = logs[(logs["decided_at"] >= cut) & logs["propensity"].notna()].reset_index(drop=True)
     if logs.empty:
         return pd.DataFrame(columns=["unit", "estimator", "value", "low", "high", "n", "ess"]), 0
     stake, costs = logs["arrears"].to_numpy(), _costs(bundle, bundle.response.space)

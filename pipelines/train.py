@@ -31,7 +31,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from models import policy, safe, vocab
+from models import logging_policy, policy, safe, vocab
 from models.baseline import Baseline
 from models.bundle import ScoringBundle
 from models.config import load_params
@@ -39,6 +39,7 @@ from models.contract import Portfolio, read_dir
 from models.estimators import CalibratedLGBM, cure_estimator
 from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
 from models.labels import cure_labels, history_end
+from models.logging_policy import BAUConfig
 from models.metrics import (
     DPD_BANDS,
     FRESH_DAYS_PAST_DUE,
@@ -53,7 +54,7 @@ from models.progress import step
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
 from pipelines import feedback
-from pipelines.logs import decision_examples
+from pipelines.logs import RULE_INPUTS, decision_examples
 
 EXAMPLE_FILES = {"cure": "cure_examples.parquet", "decisions": "decisions.parquet", "summary": "examples.json"}
 
@@ -63,7 +64,7 @@ class Examples:
     """The learning examples of one history: what the features stage writes and the train stage reads."""
 
     cure: pd.DataFrame             # as_of, account_id, features, label: every account overdue at each as-of date
-    decisions: pd.DataFrame        # logged randomised decisions, features at decision time, 7-day payment label
+    decisions: pd.DataFrame        # logged decisions (randomised; BAU too with response.business_as_usual.use)
     history_end: pd.Timestamp
     n_dates: int
 
@@ -188,7 +189,7 @@ def build_examples(portfolio: Portfolio, data: Path, params: dict, history_end_a
     examples = cure_examples(prep, config, dates, horizon, policy.PolicyConfig.from_params(params["policy"]))
     if len(examples) > int(cure_p["max_examples"]):
         examples = examples.sample(int(cure_p["max_examples"]), random_state=params["seed"]).sort_index()
-    decisions = decision_examples(portfolio, prep, config, params, end)
+    decisions = decision_examples(portfolio, prep, config, params, end, BAUConfig.from_params(params).use)
     log(f"examples: {len(examples):,} from {len(dates)} as-of dates and {len(decisions):,} logged decisions "
         f"in {time.perf_counter() - started:.1f}s")
     return Examples(examples.reset_index(drop=True), decisions, end, len(dates))
@@ -239,20 +240,61 @@ def fit_cure(train: pd.DataFrame, holdout: pd.DataFrame, names: list[str], param
 def fit_response_model(decisions: pd.DataFrame, names: list[str], params: dict, config: FeatureConfig,
                        log=print) -> tuple[ResponseModel | None, pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     """The response model on the earlier logged decisions; returns it (None without randomised decisions),
-    the decisions it learned from, the held-out decisions and the cut-off between them."""
+    the randomised decisions it learned from, the held-out randomised decisions and the cut-off between them.
+
+    The split is made on the randomised decisions (a logged propensity). With params
+    response.business_as_usual.use, the business-as-usual decisions before the cut-off whose estimated
+    propensity passes the overlap and calibration checks (models.logging_policy) join them, weighted by
+    1 / the estimated propensity; the model's `business_as_usual_` says how many were used and why the others
+    were not. The held-out decisions, on which the safe policy's lower bounds rest, stay randomised only."""
+    randomised = decisions["propensity"].notna().to_numpy() if len(decisions) else np.zeros(0, dtype=bool)
     resp_train, resp_holdout, resp_cut = response_split(
-        decisions, float(params["response"]["holdout_fraction"]), int(params["response"]["horizon_days"]))
+        decisions[randomised].reset_index(drop=True), float(params["response"]["holdout_fraction"]),
+        int(params["response"]["horizon_days"]))
     space = ActionSpace(tuple(w.name for w in config.windows))
+    learn, bau = resp_train, None
+    conf = BAUConfig.from_params(params)
+    if conf.use and len(resp_train):
+        before = decisions[~randomised & (decisions["contacted_at"]
+                                          + pd.Timedelta(days=int(params["response"]["horizon_days"])) <= resp_cut)]
+        used, bau = business_as_usual(before, names, params, conf)
+        learn = pd.concat([resp_train, used], ignore_index=True)
+        log(_bau_line(bau))
     try:
-        response = fit_response(resp_train, names, params, space)
-        log(f"response model: {len(resp_train):,} logged decisions before {resp_cut.isoformat()[:10]}, "
-            f"{len(resp_holdout):,} held out")
+        response = fit_response(learn, names, params, space)
+        response.business_as_usual_ = bau
+        log(f"response model: {len(resp_train):,} randomised decisions before {resp_cut.isoformat()[:10]}"
+            + (f" and {bau['used']:,} business-as-usual ones" if bau else "") + f", {len(resp_holdout):,} held out")
     except ValueError as err:
         response = None
         log(f"no response model ({err}; {len(resp_train):,} logged decisions to learn from, {len(resp_holdout):,} "
             f"held out): the queue follows the baseline (the team's playbook, params policy.playbook) and its "
             f"experiments until enough randomised decisions are logged")
     return response, resp_train, resp_holdout, resp_cut
+
+
+def business_as_usual(bau: pd.DataFrame, names: list[str], params: dict, conf: BAUConfig
+                      ) -> tuple[pd.DataFrame, dict]:
+    """The business-as-usual decisions that pass overlap, each with its estimated propensity (out of fold,
+    models.logging_policy), and the summary (decisions, used, dropped by reason, calibration errors). The
+    rule is estimated from the decision-time features, the account's flags and the decision day."""
+    if bau.empty or not set(RULE_INPUTS) <= set(bau.columns):
+        return bau.iloc[:0], {"decisions": len(bau), "used": 0, "dropped": {}}
+    day = (bau["decided_at"] - bau["decided_at"].min()).dt.days.to_numpy(dtype=np.float64)
+    X = bau[names + list(RULE_INPUTS)].assign(decided_day=day)
+    est, summary = logging_policy.estimate(X, bau[["channel", "window", "offer"]], bau["account_id"].to_numpy(),
+                                           conf, int(params["seed"]), CATEGORICAL)
+    used = bau[est["used"].to_numpy()].assign(propensity=est.loc[est["used"], "propensity"].to_numpy())
+    return used.reset_index(drop=True), summary
+
+
+def _bau_line(summary: dict) -> str:
+    """The training log's account of the business-as-usual decisions: used, dropped and why."""
+    dropped = "; ".join(f"{n:,} {why}" for why, n in summary.get("dropped", {}).items()) or "none dropped"
+    errors = ", ".join(f"{k} {v:.3f}" for k, v in summary.get("calibration_error", {}).items())
+    return (f"business as usual: {summary['used']:,} of {summary['decisions']:,} decisions used "
+            f"(estimated propensity in [{summary.get('min_propensity', 0):g}, {summary.get('max_propensity', 1):g}]); "
+            f"{dropped}" + (f"; out-of-fold calibration error {errors}" if errors else ""))
 
 
 def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str], params: dict,
