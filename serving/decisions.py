@@ -599,7 +599,7 @@ class DecisionLog:
                                               for i in range(0, len(ids), chunk)]
         latest: dict[str, dict[str, datetime]] = {}
         for query in queries:
-            for account, kind, at in self._read("read", lambda conn, q=query: conn.execute(q).all()):
+            for account, kind, at in self._read("contest read", lambda conn, q=query: conn.execute(q).all()):
                 latest.setdefault(account, {})[kind] = at
         return frozenset(a for a, at in latest.items()
                          if "contest" in at and at["contest"] > at.get("override", datetime.min.replace(tzinfo=UTC)))
