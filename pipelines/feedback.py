@@ -121,12 +121,13 @@ def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None
     named = contacts["decision_id"].notna().to_numpy()
     counts["contacts_naming_a_decision"] = int(named.sum() - len(added))
     rows = np.flatnonzero(named)
-    known = np.array([contacts["decision_id"].iat[i] in records for i in rows], dtype=bool)
+    known = np.array([d in records for d in contacts["decision_id"].to_numpy(dtype=object)[rows]], dtype=bool)
     counts["unknown_decision"] = int((~known).sum()) if len(rows) else 0
     rows = rows[known]
     if not len(rows):
         return replace(portfolio, contacts=contacts), counts
-    answers = [records[contacts["decision_id"].iat[i]]["answer"] for i in rows]
+    ids = contacts["decision_id"].to_numpy(dtype=object)[rows]
+    answers = [records[d]["answer"] for d in ids]
     zones = calendar.effective_timezones(portfolio.accounts.set_index("account_id")["timezone"])
     zone = pd.Series(zones.reindex(contacts["account_id"].iloc[rows]).to_numpy())
     done_window = window_names(contacts["contacted_at"].iloc[rows].reset_index(drop=True), zone, config)
@@ -136,12 +137,12 @@ def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None
     asked = np.array([a["action"]["channel"] for a in answers], dtype=object)
     done = contacts["channel"].iloc[rows].to_numpy(dtype=object)
     same = (asked == done) & ((asked == "none") | (asked_window == done_window))
-    override = np.array([contacts["decision_id"].iat[i] in overridden for i in rows], dtype=bool)
+    override = np.array([d in overridden for d in ids], dtype=bool)
     follows = same & ~override
     counts["carried_out"] = int(follows.sum())
     counts["overridden"] = int(override.sum())
     counts["deviated"] = int((~same & ~override).sum())
-    logged = np.array([records[contacts["decision_id"].iat[i]]["propensity"] for i in rows], dtype=float)
+    logged = np.array([records[d]["propensity"] for d in ids], dtype=float)
     before = contacts["propensity"].iloc[rows].to_numpy(dtype=float)
     propensity = np.where(follows, logged, np.nan)
     counts["propensity_from_log"] = int(np.isfinite(propensity).sum())

@@ -1175,7 +1175,7 @@ def play(data: Path, queue: Path, out: Path, days: int = 7) -> Path:
     params = with_preset(load_params(), manifest.get("preset"), manifest.get("experiment_share"))
     live = Live(int(manifest["accounts"]), int(manifest["months"]), int(manifest["seed"]), params,
                 end=manifest.get("started_at", manifest["end"]))
-    accounts = live.tables()["accounts"]
+    accounts = _accounts_table(live.pf)
     steps = [*manifest.get("played", []), {"queue": str(Path(queue).resolve()), "days": int(days)}]
     for done in steps:
         rows = pd.read_parquet(done["queue"]) if done["queue"].endswith(".parquet") else pd.read_csv(done["queue"])

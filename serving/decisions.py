@@ -594,9 +594,8 @@ class DecisionLog:
         if tenant is not None:
             mine = e.c.tenant == tenant
             base = base.where(sa.or_(mine, e.c.tenant.is_(None)) if tenant == DEFAULT_TENANT else mine)
-        ids = None if account_ids is None else sorted(set(account_ids))
-        queries = [base] if ids is None else [base.where(d.c.account_id.in_(ids[i:i + chunk]))
-                                              for i in range(0, len(ids), chunk)]
+        queries = [base] if account_ids is None else [base.where(d.c.account_id.in_(part))
+                                                      for part in _chunks(account_ids, chunk)]
         latest: dict[str, dict[str, datetime]] = {}
         for query in queries:
             for account, kind, at in self._read("contest read", lambda conn, q=query: conn.execute(q).all()):
@@ -608,12 +607,10 @@ class DecisionLog:
     def decisions_named(self, decision_ids: Iterable[str], chunk: int = 1000) -> dict[str, dict[str, Any]]:
         """The latest record of each named decision that the log holds: {decision_id: {account_id, as_of,
         answer, propensity, tenant}}; ids it does not hold are absent."""
-        wanted = sorted(set(decision_ids))
         columns = [decisions.c[c] for c in ("decision_id", "account_id", "as_of", "answer", "propensity", "tenant")]
         found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(wanted), chunk):
-            query = (sa.select(*columns).where(decisions.c.decision_id.in_(wanted[start:start + chunk]))
-                     .order_by(decisions.c.record_id))
+        for part in _chunks(decision_ids, chunk):
+            query = sa.select(*columns).where(decisions.c.decision_id.in_(part)).order_by(decisions.c.record_id)
             for row in self._read("read", lambda conn, q=query: conn.execute(q).mappings().all()):
                 found[row["decision_id"]] = dict(row)  # ordered by record: the latest record wins
         return found
@@ -701,6 +698,13 @@ class DecisionLog:
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine, self._schema_ready = None, False
+
+
+def _chunks(values: Iterable[str], size: int) -> Iterator[list[str]]:
+    """The distinct values, sorted, in lists of at most `size` (an IN list a database takes)."""
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), size):
+        yield ordered[start:start + size]
 
 
 def _event(row: Mapping[str, Any]) -> dict[str, Any]:
