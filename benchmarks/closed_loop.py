@@ -11,7 +11,8 @@ same accounts in the same state (a paired comparison: only cureflow's decisions 
   contacts export names each contact's `decision_id` and carries no propensity), and the models are
   retrained reading that log (`pipelines.train.fit`, `pipelines.feedback`); a retrained bundle replaces the
   current one only when it passes the quality gate.
-- **playbook**: the day-one bundle (no response model: the team's playbook) with experiments off.
+- **playbook**: the day-one bundle (no response model: the team's playbook) with experiments off, within the
+  same call capacity (a team of this size following its own rule also has only so many calls a day).
 - **uniform A/B**: every decision drawn uniformly among the actions the rules allow, and no contact.
 
 Each week, before cureflow's decisions are carried out, every team's decisions are valued with the
@@ -109,7 +110,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     from pipelines.evaluate import TrueValues
     from pipelines.simulate import Live, with_preset
     from pipelines.train import quality_gate
-    from serving.batch import day_queue
+    from serving.batch import apply_capacity, day_queue
 
     params = with_preset(load_params(), preset, experiment_share=0.0)   # a first export: no experiment
     live = Live(accounts, 12, seed, params)
@@ -129,7 +130,9 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
             bundle = result.bundle if promoted else bundle
         tv = TrueValues.of(bundle, portfolio, live.truth(), as_of)
         rows, _ = day_queue(bundle, portfolio, as_of)
-        playbook = day_one.score(portfolio, as_of, explore=0.0)
+        config = day_one.policy_config
+        playbook, _ = apply_capacity(day_one.score(portfolio, as_of, explore=0.0), config.phone_capacity,
+                                     config.calls_per_hour)
         uniform, _ = _uniform(tv, rng)
         decisions = _decisions(rows, bundle, space)
         values = {"cureflow": tv.value_of(tv.chosen(rows, bundle)),

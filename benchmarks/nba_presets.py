@@ -11,6 +11,13 @@ and the plot of value against training size are written at the end.
     .venv/bin/python benchmarks/nba_presets.py --sizes 20000 100000 --shares 0 0.05 0.15 --seeds 1 2 3 \
         --workdir outputs/bench_nba --jobs 2
 
+`--unreached-compare`: each cell's response model three times on the same examples and cure model: assuming an
+unreached attempt changes nothing, by channel, and `auto` (tested on the held-out decisions, the default);
+greedy and safe policies valued with the truth, ratios to the first (`unreached_table`).
+
+    .venv/bin/python benchmarks/nba_presets.py --unreached-compare --sizes 20000 --shares 0.15 --seeds 1 2 \
+        --workdir outputs/bench_unreached --jobs 2
+
 `--bau-compare`: each cell is trained twice on the same examples, without and with the business-as-usual
 decisions (params response.business_as_usual.use false / true; the cure model is the same), and both
 policies are valued on the same evaluation accounts: a paired before/after, with the ratio after / before
@@ -126,6 +133,78 @@ def bau_cell(workdir: Path, preset: str, size: int, share: float, seed: int, eva
     return out
 
 
+def unreached_cell(workdir: Path, preset: str, size: int, share: float, seed: int, eval_accounts: int) -> dict:
+    """One portfolio, three response models on the same examples and cure model: an unreached attempt assumed
+    to change nothing (`none`, the structure before the test existed), by channel (`per_channel`, forced), and
+    `auto` (params.yaml's default: by channel only where the held-out decisions say so); each policy (safe and
+    greedy) valued with the truth on the same evaluation accounts, with each model's gain error."""
+    import copy
+    import dataclasses
+
+    from models.config import load_params
+    from models.contract import read_dir
+    from models.features import FeatureConfig, feature_names
+    from pipelines import evaluate
+    from pipelines.train import build_examples, fit, fit_response_model, fit_safe_policy
+
+    started = time.perf_counter()
+    arms = {}
+    for arm in ("none", "per_channel", "auto"):
+        arms[arm] = load_params()
+        arms[arm]["response"]["unreached"] = arm
+        arms[arm]["cure"]["n_folds"] = 3  # the cure model is the same in every arm; 3 folds keep the run small
+    train_dir = _simulate(workdir, preset, size, share, seed)
+    eval_dir = _simulate(workdir, preset, eval_accounts, share, seed + 1000)
+    train_portfolio = read_dir(train_dir)
+    examples = build_examples(train_portfolio, train_dir, arms["none"], log=lambda *_: None)
+    result = fit(train_dir, arms["none"], log=lambda *_: None, examples=examples)
+    names, config = feature_names(FeatureConfig.from_params(arms["none"])), FeatureConfig.from_params(arms["none"])
+    lines: list[str] = []
+    bundles, evidence = {"none": result.bundle}, {}
+    for arm in ("per_channel", "auto"):
+        response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, arms[arm], config,
+                                                                   log=lines.append)
+        safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, arms[arm], train_portfolio,
+                                      log=lines.append)
+        bundles[arm] = dataclasses.replace(result.bundle, params=copy.deepcopy(arms[arm]), response=response,
+                                           safe=safe_policy)
+        evidence[arm] = getattr(response, "unreached_evidence_", None)
+    portfolio, as_of = read_dir(eval_dir), pd.Timestamp(arms["none"]["simulate"]["end"])
+    truth = pd.read_parquet(eval_dir / "truth" / "actions.parquet")
+    out = {"preset": preset, "size": size, "share": share, "seed": seed, "evidence": evidence["auto"], "log": lines}
+    for arm, bundle in bundles.items():
+        if bundle.response is None:
+            continue
+        t = evaluate.truth_values(bundle, portfolio, truth, as_of, 0.0)
+        greedy = dataclasses.replace(bundle, safe=dataclasses.replace(bundle.safe, margin=0.0))
+        out.update({f"{arm}_greedy": evaluate.truth_values(greedy, portfolio, truth, as_of, 0.0)["policy"],
+                    f"{arm}_gain_mae": gain_error(bundle, portfolio, truth, as_of),
+                    f"{arm}_policy": t["policy"], f"{arm}_departures": t.get("departures"),
+                    f"{arm}_violations": t["violations"] + len(t["audit_violations"]),
+                    "best_single": t["best_single_action"], "oracle": t["oracle"], "accounts": t["accounts"]})
+    out["chosen"] = (evidence["auto"] or {}).get("chosen")
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def unreached_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Preset x size x share: the structures side by side (ratios to `none`, the structure before the test)."""
+    rows = []
+    for (preset, size, share), g in cells.groupby(["preset", "size", "share"], sort=True):
+        row = {"preset": preset, "accounts": size, "randomised": share, "seeds": len(g),
+               "auto chose per_channel": f"{(g['chosen'] == 'per_channel').sum()} of {len(g)}"}
+        for arm in ("per_channel", "auto"):
+            row[f"{arm}: greedy / none"] = interval(g[f"{arm}_greedy"] / g["none_greedy"])
+            row[f"{arm}: gain error / none"] = interval(g[f"{arm}_gain_mae"] / g["none_gain_mae"])
+            row[f"{arm}: safe / none"] = interval(g[f"{arm}_policy"] / g["none_policy"])
+        row["greedy none / oracle"] = interval(g["none_greedy"] / g["oracle"])
+        row["greedy auto / oracle"] = interval(g["auto_greedy"] / g["oracle"])
+        row["safe auto / best single"] = interval(g["auto_policy"] / g["best_single"])
+        row["violations"] = int(sum(g[f"{a}_violations"].sum() for a in ("none", "per_channel", "auto")))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def gain_error(bundle, portfolio, truth: pd.DataFrame, as_of: pd.Timestamp) -> float:
     """The response model's mean absolute error, against the truth, of every allowed contact's gain in the
     chance of a payment within 7 days over no contact, over the overdue accounts (what the policy ranks)."""
@@ -180,8 +259,8 @@ def bau_table(cells: pd.DataFrame) -> pd.DataFrame:
 
 def _run(args: tuple) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    compare, *rest = args
-    return bau_cell(*rest) if compare else cell(*rest)
+    mode, *rest = args
+    return {"bau": bau_cell, "unreached": unreached_cell}.get(mode, cell)(*rest)
 
 
 def interval(values: pd.Series) -> str:
@@ -249,23 +328,33 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="only tabulate the finished cells")
     parser.add_argument("--bau-compare", action="store_true",
                         help="train each cell without and with the business-as-usual decisions (paired)")
+    parser.add_argument("--unreached-compare", action="store_true",
+                        help="train each cell's response model assuming an unreached attempt changes nothing, by "
+                             "channel, and as tested on the held-out decisions (paired)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    path = args.workdir / ("bau_cells.jsonl" if args.bau_compare else "cells.jsonl")
+    mode = "bau" if args.bau_compare else "unreached" if args.unreached_compare else "cell"
+    path = args.workdir / {"bau": "bau_cells.jsonl", "unreached": "unreached_cells.jsonl"}.get(mode, "cells.jsonl")
     done = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     seen = {(c["preset"], c["size"], c["share"], c["seed"]) for c in done}
-    todo = [(args.bau_compare, args.workdir, p, n, s, seed, args.eval_accounts)
+    todo = [(mode, args.workdir, p, n, s, seed, args.eval_accounts)
             for p, n, s, seed in product(args.presets, args.sizes, args.shares, args.seeds)
             if (p, n, s, seed) not in seen and not args.report_only]
     with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         for result in pool.map(_run, todo):
-            print(json.dumps({k: v for k, v in result.items() if k not in ("safe", "log")}, default=float), flush=True)
+            print(json.dumps({k: v for k, v in result.items() if k not in ("safe", "log", "evidence")}, default=float),
+                  flush=True)
             with path.open("a") as fh:
                 fh.write(json.dumps(result, default=float) + "\n")
             done.append(result)
     cells = pd.DataFrame(done)
     wanted = cells["preset"].isin(args.presets) & cells["size"].isin(args.sizes) & cells["share"].isin(args.shares)
     cells = cells[wanted]
+    if mode == "unreached":
+        out = unreached_table(cells)
+        print(out.to_markdown(index=False))
+        (args.workdir / "unreached_table.md").write_text(out.to_markdown(index=False) + "\n")
+        return
     if args.bau_compare:
         out = bau_table(cells)
         print(out.to_markdown(index=False))

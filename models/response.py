@@ -28,6 +28,13 @@ from models.estimators import early_stopped_booster, path_contributions, predict
 ARM_OFFERS = ("reminder", "instalment_plan")
 MIN_ROWS = 50  # randomised decisions each sub-model needs at the least
 ACTION_COLUMNS = ("action_channel", "action_window", "action_offer")
+UNREACHED = ("none", "per_channel", "auto")  # params response.unreached: what an unreached attempt does
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-row log loss of outcomes y under chances p (clipped away from 0 and 1)."""
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
 
 
 def template_offer(templates: pd.Series, prefixes: dict[str, str]) -> pd.Series:
@@ -81,13 +88,22 @@ class ResponseModel:
     where r is the chance the contact reaches the customer (the outcome says so: reached, promise,
     refused, opened, clicked, replied; a delivered letter), c the chance of a payment when reached and
     d when not. Reach is observed on every attempt and depends strongly on lifestyle x channel x window;
-    the offer moves what happens once reached. One assumption: an attempt that does not reach the
-    customer changes nothing, so d(x) = P(pay | x, none) and the effect of a contact is
-        gain(x, a) = r(x, a) * (c(x, a) - d(x)),
-    with d learned on the unreached attempts (pooled over actions) and P(pay | x, none) = p0(x) on the
-    hold-outs for the answer's baseline. Measured on the simulator, per-action d models, or d taken as
-    p0, let two models' noise pick the action and lost 3 to 25% of the policy's value. Four LightGBM
-    models, each on randomised decisions only, weighted by 1/propensity.
+    the offer moves what happens once reached. Two structures for d (`unreached_`):
+
+    - "none": an attempt that does not reach the customer changes nothing, so the effect of a contact is
+          gain(x, a) = r(x, a) * (c(x, a) - d(x)),
+      with d learned on the unreached attempts (pooled over actions) and P(pay | x, none) = p0(x) on the
+      hold-outs for the answer's baseline. Measured on the simulator where it holds, per-action d models,
+      or d taken as p0, let two models' noise pick the action and lost 3 to 25% of the policy's value.
+    - "per_channel": an unreached attempt may still work (an unanswered text is read, a voicemail heard),
+      by channel: P(pay | x, a) = r(x, a) * c(x, a) + (1 - r(x, a)) * d(x, channel), the total
+      probability with d learned on the unreached attempts with their channel (shared over windows and
+      offers, so five levels, not forty).
+
+    Which one holds is a hypothesis tested on the data (`choose_unreached`, on held-out randomised
+    decisions): "per_channel" is used only where it predicts the held-out outcomes better with a lower
+    confidence bound above zero. LightGBM models, each on randomised decisions only, weighted by
+    1/propensity.
 
     When the logs cannot tell whether a contact reached the customer (`reached=None`: an e-mail experiment
     that records only the outcome), every contact counts as reaching: r = 1, there is no d, and
@@ -95,20 +111,28 @@ class ResponseModel:
     """
 
     business_as_usual_: dict | None = None  # training's summary of the BAU decisions (None: none considered)
+    unreached_: str = "none"  # the structure in use (bundles from before the choice existed: "none")
+    missed_channel_: lgb.Booster | None = None  # d(x, channel), for "per_channel"
+    unreached_evidence_: dict | None = None  # choose_unreached's test (None: not tested)
 
     def __init__(self, lgbm_params: dict, space: ActionSpace, categorical: tuple[str, ...] = (),
-                 random_state: int = 0):
+                 random_state: int = 0, unreached: str = "none"):
+        if unreached not in UNREACHED:
+            raise ValueError(f"params response.unreached must be one of {', '.join(UNREACHED)}, not {unreached!r}")
         self.lgbm_params = lgbm_params
         self.space = space
         self.categorical = categorical
         self.random_state = random_state
+        self.unreached = unreached
 
-    def _train(self, X: np.ndarray, codes: np.ndarray | None, y: np.ndarray, weight: np.ndarray) -> lgb.Booster:
+    def _train(self, X: np.ndarray, codes: np.ndarray | None, y: np.ndarray, weight: np.ndarray,
+               columns: tuple[str, ...] = ACTION_COLUMNS) -> lgb.Booster:
         """One booster; its number of trees is chosen by early stopping on a seeded 15% slice, then it is
-        refit on every row (the four sub-models see very different amounts of data)."""
-        names = list(self.feature_names_) + (list(ACTION_COLUMNS) if codes is not None else [])
+        refit on every row (the sub-models see very different amounts of data). `codes`: the action columns
+        named `columns` (None: features only)."""
+        names = list(self.feature_names_) + (list(columns) if codes is not None else [])
         cats = [c for c in self.categorical if c in self.feature_names_]
-        cats += list(ACTION_COLUMNS) if codes is not None else []
+        cats += list(columns) if codes is not None else []
         data = X if codes is None else np.hstack([X, codes])
         return early_stopped_booster(data, y, weight, self.lgbm_params, self.random_state, cats, names)
 
@@ -136,10 +160,60 @@ class ResponseModel:
         hit, miss = contact & reached, contact & ~reached
         self.reached_ = self._train(Xa[hit], codes[hit], y[hit], w[hit])
         self.missed_ = self._train(Xa[miss], None, y[miss], w[miss]) if observed else None
+        per_channel = observed and self.unreached != "none"
+        self.missed_channel_ = (self._train(Xa[miss], codes[miss][:, :1], y[miss], w[miss], ACTION_COLUMNS[:1])
+                                if per_channel else None)
+        self.unreached_ = "per_channel" if per_channel and self.unreached == "per_channel" else "none"
         return self
 
-    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
-        """(accounts, actions) chance of a payment within K days for every action of the space."""
+    def choose_unreached(self, X: np.ndarray, action: np.ndarray, y: np.ndarray, propensity: np.ndarray,
+                         z: float = 1.645) -> dict:
+        """Test, on held-out randomised decisions, whether an unreached attempt works differently by channel.
+
+        Each held-out contact's outcome is predicted by total probability, r c + (1 - r) d, twice: with d
+        pooled over channels and with d by channel. Per decision the difference of the two log losses
+        (weighted by 1/propensity, normalised to mean 1); "per_channel" is chosen only where the mean
+        improvement's one-sided lower confidence bound (mean - z x se) is above zero, else "none" (the
+        simpler model, whose gains do not rest on the few hold-outs' p0, keeps its place until the data
+        reject it). Both sides share r and c, so the test reads d alone. Also per channel, the weighted
+        mean of (outcome - the "none" structure's prediction): what it leaves unexplained.
+        Sets `unreached_` and returns the evidence (also `unreached_evidence_`)."""
+        ok = (action != self.space.none_index) & np.isfinite(propensity) & (propensity > 0)
+        if self.unreached != "auto":
+            self.unreached_evidence_ = {"chosen": self.unreached_, "decisions": int(ok.sum()),
+                                        "why": f"not tested: params response.unreached is {self.unreached}"}
+            return self.unreached_evidence_
+        if self.missed_channel_ is None or ok.sum() < MIN_ROWS:
+            why = "not tested: " + ("only one structure was fitted" if self.missed_channel_ is None else
+                                    f"{int(ok.sum())} held-out contacts (at least {MIN_ROWS} needed)")
+            self.unreached_evidence_ = {"chosen": self.unreached_, "decisions": int(ok.sum()), "why": why}
+            return self.unreached_evidence_
+        X, action, y, w = X[ok], action[ok], np.asarray(y, dtype=np.float64)[ok], 1.0 / propensity[ok]
+        w = w / w.mean()
+        codes = self.space.codes()[action]
+        rows = np.hstack([X, codes])
+        r, c = predict(self.reach_, rows), predict(self.reached_, rows)
+        d_pooled = predict(self.missed_, X)
+        d_channel = predict(self.missed_channel_, np.hstack([X, codes[:, :1]]))
+        loss_pooled = _log_loss(y, r * c + (1.0 - r) * d_pooled)
+        loss_channel = _log_loss(y, r * c + (1.0 - r) * d_channel)
+        gain = w * (loss_pooled - loss_channel)
+        mean, se = float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(len(gain)))
+        p_none = self.predict_matrix(X, "none")[np.arange(len(X)), action]
+        channel = np.array([self.space.actions[a][0] for a in action], dtype=object)
+        residual = {str(ch): float(np.average(y[channel == ch] - p_none[channel == ch], weights=w[channel == ch]))
+                    for ch in vocab.CONTACT_CHANNELS if (channel == ch).any()}
+        self.unreached_ = "per_channel" if mean - z * se > 0 else "none"
+        self.unreached_evidence_ = {
+            "chosen": self.unreached_, "decisions": int(len(X)),
+            "log_loss_pooled": float(np.average(loss_pooled, weights=w)),
+            "log_loss_per_channel": float(np.average(loss_channel, weights=w)),
+            "improvement": mean, "se": se, "lcb": mean - z * se, "residual_by_channel": residual}
+        return self.unreached_evidence_
+
+    def predict_matrix(self, X: np.ndarray, unreached: str | None = None) -> np.ndarray:
+        """(accounts, actions) chance of a payment within K days for every action of the space, under the
+        chosen structure (`unreached`, default `unreached_`)."""
         n, codes = len(X), self.space.codes()[:-1]
         if n == 0:
             return np.zeros((0, len(codes) + 1))
@@ -149,6 +223,12 @@ class ResponseModel:
         if self.reach_ is None:  # reach not observed: every contact reaches, P(pay | x, a) = c(x, a)
             return np.hstack([np.clip(c, 0.0, 1.0), p0])
         r = predict(self.reach_, rows).reshape(n, len(codes))
+        if (unreached or self.unreached_) == "per_channel" and self.missed_channel_ is not None:
+            channels, which = np.unique(codes[:, 0], return_inverse=True)  # d depends on the channel only
+            d = predict(self.missed_channel_, np.hstack([np.repeat(X, len(channels), axis=0),
+                                                         np.tile(channels[:, None], (n, 1))]))
+            d = d.reshape(n, len(channels))[:, which]
+            return np.hstack([np.clip(r * c + (1.0 - r) * d, 0.0, 1.0), p0])
         return np.hstack([np.clip(p0 + r * (c - predict(self.missed_, X)[:, None]), 0.0, 1.0), p0])
 
     def contributions(self, X: np.ndarray, action: np.ndarray) -> np.ndarray:

@@ -156,7 +156,8 @@ def fit_response(examples: pd.DataFrame, names: list[str], params: dict, space: 
     """The response model on logged decisions (features at decision time, action, propensity, label)."""
     if examples.empty:
         raise ValueError("the contact history holds no randomised decision (none has a propensity)")
-    model = ResponseModel(params["response"]["lgbm"], space, CATEGORICAL, int(params["seed"]))
+    model = ResponseModel(params["response"]["lgbm"], space, CATEGORICAL, int(params["seed"]),
+                          unreached=params["response"].get("unreached", "auto"))
     return model.fit(examples[names], examples["action"].to_numpy(), examples["label"].to_numpy(),
                      examples["propensity"].to_numpy(dtype=np.float64), examples["reached"].to_numpy())
 
@@ -265,12 +266,37 @@ def fit_response_model(decisions: pd.DataFrame, names: list[str], params: dict, 
         response.business_as_usual_ = bau
         log(f"response model: {len(resp_train):,} randomised decisions before {resp_cut.isoformat()[:10]}"
             + (f" and {bau['used']:,} business-as-usual ones" if bau else "") + f", {len(resp_holdout):,} held out")
+        log(_unreached_line(choose_unreached(response, resp_holdout, names, params)))
     except ValueError as err:
         response = None
         log(f"no response model ({err}; {len(resp_train):,} logged decisions to learn from, {len(resp_holdout):,} "
             f"held out): the queue follows the baseline (the team's playbook, params policy.playbook) and its "
             f"experiments until enough randomised decisions are logged")
     return response, resp_train, resp_holdout, resp_cut
+
+
+def choose_unreached(response: ResponseModel, holdout: pd.DataFrame, names: list[str], params: dict) -> dict:
+    """Test on the held-out randomised decisions whether an unreached attempt changes nothing (models.response:
+    ResponseModel.choose_unreached); the response model keeps the structure the data support."""
+    z = float(params["policy"].get("safe", {}).get("z", 1.645))
+    if holdout.empty:
+        return response.choose_unreached(np.zeros((0, len(names))), np.zeros(0, dtype=np.int64), np.zeros(0),
+                                         np.zeros(0), z)
+    return response.choose_unreached(holdout[names].to_numpy(dtype=np.float64), holdout["action"].to_numpy(),
+                                     holdout["label"].to_numpy(), holdout["propensity"].to_numpy(dtype=np.float64), z)
+
+
+def _unreached_line(evidence: dict) -> str:
+    """The training log's account of the unreached-attempt test."""
+    if "why" in evidence:
+        return f"unreached attempts: {evidence['chosen']} ({evidence['why']})"
+    residual = ", ".join(f"{c} {v:+.3f}" for c, v in evidence["residual_by_channel"].items())
+    verdict = ("an unreached attempt works differently by channel" if evidence["chosen"] == "per_channel" else
+               "an unreached attempt changes nothing (not rejected)")
+    return (f"unreached attempts: {verdict}; held-out log loss {evidence['log_loss_pooled']:.4f} with one "
+            f"unreached chance, {evidence['log_loss_per_channel']:.4f} by channel (improvement {evidence['improvement']:+.4f}, "
+            f"lower bound {evidence['lcb']:+.4f}, {evidence['decisions']:,} contacts); observed - predicted "
+            f"with no effect: {residual}")
 
 
 def business_as_usual(bau: pd.DataFrame, names: list[str], params: dict, conf: BAUConfig

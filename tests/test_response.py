@@ -125,3 +125,45 @@ def test_evaluate_command_prints_off_policy_and_truth_tables(trained, tmp_path):
     for row in report["off_policy"]:
         assert row["low"] <= row["value"] <= row["high"]
     assert report["truth"]["violations"] == 0 and report["truth"]["audit_violations"] == []
+
+
+def _texts_work_unreached(n: int, seed: int, unreached_sms: float):
+    """Randomised logs where an unreached SMS still raises the chance of a payment by `unreached_sms`
+    (read, not answered); every other unreached attempt changes nothing."""
+    X, action, _, prop, _ = _logs(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    channel = np.array([SPACE.actions[a][0] for a in action], dtype=object)
+    reached = (channel != "none") & (rng.random(n) < 0.3)
+    p = np.where(reached, 0.6, np.where(channel == "sms", 0.15 + unreached_sms, 0.15))
+    return X, action, (rng.random(n) < p).astype(int), prop, reached
+
+
+@pytest.mark.parametrize("effect, chosen", [(0.2, "per_channel"), (0.0, "none")])
+def test_whether_an_unreached_attempt_works_is_tested_on_held_out_decisions(effect, chosen):
+    params = {"n_estimators": 80, "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 50}
+    X, action, y, prop, reached = _texts_work_unreached(30000, 1, effect)
+    model = ResponseModel(params, SPACE, random_state=0, unreached="auto").fit(X, action, y, prop, reached)
+    assert model.unreached_ == "none"  # until tested
+    Xh, ah, yh, ph, _ = _texts_work_unreached(15000, 2, effect)
+    evidence = model.choose_unreached(Xh.to_numpy(), ah, yh, ph)
+    assert evidence["chosen"] == chosen == model.unreached_
+    sms, email = _idx("sms", "weekday_evening"), _idx("email", "weekday_evening")
+    p = model.predict_matrix(np.array([[0.0, 0.0]]))
+    true_edge = 0.7 * effect  # an SMS over an e-mail: the same reach and answer, plus the unread text's effect
+    assert p[0, sms] - p[0, email] == pytest.approx(true_edge, abs=0.04)
+    if effect:  # the assumption "an unreached attempt changes nothing" cannot see the text's edge
+        forced = model.predict_matrix(np.array([[0.0, 0.0]]), "none")
+        assert abs(forced[0, sms] - forced[0, email]) < 0.04
+        assert evidence["residual_by_channel"]["sms"] > 0.05 > abs(evidence["residual_by_channel"]["phone"])
+
+
+def test_a_configured_structure_is_kept_without_a_test():
+    params = {"n_estimators": 30, "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 50}
+    X, action, y, prop, reached = _texts_work_unreached(6000, 3, 0.2)
+    none = ResponseModel(params, SPACE, unreached="none").fit(X, action, y, prop, reached)
+    assert none.missed_channel_ is None and none.choose_unreached(X.to_numpy(), action, y, prop)["chosen"] == "none"
+    forced = ResponseModel(params, SPACE, unreached="per_channel").fit(X, action, y, prop, reached)
+    assert forced.unreached_ == "per_channel" and "not tested" in forced.choose_unreached(
+        X.to_numpy(), action, y, prop)["why"]
+    with pytest.raises(ValueError, match="response.unreached"):
+        ResponseModel(params, SPACE, unreached="sometimes")
