@@ -91,3 +91,36 @@ def test_the_link_checker_finds_a_broken_link_and_a_broken_anchor(tmp_path):
     assert "a-title" in anchors(page) and "nowhere" not in anchors(page)
     assert slug("`make demo`: earlier figures and wall time".replace("`", "")) == \
         "make-demo-earlier-figures-and-wall-time"
+
+
+def code_lines(page: Path) -> list[str]:
+    """Each line of the page's code blocks and each inline code span: where commands are written."""
+    text = page.read_text(encoding="utf-8")
+    blocks = re.findall(r"^```.*?^```", text, flags=re.S | re.M)
+    spans = re.findall(r"`([^`\n]+)`", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M))
+    return [line for block in blocks for line in block.splitlines()] + spans
+
+
+def named(pattern: str) -> dict[str, set[str]]:
+    """What `pattern`'s group names in the README's and the docs' code, with the pages that name it."""
+    out: dict[str, set[str]] = {}
+    for page in PAGES[:-1]:
+        for line in code_lines(page):
+            for name in re.findall(pattern, line):
+                out.setdefault(name, set()).add(page.name)
+    return out
+
+
+def test_every_cureflow_command_and_make_target_the_docs_name_exists():
+    import typer.main
+
+    from pipelines.cli import app
+
+    commands = set(typer.main.get_command(app).commands)
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
+    cli = named(r"(?:^|[\s/])cureflow[ \t]+(?:--quiet[ \t]+)?([a-z][a-z-]+)(?!\w)")
+    make = named(r"(?:^|\s)make[ \t]+([a-z][a-z-]+)(?!\w)")
+    assert {"score", "serve", "train"} <= set(cli) and {"install", "test", "demo"} <= set(make)
+    assert {c: p for c, p in cli.items() if c not in commands} == {}, "commands the cureflow CLI does not have"
+    assert {t: p for t, p in make.items() if t not in targets} == {}, "targets the Makefile does not have"
