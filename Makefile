@@ -39,7 +39,8 @@ demo: install
 	echo "demo wall time:  $$(( $$(date +%s) - start ))s"
 
 # The README's demo figures from a fresh demo (docs/demo_figures.json and the README block), and screenshots
-# of the reports and /docs from a real browser (headless Chromium); tests/test_readme_figures.py checks them.
+# of the reports, /docs and the MLflow UI from a real browser (headless Chromium); tests/test_readme_figures.py
+# checks the figures.
 readme-figures: demo
 	$(BIN)/python scripts/readme_figures.py --data $(DEMO_DATA) --outputs $(OUT)
 
