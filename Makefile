@@ -35,11 +35,12 @@ demo: install
 	echo "A/B readout:     $(OUT)/experiments.html" && \
 	echo "holdout metrics: $(OUT)/train/metrics.json (plots: $(OUT)/train/*.png)" && \
 	echo "MLflow store:    $$(pwd)/mlflow.db (artifacts in mlartifacts/)" && \
-	echo "MLflow UI:       make mlflow-ui [PORT=5000], then open http://127.0.0.1:5000" && \
+	echo "MLflow UI:       make mlflow-ui [PORT=5000], then open the training runs' address it prints" && \
 	echo "demo wall time:  $$(( $$(date +%s) - start ))s"
 
 # The README's demo figures from a fresh demo (docs/demo_figures.json and the README block), and screenshots
-# of the reports and /docs from a real browser (headless Chromium); tests/test_readme_figures.py checks them.
+# of the reports, /docs and the MLflow UI from a real browser (headless Chromium); tests/test_readme_figures.py
+# checks the figures.
 readme-figures: demo
 	$(BIN)/python scripts/readme_figures.py --data $(DEMO_DATA) --outputs $(OUT)
 
@@ -77,7 +78,13 @@ audit: install
 lint: install
 	$(BIN)/ruff check models pipelines serving tests benchmarks
 
+# MLflow 3.17 opens an experiment on its GenAI overview unless the address asks for the model-training view:
+# print the address of the training runs (the browser remembers the view once chosen).
 mlflow-ui: install
+	@id=$$($(BIN)/python -c "import sqlite3; print(sqlite3.connect('file:mlflow.db?mode=ro', uri=True).execute(\
+		\"select experiment_id from experiments where name = 'cureflow'\").fetchone()[0])" 2>/dev/null) && \
+		echo "the training runs: http://127.0.0.1:$(PORT)/#/experiments/$$id?workflowType=machine_learning" || \
+		echo "no experiment cureflow in mlflow.db yet: run make demo first"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$$(pwd)/mlflow.db --host 127.0.0.1 --port $(PORT)
 
 clean:
