@@ -197,9 +197,11 @@ def unreached_table(cells: pd.DataFrame) -> pd.DataFrame:
             row[f"{arm}: greedy / none"] = interval(g[f"{arm}_greedy"] / g["none_greedy"])
             row[f"{arm}: gain error / none"] = interval(g[f"{arm}_gain_mae"] / g["none_gain_mae"])
             row[f"{arm}: safe / none"] = interval(g[f"{arm}_policy"] / g["none_policy"])
-        row["greedy none / oracle"] = interval(g["none_greedy"] / g["oracle"])
-        row["greedy auto / oracle"] = interval(g["auto_greedy"] / g["oracle"])
-        row["safe auto / best single"] = interval(g["auto_policy"] / g["best_single"])
+        for arm in ("none", "auto"):
+            row[f"safe {arm} / best single"] = interval(g[f"{arm}_policy"] / g["best_single"])
+            row[f"safe {arm} / oracle"] = interval(g[f"{arm}_policy"] / g["oracle"])
+            row[f"greedy {arm} / oracle"] = interval(g[f"{arm}_greedy"] / g["oracle"])
+            row[f"departures ({arm})"] = f"{g[f'{arm}_departures'].astype(float).mean():.0f}"
         row["violations"] = int(sum(g[f"{a}_violations"].sum() for a in ("none", "per_channel", "auto")))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -101,9 +101,12 @@ class ResponseModel:
       offers, so five levels, not forty).
 
     Which one holds is a hypothesis tested on the data (`choose_unreached`, on held-out randomised
-    decisions): "per_channel" is used only where it predicts the held-out outcomes better with a lower
-    confidence bound above zero. LightGBM models, each on randomised decisions only, weighted by
-    1/propensity.
+    decisions): the residual of "none" per channel always, and with `unreached="auto"` "per_channel" is
+    used only where it predicts the held-out outcomes better with a lower confidence bound above zero.
+    Measured on four simulated worlds (benchmarks/nba_presets.py --unreached-compare), "per_channel" made
+    the gains worse everywhere, also where unreached texts do work: its gain rests on p0, learned on the
+    few hold-outs, while "none" differences two models of plentiful contacts. So "none" is the default.
+    LightGBM models, each on randomised decisions only, weighted by 1/propensity.
 
     When the logs cannot tell whether a contact reached the customer (`reached=None`: an e-mail experiment
     that records only the outcome), every contact counts as reaching: r = 1, there is no d, and
@@ -175,21 +178,27 @@ class ResponseModel:
         (weighted by 1/propensity, normalised to mean 1); "per_channel" is chosen only where the mean
         improvement's one-sided lower confidence bound (mean - z x se) is above zero, else "none" (the
         simpler model, whose gains do not rest on the few hold-outs' p0, keeps its place until the data
-        reject it). Both sides share r and c, so the test reads d alone. Also per channel, the weighted
-        mean of (outcome - the "none" structure's prediction): what it leaves unexplained.
+        reject it). Both sides share r and c, so the test reads d alone. Whatever the params, the evidence
+        gives per channel the weighted mean of (outcome - the "none" structure's prediction) on the held-out
+        contacts: what the assumption leaves unexplained (time drift moves every channel alike; an unreached
+        attempt that works moves its channel alone). The test runs only with `unreached="auto"`.
         Sets `unreached_` and returns the evidence (also `unreached_evidence_`)."""
         ok = (action != self.space.none_index) & np.isfinite(propensity) & (propensity > 0)
-        if self.unreached != "auto":
-            self.unreached_evidence_ = {"chosen": self.unreached_, "decisions": int(ok.sum()),
-                                        "why": f"not tested: params response.unreached is {self.unreached}"}
-            return self.unreached_evidence_
-        if self.missed_channel_ is None or ok.sum() < MIN_ROWS:
-            why = "not tested: " + ("only one structure was fitted" if self.missed_channel_ is None else
+        if self.reach_ is None or ok.sum() < MIN_ROWS:
+            why = "not tested: " + ("the logs do not say whether a contact reached" if self.reach_ is None else
                                     f"{int(ok.sum())} held-out contacts (at least {MIN_ROWS} needed)")
             self.unreached_evidence_ = {"chosen": self.unreached_, "decisions": int(ok.sum()), "why": why}
             return self.unreached_evidence_
         X, action, y, w = X[ok], action[ok], np.asarray(y, dtype=np.float64)[ok], 1.0 / propensity[ok]
         w = w / w.mean()
+        p_none = self.predict_matrix(X, "none")[np.arange(len(X)), action]
+        channel = np.array([self.space.actions[a][0] for a in action], dtype=object)
+        residual = {str(ch): float(np.average(y[channel == ch] - p_none[channel == ch], weights=w[channel == ch]))
+                    for ch in vocab.CONTACT_CHANNELS if (channel == ch).any()}
+        self.unreached_evidence_ = {"chosen": self.unreached_, "decisions": int(len(X)), "residual_by_channel": residual}
+        if self.unreached != "auto" or self.missed_channel_ is None:
+            self.unreached_evidence_["why"] = f"not tested: params response.unreached is {self.unreached}"
+            return self.unreached_evidence_
         codes = self.space.codes()[action]
         rows = np.hstack([X, codes])
         r, c = predict(self.reach_, rows), predict(self.reached_, rows)
@@ -199,16 +208,11 @@ class ResponseModel:
         loss_channel = _log_loss(y, r * c + (1.0 - r) * d_channel)
         gain = w * (loss_pooled - loss_channel)
         mean, se = float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(len(gain)))
-        p_none = self.predict_matrix(X, "none")[np.arange(len(X)), action]
-        channel = np.array([self.space.actions[a][0] for a in action], dtype=object)
-        residual = {str(ch): float(np.average(y[channel == ch] - p_none[channel == ch], weights=w[channel == ch]))
-                    for ch in vocab.CONTACT_CHANNELS if (channel == ch).any()}
         self.unreached_ = "per_channel" if mean - z * se > 0 else "none"
-        self.unreached_evidence_ = {
-            "chosen": self.unreached_, "decisions": int(len(X)),
-            "log_loss_pooled": float(np.average(loss_pooled, weights=w)),
+        self.unreached_evidence_.update({
+            "chosen": self.unreached_, "log_loss_pooled": float(np.average(loss_pooled, weights=w)),
             "log_loss_per_channel": float(np.average(loss_channel, weights=w)),
-            "improvement": mean, "se": se, "lcb": mean - z * se, "residual_by_channel": residual}
+            "improvement": mean, "se": se, "lcb": mean - z * se})
         return self.unreached_evidence_
 
     def predict_matrix(self, X: np.ndarray, unreached: str | None = None) -> np.ndarray:

@@ -157,7 +157,7 @@ def fit_response(examples: pd.DataFrame, names: list[str], params: dict, space: 
     if examples.empty:
         raise ValueError("the contact history holds no randomised decision (none has a propensity)")
     model = ResponseModel(params["response"]["lgbm"], space, CATEGORICAL, int(params["seed"]),
-                          unreached=params["response"].get("unreached", "auto"))
+                          unreached=params["response"].get("unreached", "none"))
     return model.fit(examples[names], examples["action"].to_numpy(), examples["label"].to_numpy(),
                      examples["propensity"].to_numpy(dtype=np.float64), examples["reached"].to_numpy())
 
@@ -288,9 +288,10 @@ def choose_unreached(response: ResponseModel, holdout: pd.DataFrame, names: list
 
 def _unreached_line(evidence: dict) -> str:
     """The training log's account of the unreached-attempt test."""
+    residual = ", ".join(f"{c} {v:+.3f}" for c, v in evidence.get("residual_by_channel", {}).items())
     if "why" in evidence:
-        return f"unreached attempts: {evidence['chosen']} ({evidence['why']})"
-    residual = ", ".join(f"{c} {v:+.3f}" for c, v in evidence["residual_by_channel"].items())
+        return (f"unreached attempts: {evidence['chosen']} ({evidence['why']})"
+                + (f"; held-out observed - predicted assuming they change nothing: {residual}" if residual else ""))
     verdict = ("an unreached attempt works differently by channel" if evidence["chosen"] == "per_channel" else
                "an unreached attempt changes nothing (not rejected)")
     return (f"unreached attempts: {verdict}; held-out log loss {evidence['log_loss_pooled']:.4f} with one "

@@ -161,7 +161,10 @@ def test_a_configured_structure_is_kept_without_a_test():
     params = {"n_estimators": 30, "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 50}
     X, action, y, prop, reached = _texts_work_unreached(6000, 3, 0.2)
     none = ResponseModel(params, SPACE, unreached="none").fit(X, action, y, prop, reached)
-    assert none.missed_channel_ is None and none.choose_unreached(X.to_numpy(), action, y, prop)["chosen"] == "none"
+    evidence = none.choose_unreached(X.to_numpy(), action, y, prop)
+    assert none.missed_channel_ is None and evidence["chosen"] == "none" and "not tested" in evidence["why"]
+    residual = evidence["residual_by_channel"]  # the assumption's misfit is reported without the test
+    assert residual["sms"] > residual["phone"] + 0.05
     forced = ResponseModel(params, SPACE, unreached="per_channel").fit(X, action, y, prop, reached)
     assert forced.unreached_ == "per_channel" and "not tested" in forced.choose_unreached(
         X.to_numpy(), action, y, prop)["why"]
