@@ -4,7 +4,7 @@ For each preset x seed, a team runs cureflow on a portfolio whose history is a f
 has no randomised decision); every week its decisions are valued beside two teams that do not learn, on the
 same accounts in the same state (a paired comparison: only cureflow's decisions are carried out):
 
-- **cureflow**: every week the batch scores the overdue accounts (`serving.batch.day_queue`: the policy,
+- **cureflow**: every week the batch scores the overdue accounts (`models.queue.day_queue`: the policy,
   its experiments at params policy.explore and the day's call capacity), the simulator carries the
   decisions out and the customers respond (`pipelines.simulate.Live`), the decisions are recorded in a
   decision log (SQLite) as the batch records them, the outcomes come back the way a CRM sends them (the
@@ -105,11 +105,11 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     state (the playbook and uniform A/B do not learn, so their value needs no world of their own); one record
     per team and week."""
     from models.config import load_params
+    from models.queue import day_queue
     from models.response import ActionSpace
     from pipelines.evaluate import TrueValues
     from pipelines.simulate import Live, with_preset
     from pipelines.train import quality_gate
-    from serving.batch import day_queue
 
     params = with_preset(load_params(), preset, experiment_share=0.0)   # a first export: no experiment
     live = Live(accounts, 12, seed, params)

@@ -226,7 +226,7 @@ def audit(rows: pd.DataFrame, portfolio: Portfolio, as_of: pd.Timestamp, hours=(
         problems += [f"{a}: R-CONSENT {ch}" for a in rows["account_id"][(channel == ch) & ~acc[col].to_numpy(bool)]]
     vulnerable = acc["vulnerable"].to_numpy(dtype=bool) & np.isin(channel, ["sms", "email", "ivr"])
     problems += [f"{a}: R-VULNERABLE" for a in rows["account_id"][vulnerable]]
-    auto_legal = (rows["offer"].to_numpy() == "legal_review") & (rows["tier"].to_numpy() != "review by a person")
+    auto_legal = (rows["offer"].to_numpy() == "legal_review") & (rows["tier"].to_numpy() != vocab.HUMAN_REVIEW)
     problems += [f"{a}: R-LEGAL" for a in rows["account_id"][auto_legal]]
     lo, hi = hours
     for a, s, e in zip(rows["account_id"][contact], rows["window_start"][contact], rows["window_end"][contact],

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from models.features import CATEGORICAL
+from models.queue import day_queue
 
 ACTION_COLUMNS = ("channel", "offer")
 OTHER = "other"
@@ -207,8 +208,6 @@ def read_batch(queue: Path) -> pd.DataFrame:
 def batch_frames(bundle, portfolio, as_of: pd.Timestamp | None, queue: Path | None) -> tuple[pd.DataFrame, ...]:
     """The batch to compare: the work queue's rows when given (its as_of decides the features), else the
     bundle's batch at `as_of` within the day's call capacity; and the features of its accounts."""
-    from serving.batch import day_queue
-
     if queue is not None:
         rows = read_batch(queue)
         as_of = pd.Timestamp(rows["as_of"].iloc[0]) if len(rows) else as_of

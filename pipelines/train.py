@@ -51,6 +51,7 @@ from models.metrics import (
 )
 from models.playbook import Playbook
 from models.progress import step
+from models.queue import day_queue
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
 from pipelines import feedback
@@ -497,7 +498,6 @@ def training_reference(bundle: ScoringBundle, portfolio: Portfolio, train: pd.Da
     cure chances, the action mix of the batch the model makes at the end of its history, and the profile
     of the accounts overdue on each of the last `monitor.reference_days` days (keyed by local day of month)."""
     from pipelines.monitor import day_profile, reference_profile
-    from serving.batch import day_queue
 
     rows, _ = day_queue(bundle, portfolio, end)
     reference = reference_profile(train[bundle.feature_names], p_holdout, rows, bundle.params)

@@ -26,6 +26,7 @@ import pandas as pd
 
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
+from models.queue import day_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,7 +152,6 @@ def true_value(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame,
     valued with the simulator's truth: per overdue account, JPY of (true chance of payment with the chosen
     action - with no contact) x arrears - the action's cost under the same costs; beside the oracle."""
     from pipelines.evaluate import TrueValues
-    from serving.batch import day_queue
 
     rows, summary = day_queue(bundle, portfolio, as_of)
     tv = TrueValues.of(bundle, portfolio, truth, as_of)

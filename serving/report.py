@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TIER_ORDER = ("call today", "call this week", "digital reminder", "letter", "no contact", "hold: promise to pay",
-              "hold: legal", "review by a person")
+from models import vocab
+
+TIER_ORDER = vocab.TIERS
 CHANNEL_ORDER = ("phone", "ivr", "sms", "email", "letter", "none")
 WORK_LIST = 50  # accounts in the report's work list
 COMPARED = ("overdue", "calls_kept", "calls_proposed", "expected_value", "priority_total", "cure_probability_mean")

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from models.bundle import ALT_COLUMNS, BATCH_COLUMNS
 from models.contract import SPEC, validate
+from models.queue import in_priority_order
 from models.vocab import TABLES
 
 NUMBER_COLUMNS = ("cure_probability", "priority", "expected_gain", "propensity", "_value", "_alt_value", "_alt_gain",
@@ -188,7 +189,7 @@ def score(location, bundle, as_of: str | None, explore: float, chunk_size: int, 
           driver_memory: str = "4g", contested: frozenset[str] = frozenset()):
     """Score a portfolio on Spark; returns (`serving.batch.Scored`, as-of instant)."""
     from serving import sources
-    from serving.batch import Scored, in_priority_order, plain_text, resolve_as_of
+    from serving.batch import Scored, plain_text, resolve_as_of
 
     location = str(location)
     if sources.is_database(location):

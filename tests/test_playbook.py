@@ -106,7 +106,7 @@ def test_day_one_the_queue_is_the_playbooks_for_every_account_the_rules_allow(da
 
 def test_day_one_the_days_calls_go_to_the_biggest_stakes(day_one):
     """With no trusted model values the call capacity is rationed by stake, not by untrusted estimates."""
-    from serving.batch import capacity_step
+    from models.queue import capacity_step
 
     bundle, p, _ = day_one
     rows = bundle.score(p, AS_OF, explore=0.0)
@@ -129,7 +129,7 @@ def test_untrusted_model_values_never_ration_the_calls(trained):
 
     import joblib
 
-    from serving.batch import capacity_step
+    from models.queue import capacity_step
 
     bundle = joblib.load(trained["bundle_path"])
     assert bundle.response is not None
