@@ -271,12 +271,13 @@ def experiments(
 
 
 def pd_timestamp(text: str):
-    """An ISO 8601 instant with its offset, or a clear error."""
-    import pandas as pd
+    """An ISO 8601 instant with its offset (`models.as_of.parse_as_of`), in UTC, or a clear error for typer."""
+    from models.as_of import EXAMPLE, AsOfWithoutOffset, parse_as_of
 
-    when = pd.Timestamp(text)
-    if when.tzinfo is None:
-        raise typer.BadParameter(f"needs a UTC offset, for example 2026-11-01T00:00:00+09:00: {text!r}")
+    try:
+        when = parse_as_of(text)
+    except AsOfWithoutOffset:
+        raise typer.BadParameter(f"needs a UTC offset, for example {EXAMPLE}: {text!r}") from None
     return when.tz_convert("UTC")
 
 

@@ -85,7 +85,8 @@ class TrainResult:
 
 
 def resolve_history_end(data: Path, prep: Prepared, explicit: str | None = None) -> pd.Timestamp:
-    """--history-end, else the simulator's manifest, else the day after the latest observed event."""
+    """--history-end (converted to UTC), else the simulator's manifest `end`, else `labels.history_end` (the
+    default as-of, `models.as_of.default_as_of`, of the latest payment, contact or instalment due date)."""
     if explicit:
         return pd.Timestamp(explicit).tz_convert("UTC")
     manifest = Path(data) / "manifest.json"

@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from rich.text import Text
 
 from models import policy
 from models.answers import answer_from_row
+from models.as_of import resolve_as_of
 from models.bundle import BATCH_COLUMNS
 from models.contract import Portfolio
 from models.queue import capacity_step, in_priority_order
@@ -333,18 +334,6 @@ def batch_params() -> dict:
     section = load_params().get("batch") or {}
     spark = {"master": "local[2]", "driver_memory": "4g", **(section.get("spark") or {})}
     return {"chunk_size": 100_000, "decision_log_batch": 2000, **section, "spark": spark}
-
-
-def resolve_as_of(as_of: str | None, latest_event: Callable[[], pd.Timestamp | None]) -> pd.Timestamp:
-    """--as-of (needs a UTC offset), else the day after the latest payment or contact (UTC midnight), which
-    `latest_event` finds (each engine in its own tables; asked only when there is no --as-of)."""
-    if as_of:
-        when = pd.Timestamp(as_of)
-        if when.tzinfo is None:
-            raise ValueError(f"--as-of needs a UTC offset (for example 2026-11-01T00:00:00+09:00), got {as_of!r}")
-        return when
-    latest = latest_event()
-    return latest.ceil("D") if latest is not None else pd.Timestamp.now(tz="UTC").floor("D")
 
 
 def score_source(data: str | Path, out: Path, options: BatchOptions) -> pd.DataFrame:

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from models.as_of import resolve_as_of
 from models.bundle import ALT_COLUMNS, BATCH_COLUMNS
 from models.contract import SPEC, validate
 from models.queue import in_priority_order
@@ -164,7 +165,7 @@ def scorer(bundle_ref, present: dict[str, list[str]], as_of: pd.Timestamp, explo
 
 def latest_event(spark, location: str) -> pd.Timestamp | None:
     """The latest payment or contact instant, computed by Spark on the tables as read (integers are parquet
-    nanoseconds; text is ISO 8601)."""
+    nanoseconds; text is ISO 8601); the default as-of is `models.as_of.default_as_of` of it."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StringType
 
@@ -189,7 +190,7 @@ def score(location, bundle, as_of: str | None, explore: float, chunk_size: int, 
           driver_memory: str = "4g", contested: frozenset[str] = frozenset()):
     """Score a portfolio on Spark; returns (`serving.batch.Scored`, as-of instant)."""
     from serving import sources
-    from serving.batch import Scored, plain_text, resolve_as_of
+    from serving.batch import Scored, plain_text
 
     location = str(location)
     if sources.is_database(location):
