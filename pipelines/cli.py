@@ -181,14 +181,12 @@ def register(
     out: Annotated[Path | None, typer.Option(help="run id, version and aliases as JSON")] = None,
 ) -> None:
     """Log a trained bundle to MLflow and register it (the DVC register stage)."""
-    import json
-
+    from models.files import write_json_atomic
     from pipelines.train import register_dir
 
     info = register_dir(train_dir, evaluation)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(info, indent=2) + "\n")
+        write_json_atomic(info, out, newline=True, indent=2)
 
 
 @app.command()

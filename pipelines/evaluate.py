@@ -13,7 +13,6 @@ Values are in money (JPY): (chance of payment with the action - without) x arrea
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from models import calendar, vocab
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
 from models.features import prepare
+from models.files import write_json_atomic
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
 from pipelines.logs import decision_examples
 
@@ -267,7 +267,6 @@ def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Times
             f"the best single action's; rule violations: {t['violations']} (mask), "
             f"{len(t['audit_violations'])} (audit)")
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2, default=float))
+        write_json_atomic(report, out, indent=2, default=float)
     return report
 

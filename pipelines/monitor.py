@@ -36,7 +36,6 @@ with sampling noise on small batches: with no drift at all its expected value is
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from models.features import CATEGORICAL
+from models.files import write_json_atomic
 from models.queue import day_queue
 
 ACTION_COLUMNS = ("channel", "offer")
@@ -245,6 +245,5 @@ def run(bundle, portfolio, as_of: pd.Timestamp | None, queue: Path | None, param
     if len(rows) < limits.min_batch_rows:
         log(f"the batch has fewer than monitor.min_batch_rows = {limits.min_batch_rows} accounts: nothing is flagged")
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2, default=float))
+        write_json_atomic(report, out, indent=2, default=float)
     return report

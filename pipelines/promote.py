@@ -23,7 +23,6 @@ nothing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ from models import policy as decision_policy
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
 from models.features import prepare
+from models.files import write_json_atomic
 from models.metrics import FRESH_DAYS_PAST_DUE, classification_report
 from models.registry import load_bundle, parse_model_uri, registry_client, resolve_version
 from models.response import ActionSpace
@@ -293,6 +293,5 @@ def _print(report: dict, log) -> None:
 
 def _finish(report: dict, out: Path | None) -> dict:
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2, default=float))
+        write_json_atomic(report, out, indent=2, default=float)
     return report

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.files import write_text_atomic
+
 METRIC_WORDS = {
     "roc_auc": ("ROC AUC", "chance that a customer who cured is ranked above one who did not (0.5 is a coin)"),
     "pr_auc": ("PR AUC", "average precision when working the list from the top"),
@@ -272,5 +274,4 @@ def build_report(result, files: dict[str, Path]) -> str:
 
 def write_report(result, files: dict[str, Path], path: Path) -> Path:
     """Write the report to `path` and return it."""
-    Path(path).write_text(build_report(result, files), encoding="utf-8")
-    return Path(path)
+    return write_text_atomic(build_report(result, files), path)

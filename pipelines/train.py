@@ -38,6 +38,7 @@ from models.config import load_params
 from models.contract import Portfolio, read_dir
 from models.estimators import CalibratedLGBM, cure_estimator
 from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
+from models.files import write_csv_atomic, write_joblib_atomic, write_json_atomic, write_parquet_atomic
 from models.labels import cure_labels, history_end
 from models.logging_policy import BAUConfig
 from models.metrics import (
@@ -202,12 +203,12 @@ def save_examples(examples: Examples, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {key: out_dir / name for key, name in EXAMPLE_FILES.items()}
-    examples.cure.to_parquet(files["cure"], index=False)
-    examples.decisions.to_parquet(files["decisions"], index=False)
+    write_parquet_atomic(examples.cure, files["cure"])
+    write_parquet_atomic(examples.decisions, files["decisions"])
     summary = {"history_end": examples.history_end.isoformat(), "as_of_dates": examples.n_dates,
                "cure_examples": len(examples.cure), "cure_base_rate": float(examples.cure["label"].mean()),
                "logged_decisions": len(examples.decisions)}
-    files["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(summary, files["summary"], newline=True, indent=2)
     return files
 
 
@@ -536,10 +537,10 @@ def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {key: out_dir / name for key, name in OUTPUT_FILES.items()}
-    joblib.dump(result.bundle, files["bundle"])
-    files["metrics"].write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
-    result.gains.to_csv(files["gains"], index=False)
-    result.holdout.to_parquet(files["holdout"], index=False)
+    write_joblib_atomic(result.bundle, files["bundle"])
+    write_json_atomic(result.metrics, files["metrics"], indent=2, sort_keys=True)
+    write_csv_atomic(result.gains, files["gains"])
+    write_parquet_atomic(result.holdout, files["holdout"])
     y, p = result.holdout["label"].to_numpy(), result.holdout["p"].to_numpy()
     plots.calibration_plot(y, p, files["calibration"])
     plots.roc_plot(y, p, files["roc"])
@@ -547,7 +548,7 @@ def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
     gain = result.bundle.cure.booster_.feature_importance(importance_type="gain")
     plots.importance_plot(result.bundle.feature_names, gain, files["importance"])
     if result.bands is not None:
-        files["bands"].write_text(json.dumps(result.bands, indent=2))
+        write_json_atomic(result.bands, files["bands"], indent=2)
         plots.band_calibration_plot(result.holdout, DPD_BANDS, files["band_calibration"])
     report.write_report(result, files, files["report"])
     return files
@@ -717,7 +718,7 @@ def run(data: Path, out_dir: Path, params: dict | None = None, register: bool = 
         with step("MLflow: logging the run and registering the model"):
             info.update(log_and_register(result, files, params, log=log))
         result.bundle.model_version = f"{params['mlflow']['model_name']}/{info['version']}"
-        joblib.dump(result.bundle, files["bundle"])  # the bundle file, now stamped with run and version
+        write_joblib_atomic(result.bundle, files["bundle"])  # the bundle file, now stamped with run and version
     return info
 
 

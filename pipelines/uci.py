@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 
 from models.contract import SPEC, ContractError, Portfolio, validate, write_dir
+from models.files import write_json_atomic, write_text_atomic
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci_credit_card" / "UCI_Credit_Card.csv"
 MONTHS = ("September", "August", "July", "June", "May", "April")  # month k is MONTHS[k - 1]
@@ -317,7 +318,7 @@ def write(data: UciData, out: Path, params: dict, source: Path) -> dict:
     portfolio = to_contract(data.frame, config)
     out = Path(out)
     write_dir(portfolio, out, "parquet")
-    (out / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_text_atomic(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), out / "params.yaml")
     task = cure_task(data.frame)
     horizon = int(merged["cure"]["horizon_days"])
     end = config.as_of(len(MONTHS) - 2) + pd.Timedelta(days=horizon)
@@ -328,7 +329,7 @@ def write(data: UciData, out: Path, params: dict, source: Path) -> dict:
         "behind": task.groupby("month").size().tolist(),
         "cured": task.groupby("month")["cured"].sum().tolist(),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(manifest, out / "manifest.json", newline=True, indent=2)
     return manifest
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from models.answers import answer_from_row
 from models.as_of import resolve_as_of
 from models.bundle import BATCH_COLUMNS
 from models.contract import Portfolio
+from models.files import write_csv_atomic, write_parquet_atomic, write_text_atomic
 from models.queue import capacity_step, in_priority_order
 from models.registry import load_bundle
 from models.vocab import CHILD_TABLES
@@ -113,29 +112,8 @@ def write_atomic(rows: pd.DataFrame, out: Path) -> Path:
     """Write to a temporary file beside `out`, then rename: never a half-written file under the final name."""
     out = Path(out)
     if output_format(out) == ".parquet":
-        return _replace_atomically(out, lambda tmp: rows.to_parquet(tmp, index=False))
-    return _replace_atomically(out, lambda tmp: rows.to_csv(tmp, index=False))
-
-
-def write_text_atomic(text: str, out: Path) -> Path:
-    """A text file (summary, report) written aside, then renamed into place."""
-    return _replace_atomically(Path(out), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def _replace_atomically(out: Path, write) -> Path:
-    """Call `write(tmp)` on a temporary file beside `out`, flush it to disk, then rename it to `out`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+        return write_parquet_atomic(rows, out, private=True)
+    return write_csv_atomic(rows, out, private=True)
 
 
 class Parts:
@@ -157,7 +135,7 @@ class Parts:
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         if not stamp.exists():
-            write_text_atomic(json.dumps(self.key, indent=2), stamp)
+            write_text_atomic(json.dumps(self.key, indent=2), stamp, private=True)
         return len(list(self.dir.glob("part-*.parquet")))
 
     def _path(self, index: int, fingerprint: str) -> Path:
@@ -172,7 +150,7 @@ class Parts:
         """Keep a scored chunk (and drop a stale part of the same index)."""
         for stale in self.dir.glob(f"part-{index:06d}-*.parquet"):
             stale.unlink()
-        _replace_atomically(self._path(index, fingerprint), lambda tmp: rows.to_parquet(tmp, index=False))
+        write_parquet_atomic(rows, self._path(index, fingerprint), private=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

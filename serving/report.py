@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from models import vocab
+from models.files import write_text_atomic
 
 TIER_ORDER = vocab.TIERS
 CHANNEL_ORDER = ("phone", "ivr", "sms", "email", "letter", "none")
@@ -116,8 +117,6 @@ def peak_rss_gib() -> float:
 def write(out: Path, rows: pd.DataFrame, values: np.ndarray, capacity: dict, context: dict, timings: dict,
           started: float) -> dict:
     """Write `<out>.summary.json` and `<out>.report.html` (each atomically); returns the summary."""
-    from serving.batch import write_text_atomic
-
     out = Path(out)
     summary = {**context, **capacity, **figures(rows, values)}
     summary["previous"] = previous_summary(out, context["run_id"])
@@ -126,8 +125,8 @@ def write(out: Path, rows: pd.DataFrame, values: np.ndarray, capacity: dict, con
     summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
     summary.update(wall_s=round(wall, 3), accounts_per_second=summary["accounts"] / wall if wall else 0.0,
                    peak_rss_gib=round(peak_rss_gib(), 3), report=str(report_path(out)))
-    write_text_atomic(render(summary, rows, values), report_path(out))
-    write_text_atomic(json.dumps(summary, indent=2, default=_plain), summary_path(out))
+    write_text_atomic(render(summary, rows, values), report_path(out), private=True)
+    write_text_atomic(json.dumps(summary, indent=2, default=_plain), summary_path(out), private=True)
     return summary
 
 
