@@ -5,7 +5,7 @@ exactly at midnight is its own as-of), or today's UTC midnight when there is no 
 latest event differs by caller, and stays as it was:
 
 - scoring (`cureflow score`, both engines: `serving.sources.latest_event` over Arrow tables,
-  `serving.spark.latest_event` in Spark) reads the latest payment or contact, so a portfolio with neither is
+  `serving.batch.spark.latest_event` in Spark) reads the latest payment or contact, so a portfolio with neither is
   scored as of today;
 - training, evaluation, the experiments readout and monitoring (`pipelines.train.resolve_history_end`) take the
   simulator's manifest `end` when the data has one, else `labels.history_end`: the latest payment, contact or

@@ -41,10 +41,10 @@ DecisionLogUrl = Annotated[str | None, typer.Option("--decision-log", help="deci
 
 
 def _decision_log(url: str | None):
-    from serving.batch import _default_decision_log
+    from serving.batch import default_decision_log
     from serving.decisions import DecisionLog
 
-    return DecisionLog(url or _default_decision_log())
+    return DecisionLog(url or default_decision_log())
 
 
 @audit.command("verify")

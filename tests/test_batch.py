@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from models.bundle import BATCH_COLUMNS
-from serving import batch
 from serving.batch import BatchOptions, Parts, score_source
+from serving.batch import run as batch_run
 from serving.decisions import DecisionLog, DecisionRecord
 from tests.postgres import throwaway_postgres
 
@@ -85,7 +85,7 @@ def test_summary_compares_with_the_previous_run_not_with_itself(two_runs):
 
 
 def test_report_is_one_self_contained_page_with_the_work_list_and_six_plots(two_runs):
-    from serving.report import WORK_LIST
+    from serving.batch.morning_report import WORK_LIST
 
     page = Path(two_runs["summaries"][2]["report"]).read_text()
     images = re.findall(r'<img [^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"', page)
@@ -103,7 +103,7 @@ def test_report_is_one_self_contained_page_with_the_work_list_and_six_plots(two_
 
 
 def test_a_first_run_says_so_in_words_instead_of_an_empty_chart(two_runs):
-    from serving.report import render
+    from serving.batch.morning_report import render
 
     summary = json.loads((two_runs["root"] / "queue.parquet.summary.json").read_text())
     first = {**summary, "previous": None, "change": None}
@@ -142,7 +142,7 @@ def test_a_run_killed_while_recording_records_the_rest_once_when_started_again(t
         return real(self, records, created_at)
 
     monkeypatch.setattr(DecisionLog, "_insert_new", dies_on_the_third_batch)
-    monkeypatch.setattr(batch, "batch_params", lambda: {**_params(), "decision_log_batch": 10})
+    monkeypatch.setattr(batch_run, "batch_params", lambda: {**_params(), "decision_log_batch": 10})
     with pytest.raises(KeyboardInterrupt):
         score_source(trained["data"], out, _options(trained, log))
     assert len(_records(log)) == 20 and not out.exists()

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from serving.batch import BatchOptions, score_source
-from serving.spark import _instants
+from serving.batch.spark import _instants
 
 AS_OF = "2026-11-01T00:00:00+09:00"
 

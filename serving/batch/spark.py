@@ -8,7 +8,7 @@ and scores them with `ScoringBundle.score`: the same function and the same fitte
 driver from the registry and broadcast) as the API and the local engine. Rows keep their order as read within
 an account, so features, decisions and decision ids equal the local engine's. The overdue rows come back to the
 driver, which applies the day's call capacity, records the decisions and writes the work queue exactly as the
-local engine does (`serving.batch`).
+local engine does (`serving.batch.run`).
 
 Each group also reports the fingerprint of its validated tables; the run id digests them, so the same input
 gives the same run id and a restarted Spark run records nothing twice in the decision log. A Spark run that
@@ -33,9 +33,11 @@ import pyarrow.compute as pc
 
 from models.as_of import resolve_as_of
 from models.bundle import ALT_COLUMNS, BATCH_COLUMNS
-from models.contract import SPEC, validate
+from models.contract import SPEC, ContractError, validate
 from models.queue import in_priority_order
 from models.vocab import TABLES
+from serving import sources
+from serving.batch.rows import Scored, plain_text, with_feature_text
 
 NUMBER_COLUMNS = ("cure_probability", "priority", "expected_gain", "propensity", "_value", "_alt_value", "_alt_gain",
                   "_call_rank")
@@ -50,7 +52,7 @@ def output_schema() -> str:
 
 def session(master: str, driver_memory: str):
     """The Spark session: spark-submit's master when there is one, else `master` (local[2] by default)."""
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # optional and slow to import: only when the Spark engine runs
 
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     builder = SparkSession.builder.appName("cureflow-score")
@@ -75,8 +77,6 @@ def _path_exists(spark, path: str) -> bool:
 
 def read_table(spark, location: str, name: str):
     """One contract table as a Spark DataFrame of its contract columns (csv: all text, validated later)."""
-    from models.contract import ContractError
-
     found = [f"{location.rstrip('/')}/{name}.{fmt}" for fmt in ("parquet", "csv")]
     found = [path for path in found if _path_exists(spark, path)]
     if len(found) != 1:
@@ -92,7 +92,7 @@ def read_table(spark, location: str, name: str):
 
 def tagged_union(spark, location: str, buckets: int):
     """All four tables in one DataFrame: `_table`, `_row` (position as read), `_bucket` (hash of account_id)."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # optional and slow to import: only when the Spark engine runs
 
     frames, present = [], {}
     for name in TABLES:
@@ -108,8 +108,8 @@ def tagged_union(spark, location: str, buckets: int):
 def _exact_instants(frame, name: str):
     """Dates and instants read as nanosecond integers, as decimal text: in the union their column gains nulls,
     and pandas would hold integers with nulls as float64, which cannot keep nanoseconds exactly."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType
+    from pyspark.sql import functions as F  # optional and slow to import: only when the Spark engine runs
+    from pyspark.sql.types import LongType  # optional and slow to import: only when the Spark engine runs
 
     for field in frame.schema.fields:
         if isinstance(field.dataType, LongType) and SPEC[name][field.name].kind in ("date", "timestamp"):
@@ -145,8 +145,6 @@ def _instants(values: pd.Series, utc: bool) -> pd.Series:
 def scorer(bundle_ref, present: dict[str, list[str]], as_of: pd.Timestamp, explore: float,
            contested: frozenset[str] = frozenset()):
     """The function applied to each group: validate, score with the broadcast bundle, add a fingerprint row."""
-    from serving.batch import plain_text, with_feature_text
-
     def score_group(pdf: pd.DataFrame) -> pd.DataFrame:
         portfolio = validate(group_tables(pdf, present))
         rows = with_feature_text(bundle_ref.value.score(portfolio, as_of, explore=explore, keep_features=True,
@@ -166,8 +164,8 @@ def scorer(bundle_ref, present: dict[str, list[str]], as_of: pd.Timestamp, explo
 def latest_event(spark, location: str) -> pd.Timestamp | None:
     """The latest payment or contact instant, computed by Spark on the tables as read (integers are parquet
     nanoseconds; text is ISO 8601); the default as-of is `models.as_of.default_as_of` of it."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType, StringType
+    from pyspark.sql import functions as F  # optional and slow to import: only when the Spark engine runs
+    from pyspark.sql.types import LongType, StringType  # optional and slow to import: only when the Spark engine runs
 
     latest = []
     for name, column in (("payments", "paid_at"), ("contacts", "contacted_at")):
@@ -189,9 +187,6 @@ def latest_event(spark, location: str) -> pd.Timestamp | None:
 def score(location, bundle, as_of: str | None, explore: float, chunk_size: int, master: str,
           driver_memory: str = "4g", contested: frozenset[str] = frozenset()):
     """Score a portfolio on Spark; returns (`serving.batch.Scored`, as-of instant)."""
-    from serving import sources
-    from serving.batch import Scored, plain_text
-
     location = str(location)
     if sources.is_database(location):
         raise ValueError("--engine spark reads parquet or csv files; score a database with --engine local")
@@ -216,7 +211,7 @@ def score(location, bundle, as_of: str | None, explore: float, chunk_size: int, 
 
 def _collect(scored) -> pd.DataFrame:
     """The scored rows on the driver; a contract error inside a group becomes a one-line error."""
-    from pyspark.errors import PythonException
+    from pyspark.errors import PythonException  # optional and slow to import: only when the Spark engine runs
 
     try:
         return scored.toPandas()

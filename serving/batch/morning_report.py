@@ -146,7 +146,7 @@ def _png(fig) -> str:
 
 
 def _figure(width: float = 6.4, height: float = 3.4):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib only when a report is drawn: slow to import
 
     fig = Figure(figsize=(width, height))
     return fig, fig.subplots()
@@ -185,7 +185,7 @@ def plot_value_by_tier(summary: dict) -> str:
     """Expected value of the chosen actions (JPY over no contact, after costs) summed per tier."""
     fig, ax = _figure()
     tiers = list(summary["tiers"])[::-1]
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter  # as above: only when a report is drawn
 
     ax.barh(tiers, [summary["expected_value_by_tier"].get(t, 0.0) for t in tiers], color="#55A868")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
