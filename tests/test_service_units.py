@@ -267,7 +267,7 @@ def test_model_info_swap_leaves_exactly_one_series():
 
 
 def test_a_background_task_that_dies_says_so_in_the_log(caplog):
-    from serving.api import _background
+    from serving.api.holder import _background
 
     async def broken():
         raise RuntimeError("registry client crashed")

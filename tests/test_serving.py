@@ -531,7 +531,7 @@ def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trai
     retrying) must not hold up the answers meanwhile."""
     import mlflow
 
-    import serving.api as api
+    import serving.api.holder as api
 
     mlflow.set_tracking_uri(trained["tracking_uri"])
     real, checks, answered = api.registered_version, [], []
