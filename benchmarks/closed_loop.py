@@ -108,8 +108,8 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     from models.queue import day_queue
     from models.response import ActionSpace
     from pipelines.evaluate import TrueValues
+    from pipelines.quality_gate import quality_gate
     from pipelines.simulate import Live, with_preset
-    from pipelines.train import quality_gate
 
     params = with_preset(load_params(), preset, experiment_share=0.0)   # a first export: no experiment
     live = Live(accounts, 12, seed, params)

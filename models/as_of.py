@@ -7,7 +7,7 @@ latest event differs by caller, and stays as it was:
 - scoring (`cureflow score`, both engines: `serving.sources.latest_event` over Arrow tables,
   `serving.batch.spark.latest_event` in Spark) reads the latest payment or contact, so a portfolio with neither is
   scored as of today;
-- training, evaluation, the experiments readout and monitoring (`pipelines.train.resolve_history_end`) take the
+- training, evaluation, the experiments readout and monitoring (`pipelines.features.resolve_history_end`) take the
   simulator's manifest `end` when the data has one, else `labels.history_end`: the latest payment, contact or
   instalment due date (a portfolio always has instalments, so "today" never applies there).
 

@@ -166,7 +166,7 @@ def features(
     from models.contract import read_dir
     from models.features import FeatureConfig
     from pipelines import feedback
-    from pipelines.train import build_examples, save_examples
+    from pipelines.features import build_examples, save_examples
 
     params = load_params()
     portfolio, _ = feedback.load(read_dir(data), decision_log, FeatureConfig.from_params(params))
@@ -182,7 +182,7 @@ def register(
 ) -> None:
     """Log a trained bundle to MLflow and register it (the DVC register stage)."""
     from models.files import write_json_atomic
-    from pipelines.train import register_dir
+    from pipelines.register import register_dir
 
     info = register_dir(train_dir, evaluation)
     if out:
@@ -239,7 +239,7 @@ def evaluate(
     from models.registry import load_bundle
     from pipelines import evaluate as evaluation
     from pipelines import feedback
-    from pipelines.train import load_examples, resolve_history_end
+    from pipelines.features import load_examples, resolve_history_end
 
     eps = None if explore is None else explore_rate(explore)
     bundle = load_bundle(model).bundle
@@ -340,7 +340,7 @@ def monitor(
     from models.features import prepare
     from models.registry import load_bundle
     from pipelines import monitor as monitoring
-    from pipelines.train import resolve_history_end
+    from pipelines.features import resolve_history_end
 
     bundle = load_bundle(model).bundle
     portfolio = read_dir(data)

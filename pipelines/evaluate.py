@@ -26,7 +26,7 @@ from models.contract import Portfolio
 from models.features import prepare
 from models.files import write_json_atomic
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
-from pipelines.logs import decision_examples
+from pipelines.examples_from_logs import decision_examples
 
 
 def action_costs(costs: dict[str, float], space: ActionSpace) -> np.ndarray:
@@ -80,7 +80,7 @@ def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, l
                ) -> tuple[pd.DataFrame, int]:
     """IPS, SNIPS and DR estimates of the greedy policy beside the logging policy, on held-out logs: the
     decisions from the bundle's own response holdout start. `logs`: the decision examples
-    when the caller already has them (pipelines.logs.decision_examples), else they are built here."""
+    when the caller already has them (pipelines.examples_from_logs.decision_examples), else they are built here."""
     from models import ope
 
     params, config = bundle.params, bundle.feature_config

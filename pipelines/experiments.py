@@ -50,8 +50,8 @@ def logged(data: Path, params: dict, end: pd.Timestamp | None = None, decision_l
     their template, lifestyle and days-past-due band at decision time, and the payment label (propensities
     of contacts that name a cureflow decision from the decision log, `pipelines.feedback`)."""
     from pipelines import feedback
-    from pipelines.logs import decision_examples
-    from pipelines.train import resolve_history_end
+    from pipelines.examples_from_logs import decision_examples
+    from pipelines.features import resolve_history_end
 
     config = FeatureConfig.from_params(params)
     portfolio, _ = feedback.load(read_dir(data), decision_log, config)
@@ -143,7 +143,7 @@ def _plot(table: pd.DataFrame, factor: str) -> str:
 
 def write(tables: dict[str, pd.DataFrame], decisions: pd.DataFrame, params: dict, out: Path) -> None:
     """The HTML readout and a JSON file of the same tables beside it."""
-    from pipelines.report import STYLE, _table
+    from pipelines.model_report import STYLE, _table
 
     precision = float((params["policy"].get("experiments") or {}).get("precision", 0.02))
     head = (f"<h1>Experiments</h1><p>{len(decisions):,} randomised decisions (their outcome window observed): "

@@ -63,7 +63,7 @@ def cure_holdout(bundle: ScoringBundle, portfolio: Portfolio, dates: list[pd.Tim
                  ) -> pd.DataFrame:
     """as_of, account_id, label, days past due, the bundle's cure chance and its baseline's (NaN for a
     bundle without one) for every account in the cure queue at `dates` (material arrears, not stale)."""
-    from pipelines.train import cure_examples
+    from pipelines.features import cure_examples
 
     config, pconf = bundle.feature_config, bundle.policy_config
     examples = cure_examples(prepare(portfolio, config), config, dates, horizon, pconf)
@@ -87,7 +87,7 @@ def fresh_report(frame: pd.DataFrame) -> dict:
 
 def compare_cure(contenders: list[Contender], portfolio: Portfolio, data: Path) -> dict:
     """ROC AUC, ECE and the rest of the holdout report of each contender on the same as-of dates."""
-    from pipelines.train import example_dates, resolve_history_end
+    from pipelines.features import example_dates, resolve_history_end
 
     reference = contenders[0].bundle
     cure_p = reference.params["cure"]
@@ -136,7 +136,7 @@ def _mean_interval(terms: np.ndarray) -> dict:
 def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Timestamp) -> dict:
     """Each contender's DR payment rate on the same held-out logged decisions, and the paired difference
     challenger - champion; an empty comparison when no randomised decision is held out."""
-    from pipelines.logs import decision_examples
+    from pipelines.examples_from_logs import decision_examples
 
     since = later(contenders, "response_holdout_from")
     terms, cache = {}, {}

@@ -247,22 +247,3 @@ def auc_difference(frame: pd.DataFrame, n_boot: int, seed: int, confidence: floa
     return {"n": len(frame), "accounts": len(groups), "roc_auc": auc, "baseline_roc_auc": base,
             "difference": auc - base, "low": float(low), "high": float(high)}
 
-
-def band_comparison(holdout: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
-    """Per days-past-due band, fresh arrears (1-90) and all curable rows: cases, cure rate, both AUCs, the
-    difference with its bootstrap interval over accounts, and each model's calibration error (ECE)."""
-    from models.metrics import DPD_BANDS, FRESH_DAYS_PAST_DUE, expected_calibration_error
-
-    dpd = holdout["days_past_due"].to_numpy(dtype=float)
-    bands = [("fresh (1-90)", -np.inf, FRESH_DAYS_PAST_DUE), *DPD_BANDS, ("all curable", -np.inf, np.inf)]
-    rows = []
-    for label, low, high in bands:
-        part = holdout[(dpd > low) & (dpd <= high)]
-        row = {"band": label, **(auc_difference(part, n_boot, seed) if len(part) else {"n": 0})}
-        if len(part):
-            row.update(rate=float(part["label"].mean()),
-                       ece=expected_calibration_error(part["label"].to_numpy(), part["p"].to_numpy()),
-                       baseline_ece=expected_calibration_error(part["label"].to_numpy(),
-                                                               part["p_baseline"].to_numpy()))
-        rows.append(row)
-    return pd.DataFrame(rows)

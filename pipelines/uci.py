@@ -239,21 +239,6 @@ def cure_task(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"ID": frame["ID"].to_numpy()[rows], "month": months, "cured": cured.astype(np.int64)})
 
 
-def cure_task_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The task's rows (`cure_task`) with every column the file holds up to their month, newest first
-    (status, bill and payment of that month and of the months before it, NaN before April), and the
-    customer's limit, sex, education, marriage and age: what the adapter cannot put in the contract."""
-    task = cure_task(frame)
-    rows = frame.set_index("ID").loc[task["ID"]]
-    out = {column: rows[column].to_numpy(dtype=np.float64) for column in ("LIMIT_BAL", *CATEGORICAL, "AGE")}
-    for lag in range(len(MONTHS) - 1):
-        for name, columns in (("status", STATUS), ("bill", BILLS), ("paid", PAID)):
-            month = task["month"].to_numpy() - lag  # 0 = April, the file's column 6
-            values = rows[list(columns[::-1])].to_numpy(dtype=np.float64)
-            out[f"{name}_{lag}"] = np.where(month >= 0, values[np.arange(len(task)), np.maximum(month, 0)], np.nan)
-    return task, pd.DataFrame(out)
-
-
 def _accounts(frame: pd.DataFrame, config: AdapterConfig) -> pd.DataFrame:
     """One account per customer; what the file does not say is constant (so it tells the model nothing)."""
     n = len(frame)

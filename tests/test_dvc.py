@@ -53,8 +53,8 @@ def test_every_stage_reads_params_that_exist_and_lists_its_code():
         if name != "simulate":
             assert "models" in deps, f"{name} must list models/ so `dvc repro` notices code changes"
         command = stage["cmd"].split()[1]
-        code = {"simulate": "pipelines/simulate.py", "features": "pipelines/train.py", "train": "pipelines/train.py",
-                "evaluate": "pipelines/evaluate.py", "register": "pipelines/train.py", "score": "serving/batch",
+        code = {"simulate": "pipelines/simulate.py", "features": "pipelines/features.py", "train": "pipelines/train.py",
+                "evaluate": "pipelines/evaluate.py", "register": "pipelines/register.py", "score": "serving/batch",
                 "monitor": "pipelines/monitor.py"}[command]
         assert code in deps, f"{name}: {code}, the code it runs, is not in its deps"
     for name in ("train", "evaluate", "monitor"):

@@ -12,7 +12,8 @@ from models.answers import requests_from_portfolio
 from models.config import load_params
 from models.features import FeatureConfig, features_at, prepare
 from models.scoring import score_requests
-from pipelines.train import cure_examples, split_stale
+from pipelines.features import cure_examples
+from pipelines.train import split_stale
 from tests.conftest import account, monthly_schedule, portfolio
 from tests.test_hot_path import parsed
 

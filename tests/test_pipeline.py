@@ -19,7 +19,9 @@ from models.config import load_params
 from models.contract import read_dir
 from models.features import FeatureConfig, prepare
 from models.scoring import example_request
-from pipelines.train import cure_examples, example_dates, quality_gate, time_split
+from pipelines.features import cure_examples, example_dates
+from pipelines.quality_gate import quality_gate
+from pipelines.train import time_split
 
 pytestmark = pytest.mark.slow
 

@@ -66,7 +66,8 @@ def test_promotion_needs_registry_uris():
 def registry(trained, tmp_path_factory):
     """A store of its own: the trained bundle registered as version 1 (the first champion), then a clearly
     worse cure model (leaves of at least 5,000 examples: no split, one constant score) as version 2."""
-    from pipelines.train import register_dir, run
+    from pipelines.register import register_dir
+    from pipelines.train import run
 
     root = tmp_path_factory.mktemp("promote")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -129,7 +130,7 @@ def test_worse_challenger_is_rejected_on_the_same_holdout_and_the_reason_is_reco
 
 @pytest.mark.slow
 def test_challenger_not_worse_is_promoted_by_the_command_and_the_old_champion_is_tagged(registry, tmp_path):
-    from pipelines.train import register_dir
+    from pipelines.register import register_dir
 
     client = MlflowClient(registry["uri"])
     third = register_dir(registry["trained"]["root"] / "train", params=registry["params"],

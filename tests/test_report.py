@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from pipelines.report import calibration_table
+from pipelines.model_report import calibration_table
 
 
 def test_calibration_table_splits_cases_into_equal_groups_by_predicted_chance():
@@ -68,7 +68,7 @@ def test_report_evaluates_the_policy_off_policy_and_against_the_truth(page, trai
 def test_response_by_segment_matches_the_weighted_rate_and_the_model(trained):
     from models.contract import read_dir
     from models.registry import load_bundle
-    from pipelines.report import response_by_segment
+    from pipelines.model_report import response_by_segment
     from pipelines.workbench import experiment_logs
 
     bundle = load_bundle(str(trained["bundle_path"])).bundle

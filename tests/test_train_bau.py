@@ -13,7 +13,7 @@ import pytest
 from models.config import load_params
 from models.contract import read_dir
 from models.features import FeatureConfig, feature_names, prepare
-from pipelines.logs import RULE_INPUTS, decision_examples, logged_decisions
+from pipelines.examples_from_logs import RULE_INPUTS, decision_examples, logged_decisions
 from pipelines.train import fit_response_model
 
 END = pd.Timestamp("2026-11-01T00:00:00+09:00")

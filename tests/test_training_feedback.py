@@ -108,7 +108,7 @@ def test_without_a_decision_log_the_portfolio_is_unchanged(scored, monkeypatch, 
 
 def test_training_examples_learn_from_the_carried_out_decisions_and_not_from_the_deviation(scored, trained):
     from models.config import load_params
-    from pipelines.train import build_examples
+    from pipelines.features import build_examples
 
     q = scored["queue"]
     rows = [_row(q.iloc[0], "fb-learn-done"), _row(q.iloc[2], "fb-learn-deviated", channel="letter")

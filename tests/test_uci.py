@@ -15,7 +15,7 @@ from models.config import load_params
 from models.contract import ContractError, read_dir
 from models.features import FeatureConfig, prepare
 from pipelines.cli import app
-from pipelines.train import cure_examples, example_dates, resolve_history_end
+from pipelines.features import cure_examples, example_dates, resolve_history_end
 from pipelines.uci import (
     DEFAULT_DATA,
     AdapterConfig,

@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.experiments import arm_table
 from models.files import write_text_atomic
+from pipelines.evaluate import off_policy, truth_values
+from pipelines.quality_gate import quality_gate
 
 METRIC_WORDS = {
     "roc_auc": ("ROC AUC", "chance that a customer who cured is ranked above one who did not (0.5 is a coin)"),
@@ -87,8 +90,6 @@ def response_by_segment(bundle, decisions: pd.DataFrame, arm: tuple[str, ...] = 
     """Per lifestyle segment and arm (channel by default), on logged decisions: the observed 7-day payment
     rate (weighted by 1/propensity, Wilson 95% interval), its lift over the segment's hold-out (Newcombe),
     and the response model's predicted rate for the same decisions (same weights)."""
-    from models.experiments import arm_table
-
     arm = list(arm)
     table = arm_table(decisions, arm, segment, weighted=True)
     X = decisions[bundle.feature_names].to_numpy(dtype=np.float64)
@@ -105,8 +106,6 @@ def response_by_segment(bundle, decisions: pd.DataFrame, arm: tuple[str, ...] = 
 
 def policy_evaluation(result) -> tuple[pd.DataFrame, dict | None]:
     """Off-policy estimates on the held-out logs, and the truth comparison when the data is simulated."""
-    from pipelines.evaluate import off_policy, truth_values
-
     bundle, portfolio = result.bundle, result.portfolio
     table, _ = off_policy(bundle, portfolio, result.history_end, logs=result.decisions_holdout)
     truth_file = Path(result.data) / "truth" / "actions.parquet" if result.data else None
@@ -261,8 +260,6 @@ def _policy_section(result) -> str:
 
 def build_report(result, files: dict[str, Path]) -> str:
     """The whole page as a string."""
-    from pipelines.train import quality_gate
-
     gate = quality_gate(result.metrics, result.bundle.params["train"]["quality_gate"])
     body = _header(result, gate) + _cure_sections(result, files) + _response_section(result)
     body += _policy_section(result)
