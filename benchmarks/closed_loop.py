@@ -62,8 +62,8 @@ def _log_url(workdir: Path) -> str:
 def _record(rows: pd.DataFrame, bundle, week: int, workdir: Path) -> None:
     """The week's decisions into the decision log, as the nightly batch records them."""
     from models.answers import answer_from_row
+    from models.decision_log import DecisionLog, DecisionRecord
     from models.rules import RULE_IDS
-    from serving.decisions import DecisionLog, DecisionRecord
 
     version = bundle.policy_config.version
     records = [DecisionRecord.from_answer(

@@ -13,8 +13,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """What bad input raises (bad tables or params, a missing file or model, an unreadable option, no decision
     log to record in): one line and exit code 2, never a traceback. Anything else is a bug and keeps its trace."""
     from models.contract import ContractError
+    from models.decision_log import DecisionLogUnavailable
     from models.registry import ModelNotFound
-    from serving.decisions import DecisionLogUnavailable
 
     return ContractError, FileNotFoundError, ModelNotFound, DecisionLogUnavailable, ValueError
 
@@ -41,8 +41,8 @@ DecisionLogUrl = Annotated[str | None, typer.Option("--decision-log", help="deci
 
 
 def _decision_log(url: str | None):
+    from models.decision_log import DecisionLog
     from serving.batch import default_decision_log
-    from serving.decisions import DecisionLog
 
     return DecisionLog(url or default_decision_log())
 

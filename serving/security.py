@@ -25,7 +25,7 @@ from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import SecretStr
 
-from serving.decisions import DEFAULT_TENANT
+from models.decision_log import DEFAULT_TENANT
 from serving.settings import Settings
 
 INSECURE_CALLER = "insecure-local"

@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from models.bundle import BATCH_COLUMNS
+from models.decision_log import DecisionLog, DecisionRecord
 from serving.batch import BatchOptions, Parts, score_source
 from serving.batch import run as batch_run
-from serving.decisions import DecisionLog, DecisionRecord
 from tests.postgres import throwaway_postgres
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from datetime import UTC
 import pytest
 import sqlalchemy as sa
 
-from serving.decisions import (
+from models.decision_log import (
     DecisionLog,
     DecisionLogUnavailable,
     DecisionRecord,

@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.contract import read_dir
+from models.decision_log import DecisionLog
 from models.scoring import example_request
 from serving.api import create_app
-from serving.decisions import DecisionLog
 from serving.settings import load_settings
 from tests.test_serving import ADMIN, HEADERS, KEY, _free_port, _requests_for, _wait_ready
 

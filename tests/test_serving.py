@@ -567,7 +567,7 @@ def test_several_worker_processes_serve_behind_one_port(trained):
 def test_real_server_sheds_load_past_its_concurrency_at_once_and_records_every_success(trained):
     import asyncio
 
-    from serving.decisions import DecisionLog
+    from models.decision_log import DecisionLog
 
     database = trained["root"] / "overload-decisions.db"
     env = {"CUREFLOW_API_KEYS": KEY, "CUREFLOW_DATABASE_URL": f"sqlite:///{database}",

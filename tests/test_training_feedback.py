@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from models.contract import read_dir, validate
+from models.decision_log import DecisionLog
 from pipelines import feedback
 from serving.batch import BatchOptions, score_source
-from serving.decisions import DecisionLog
 
 pytestmark = pytest.mark.slow
 
@@ -146,8 +146,8 @@ def test_the_closed_loops_crm_export_names_decisions_and_the_log_gives_back_thei
     CRM would (decision ids, no propensity), joined back to the log by training."""
     from models.config import load_params
     from models.contract import validate
+    from models.decision_log import DecisionRecord
     from pipelines.simulate import Live
-    from serving.decisions import DecisionRecord
 
     live = Live(400, 6, 5, load_params())
     overdue = live.truth()["account_id"].unique()

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from models.contract import read_dir
-from serving.decisions import DecisionLog
+from models.decision_log import DecisionLog
 from tests.postgres import PostgresServer, throwaway_postgres
 from tests.test_serving import HEADERS, KEY, _free_port, _requests_for, _wait_ready
 

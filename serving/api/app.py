@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from models.decision_log import DecisionLog, GroupCommit
 from serving.api.deps import Callers
 from serving.api.errors import add_exception_handlers
 from serving.api.holder import ModelHolder, _background, _retry_until_loaded, _watch_alias
 from serving.api.routes import ROUTERS
-from serving.decisions import DecisionLog, GroupCommit
 from serving.limits import BodyGuard, LoadShedder
 from serving.observability import RequestObserver, configure_logging, make_metrics
 from serving.security import KeyRing, TenantRings, admin_caller, reader_caller, require_keys, scoring_caller

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, Security
 
+from models.decision_log import DecisionLog, GroupCommit
 from models.registry import LoadedModel
 from serving.api.holder import ModelHolder
-from serving.decisions import DecisionLog, GroupCommit
 from serving.observability import Metrics
 from serving.security import API_KEY_SCHEME, CallerDependency
 

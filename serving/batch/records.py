@@ -8,8 +8,8 @@ import json
 import pandas as pd
 
 from models.answers import answer_from_row
+from models.decision_log import DecisionLog, DecisionRecord
 from models.rules import RULE_IDS
-from serving.decisions import DecisionLog, DecisionRecord
 from serving.settings import load_settings
 
 CALLER = "batch"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from serving.decisions import json_text  # the decision log's JSON: NaN as null, numpy values as Python
+from models.decision_log import json_text  # the decision log's JSON: NaN as null, numpy values as Python
 
 
 @dataclass

@@ -10,10 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from models.decision_log import DecisionLog, DecisionLogUnavailable
 from models.schemas import Contest, Event, OutcomeReport, Override
 from serving.api.deps import Caller, Decisions, IdemKey, MetricsDep, Reader
 from serving.api.errors import BODY_PROBLEMS, problems
-from serving.decisions import DecisionLog, DecisionLogUnavailable
 from serving.observability import Metrics
 from serving.security import SCORING
 

@@ -8,13 +8,7 @@ import uuid
 
 from fastapi import APIRouter, HTTPException, Request
 
-from models.registry import LoadedModel
-from models.rules import RULE_IDS
-from models.schemas import Answer, BatchAnswer, BatchRequest, ScoreRequest
-from models.scoring import score_requests_with_features
-from serving.api.deps import Caller, Decisions, IdemKey, Loaded, MetricsDep, Writer
-from serving.api.errors import BODY_PROBLEMS, problems
-from serving.decisions import (
+from models.decision_log import (
     DecisionLog,
     DecisionLogUnavailable,
     DecisionRecord,
@@ -22,6 +16,12 @@ from serving.decisions import (
     IdempotencyConflict,
     IdempotencyMismatch,
 )
+from models.registry import LoadedModel
+from models.rules import RULE_IDS
+from models.schemas import Answer, BatchAnswer, BatchRequest, ScoreRequest
+from models.scoring import score_requests_with_features
+from serving.api.deps import Caller, Decisions, IdemKey, Loaded, MetricsDep, Writer
+from serving.api.errors import BODY_PROBLEMS, problems
 from serving.observability import Metrics, current_request_id
 
 log = logging.getLogger("cureflow.api")
