@@ -76,6 +76,7 @@ audit: install
 
 lint: install
 	$(BIN)/ruff check models pipelines serving tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$$(pwd)/mlflow.db --host 127.0.0.1 --port $(PORT)
