@@ -14,12 +14,14 @@ from models.contract import ContractError
 from models.response import ResponseModel
 from pipelines.realdata import (
     HILLSTROM_DATA,
+    LEARNERS,
     ArmSpace,
     class_transformation,
     policy_terms,
     qini_auc,
     qini_curve,
     read_hillstrom,
+    score_seed,
     summary,
     two_model,
     uplift_auc,
@@ -131,8 +133,6 @@ def test_corrected_interval_of_overlapping_halves_is_wider_than_students():
 
 @pytest.mark.skipif(not HILLSTROM_DATA.exists(), reason="../shared/data holds no Hillstrom file")
 def test_one_held_out_half_of_the_real_file_scores_every_learner():
-    from benchmarks.hillstrom import LEARNERS, score_seed
-
     frame = read_hillstrom()
     assert len(frame) == 64000 and np.bincount(frame["arm"]).tolist() == [21307, 21387, 21306]
     sample = frame.sample(12000, random_state=1).reset_index(drop=True)
