@@ -96,7 +96,7 @@ def test_importing_the_service_modules_has_no_side_effects():
             "lg = logging.getLogger('cureflow'); "
             "print(len(lg.handlers), lg.propagate, len(logging.getLogger().handlers))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.split() == ["0", "True", "0"]
 
 

@@ -15,7 +15,7 @@ from models.scoring import score_requests
 from pipelines.features import cure_examples
 from pipelines.train import split_stale
 from tests.conftest import account, monthly_schedule, portfolio
-from tests.test_hot_path import parsed
+from tests.models.test_scoring import parsed
 
 AS_OF = pd.Timestamp("2026-11-01T00:00:00+09:00")
 MONTHS = [f"2026-{m:02d}" for m in range(1, 11)]

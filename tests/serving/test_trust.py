@@ -20,7 +20,7 @@ import pytest
 from models.contract import read_dir
 from models.decision_log import DecisionLog
 from tests.postgres import PostgresServer, throwaway_postgres
-from tests.test_serving import HEADERS, KEY, _free_port, _requests_for, _wait_ready
+from tests.serving.test_api import HEADERS, KEY, _free_port, _requests_for, _wait_ready
 
 pytestmark = pytest.mark.slow
 AS_OF = "2026-11-01T00:00:00+09:00"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_batch import _records
+from tests.serving.test_batch import _records
 
 pytestmark = pytest.mark.slow
 AS_OF = "2026-11-01T00:00:00+09:00"

@@ -21,7 +21,7 @@ from models.decision_log import DecisionLog
 from models.scoring import example_request
 from serving.api import create_app
 from serving.settings import load_settings
-from tests.test_serving import ADMIN, HEADERS, KEY, _free_port, _requests_for, _wait_ready
+from tests.serving.test_api import ADMIN, HEADERS, KEY, _free_port, _requests_for, _wait_ready
 
 pytestmark = pytest.mark.slow
 AS_OF = "2026-11-01T00:00:00+09:00"

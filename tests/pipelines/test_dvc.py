@@ -17,7 +17,7 @@ import yaml
 
 from models.config import load_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 STAGES = ["simulate", "features", "train", "evaluate", "register", "score", "monitor"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_serving import ADMIN, KEY, _server
+from tests.serving.test_api import ADMIN, KEY, _server
 
 pytestmark = pytest.mark.slow
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
