@@ -77,6 +77,7 @@ audit: install
 
 lint: install
 	$(BIN)/ruff check models pipelines serving tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 # MLflow 3.17 opens an experiment on its GenAI overview unless the address asks for the model-training view:
 # print the address of the training runs (the browser remembers the view once chosen).

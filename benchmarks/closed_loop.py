@@ -4,7 +4,7 @@ For each preset x seed, a team runs cureflow on a portfolio whose history is a f
 has no randomised decision); every week its decisions are valued beside two teams that do not learn, on the
 same accounts in the same state (a paired comparison: only cureflow's decisions are carried out):
 
-- **cureflow**: every week the batch scores the overdue accounts (`serving.batch.day_queue`: the policy,
+- **cureflow**: every week the batch scores the overdue accounts (`models.queue.day_queue`: the policy,
   its experiments at params policy.explore and the day's call capacity), the simulator carries the
   decisions out and the customers respond (`pipelines.simulate.Live`), the decisions are recorded in a
   decision log (SQLite) as the batch records them, the outcomes come back the way a CRM sends them (the
@@ -63,8 +63,8 @@ def _log_url(workdir: Path) -> str:
 def _record(rows: pd.DataFrame, bundle, week: int, workdir: Path) -> None:
     """The week's decisions into the decision log, as the nightly batch records them."""
     from models.answers import answer_from_row
+    from models.decision_log import DecisionLog, DecisionRecord
     from models.rules import RULE_IDS
-    from serving.decisions import DecisionLog, DecisionRecord
 
     version = bundle.policy_config.version
     records = [DecisionRecord.from_answer(
@@ -106,11 +106,11 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     state (the playbook and uniform A/B do not learn, so their value needs no world of their own); one record
     per team and week."""
     from models.config import load_params
+    from models.queue import apply_capacity, day_queue
     from models.response import ActionSpace
     from pipelines.evaluate import TrueValues
+    from pipelines.quality_gate import quality_gate
     from pipelines.simulate import Live, with_preset
-    from pipelines.train import quality_gate
-    from serving.batch import apply_capacity, day_queue
 
     params = with_preset(load_params(), preset, experiment_share=0.0)   # a first export: no experiment
     live = Live(accounts, 12, seed, params)

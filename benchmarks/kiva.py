@@ -17,12 +17,32 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from models.config import load_params
+from models.metrics import DPD_BANDS, FRESH_DAYS_PAST_DUE, expected_calibration_error
 from pipelines import kiva, uci
-from pipelines.realdata import band_comparison
+from pipelines.realdata import auc_difference
 from pipelines.train import fit
+
+
+def band_comparison(holdout: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Per days-past-due band, fresh arrears (1-90) and all curable rows: cases, cure rate, both AUCs, the
+    difference with its bootstrap interval over accounts, and each model's calibration error (ECE)."""
+    dpd = holdout["days_past_due"].to_numpy(dtype=float)
+    bands = [("fresh (1-90)", -np.inf, FRESH_DAYS_PAST_DUE), *DPD_BANDS, ("all curable", -np.inf, np.inf)]
+    rows = []
+    for label, low, high in bands:
+        part = holdout[(dpd > low) & (dpd <= high)]
+        row = {"band": label, **(auc_difference(part, n_boot, seed) if len(part) else {"n": 0})}
+        if len(part):
+            row.update(rate=float(part["label"].mean()),
+                       ece=expected_calibration_error(part["label"].to_numpy(), part["p"].to_numpy()),
+                       baseline_ece=expected_calibration_error(part["label"].to_numpy(),
+                                                               part["p_baseline"].to_numpy()))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _fmt(value, spec: str = ".3f") -> str:

@@ -135,8 +135,8 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
     os.environ.update(MLFLOW_TRACKING_URI=env["MLFLOW_TRACKING_URI"])
+    from models.decision_log import DecisionLog
     from models.registry import load_bundle
-    from serving.decisions import DecisionLog
 
     request, _ = realistic_request(args.data, args.as_of, load_bundle(args.model).bundle)
     body = json.dumps(request).encode()

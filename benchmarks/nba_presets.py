@@ -91,7 +91,8 @@ def bau_cell(workdir: Path, preset: str, size: int, share: float, seed: int, eva
     from models.contract import read_dir
     from models.features import FeatureConfig, feature_names
     from pipelines import evaluate
-    from pipelines.train import build_examples, fit, fit_response_model, fit_safe_policy
+    from pipelines.features import build_examples
+    from pipelines.train import fit, fit_response_model, fit_safe_policy
 
     started = time.perf_counter()
     before = load_params()

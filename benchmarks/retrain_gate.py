@@ -21,8 +21,10 @@ import numpy as np
 from models.config import load_params
 from models.contract import validate, write_dir
 from models.metrics import ece_by_chance, expected_calibration_error
+from pipelines.features import build_examples
+from pipelines.quality_gate import quality_gate
 from pipelines.simulate import Live, with_preset
-from pipelines.train import build_examples, fit, quality_gate, split_stale, time_split
+from pipelines.train import fit, split_stale, time_split
 
 BANDS = (("1-30", 0, 30), ("31-90", 30, 90), ("fresh (1-90)", 0, 90))
 

@@ -260,7 +260,7 @@ class ScoringBundle:
         """Stale accounts leave the cure queue: their own tier (legal holds stay first), no automated action,
         priority 0, and the reason in words instead of the cure model's (its cure chance is the stale rate)."""
         tiers = np.array(out["tier"], dtype=object)
-        track = stale & (tiers != "hold: legal")
+        track = stale & (tiers != vocab.HOLD_LEGAL)
         tiers[track] = policy.stale_tier(days_past_due[track], pconf)
         out["tier"] = tiers.tolist()
         out["priority"] = np.where(stale, 0.0, out["priority"])

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
+from models.files import replace_atomically
 from models.vocab import CHANNELS, DIRECTIONS, EMPLOYMENT, MAX_AMOUNT, OUTCOMES, PAYMENT_METHODS, TABLES
 
 Kind = Literal["string", "category", "date", "timestamp", "int", "float", "bool"]
@@ -696,14 +696,12 @@ def write_dir(portfolio: Portfolio, path: str | Path, fmt: str = "parquet") -> N
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for name, frame in portfolio.tables.items():
-        target = path / f"{name}.{fmt}"
-        scratch = path / f".{name}.{fmt}.partial"
         table = _to_arrow(name, frame)
         if fmt == "parquet":
-            pq.write_table(table, scratch)
+            replace_atomically(path / f"{name}.{fmt}", lambda tmp, table=table: pq.write_table(table, tmp))
         else:
-            pv.write_csv(_as_text(name, table), scratch, pv.WriteOptions(quoting_style="needed"))
-        os.replace(scratch, target)
+            replace_atomically(path / f"{name}.{fmt}", lambda tmp, table=table, name=name: pv.write_csv(
+                _as_text(name, table), tmp, pv.WriteOptions(quoting_style="needed")))
         for other in FORMATS:
             if other != fmt:
                 (path / f"{name}.{other}").unlink(missing_ok=True)

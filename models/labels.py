@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from models.as_of import default_as_of
 from models.features import DAY_NS, Prepared
 
 
@@ -38,6 +39,6 @@ def response_labels(prep: Prepared, acc: np.ndarray, at: np.ndarray, horizon_day
 
 
 def history_end(prep: Prepared) -> pd.Timestamp:
-    """The end of the observed history: the day after the latest payment, contact or due instant."""
+    """The end of the observed history: `default_as_of` of the latest payment, contact or due instant."""
     latest = max(int(a.max()) for a in (prep.pay_at, prep.con_at, prep.inst_due) if len(a))
-    return pd.Timestamp(latest, tz="UTC").ceil("D")
+    return default_as_of(pd.Timestamp(latest, tz="UTC"))

@@ -131,7 +131,7 @@ def stale(days_past_due: np.ndarray, config: PolicyConfig) -> np.ndarray:
 
 def stale_tier(days_past_due: np.ndarray, config: PolicyConfig) -> np.ndarray:
     """The stale track's tier: recovery review by a person, or write-off review past the later limit."""
-    return np.where(days_past_due > config.write_off_days_past_due, "write-off review", "recovery review")
+    return np.where(days_past_due > config.write_off_days_past_due, vocab.WRITE_OFF_REVIEW, vocab.RECOVERY_REVIEW)
 
 
 def stale_reason(days_past_due: float, config: PolicyConfig) -> str:
@@ -337,21 +337,27 @@ def marginal_call_value(is_call: np.ndarray, value: np.ndarray, alt_value: np.nd
     return float(np.clip(extra, 0, None).sum())
 
 
+def channel_tiers(channel: np.ndarray) -> np.ndarray:
+    """The tier each channel alone gives (no hold, no review): a call this week, a digital reminder, a letter
+    or no contact. `tiers` starts from it; the capacity step re-tiers the calls it moves with it."""
+    out = np.full(len(channel), vocab.NO_CONTACT, dtype=object)
+    out[np.isin(channel, ["sms", "email", "ivr"])] = vocab.DIGITAL_REMINDER
+    out[channel == "letter"] = vocab.LETTER
+    out[channel == "phone"] = vocab.CALL_THIS_WEEK
+    return out
+
+
 def tiers(channel: np.ndarray, held_by: list[list[str]], require_human: np.ndarray, suppress_all: np.ndarray,
           starts_today: np.ndarray, value: np.ndarray, config: PolicyConfig) -> np.ndarray:
     """The tier a collector reads at a glance; holds and human review come before any contact tier."""
-    out = np.full(len(channel), "no contact", dtype=object)
-    digital = np.isin(channel, ["sms", "email", "ivr"])
-    out[digital] = "digital reminder"
-    out[channel == "letter"] = "letter"
+    out = channel_tiers(channel)
     phone = channel == "phone"
-    out[phone] = "call this week"
-    out[phone & starts_today & (value >= config.call_today_min_value)] = "call today"
+    out[phone & starts_today & (value >= config.call_today_min_value)] = vocab.CALL_TODAY
     promise = np.array(["R-PROMISE" in ids for ids in held_by], dtype=bool)
     legal = np.array([any(r in ids for r in LEGAL_HOLDS) for ids in held_by], dtype=bool)
-    out[suppress_all & promise] = "hold: promise to pay"
-    out[require_human] = "review by a person"
-    out[legal] = "hold: legal"
+    out[suppress_all & promise] = vocab.HOLD_PROMISE
+    out[require_human] = vocab.HUMAN_REVIEW
+    out[legal] = vocab.HOLD_LEGAL
     return out
 
 

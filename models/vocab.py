@@ -29,3 +29,12 @@ CONSENT_COLUMN = {"phone": "consent_phone", "ivr": "consent_phone", "sms": "cons
 # the accounts' yes/no columns the contact rules read
 FLAG_COLUMNS = ("consent_phone", "consent_sms", "consent_email", "do_not_contact", "dispute_open",
                 "legal_representative", "bankruptcy", "vulnerable")
+
+# the work queue's tiers (`policy.tiers` assigns them), in the order the morning report lists them
+CALL_TODAY, CALL_THIS_WEEK = "call today", "call this week"
+DIGITAL_REMINDER, LETTER, NO_CONTACT = "digital reminder", "letter", "no contact"
+HOLD_PROMISE, HOLD_LEGAL, HUMAN_REVIEW = "hold: promise to pay", "hold: legal", "review by a person"
+TIERS = (CALL_TODAY, CALL_THIS_WEEK, DIGITAL_REMINDER, LETTER, NO_CONTACT, HOLD_PROMISE, HOLD_LEGAL, HUMAN_REVIEW)
+CALL_TIERS = (CALL_TODAY, CALL_THIS_WEEK)
+# the stale track's tiers (`policy.stale_tier`): listed after the others, by name
+RECOVERY_REVIEW, WRITE_OFF_REVIEW = "recovery review", "write-off review"

@@ -13,8 +13,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """What bad input raises (bad tables or params, a missing file or model, an unreadable option, no decision
     log to record in): one line and exit code 2, never a traceback. Anything else is a bug and keeps its trace."""
     from models.contract import ContractError
+    from models.decision_log import DecisionLogUnavailable
     from models.registry import ModelNotFound
-    from serving.decisions import DecisionLogUnavailable
 
     return ContractError, FileNotFoundError, ModelNotFound, DecisionLogUnavailable, ValueError
 
@@ -41,10 +41,10 @@ DecisionLogUrl = Annotated[str | None, typer.Option("--decision-log", help="deci
 
 
 def _decision_log(url: str | None):
-    from serving.batch import _default_decision_log
-    from serving.decisions import DecisionLog
+    from models.decision_log import DecisionLog
+    from serving.batch import default_decision_log
 
-    return DecisionLog(url or _default_decision_log())
+    return DecisionLog(url or default_decision_log())
 
 
 @audit.command("verify")
@@ -166,7 +166,7 @@ def features(
     from models.contract import read_dir
     from models.features import FeatureConfig
     from pipelines import feedback
-    from pipelines.train import build_examples, save_examples
+    from pipelines.features import build_examples, save_examples
 
     params = load_params()
     portfolio, _ = feedback.load(read_dir(data), decision_log, FeatureConfig.from_params(params))
@@ -181,14 +181,12 @@ def register(
     out: Annotated[Path | None, typer.Option(help="run id, version and aliases as JSON")] = None,
 ) -> None:
     """Log a trained bundle to MLflow and register it (the DVC register stage)."""
-    import json
-
-    from pipelines.train import register_dir
+    from models.files import write_json_atomic
+    from pipelines.register import register_dir
 
     info = register_dir(train_dir, evaluation)
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(info, indent=2) + "\n")
+        write_json_atomic(info, out, newline=True, indent=2)
 
 
 @app.command()
@@ -241,7 +239,7 @@ def evaluate(
     from models.registry import load_bundle
     from pipelines import evaluate as evaluation
     from pipelines import feedback
-    from pipelines.train import load_examples, resolve_history_end
+    from pipelines.features import load_examples, resolve_history_end
 
     eps = None if explore is None else explore_rate(explore)
     bundle = load_bundle(model).bundle
@@ -271,12 +269,13 @@ def experiments(
 
 
 def pd_timestamp(text: str):
-    """An ISO 8601 instant with its offset, or a clear error."""
-    import pandas as pd
+    """An ISO 8601 instant with its offset (`models.as_of.parse_as_of`), in UTC, or a clear error for typer."""
+    from models.as_of import EXAMPLE, AsOfWithoutOffset, parse_as_of
 
-    when = pd.Timestamp(text)
-    if when.tzinfo is None:
-        raise typer.BadParameter(f"needs a UTC offset, for example 2026-11-01T00:00:00+09:00: {text!r}")
+    try:
+        when = parse_as_of(text)
+    except AsOfWithoutOffset:
+        raise typer.BadParameter(f"needs a UTC offset, for example {EXAMPLE}: {text!r}") from None
     return when.tz_convert("UTC")
 
 
@@ -341,7 +340,7 @@ def monitor(
     from models.features import prepare
     from models.registry import load_bundle
     from pipelines import monitor as monitoring
-    from pipelines.train import resolve_history_end
+    from pipelines.features import resolve_history_end
 
     bundle = load_bundle(model).bundle
     portfolio = read_dir(data)

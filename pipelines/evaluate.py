@@ -13,7 +13,6 @@ Values are in money (JPY): (chance of payment with the action - without) x arrea
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,9 @@ from models import calendar, vocab
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
 from models.features import prepare
+from models.files import write_json_atomic
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
-from pipelines.logs import decision_examples
+from pipelines.examples_from_logs import decision_examples
 
 
 def action_costs(costs: dict[str, float], space: ActionSpace) -> np.ndarray:
@@ -80,7 +80,7 @@ def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, l
                ) -> tuple[pd.DataFrame, int]:
     """IPS, SNIPS and DR estimates of the greedy policy beside the logging policy, on held-out logs: the
     decisions from the bundle's own response holdout start. `logs`: the decision examples
-    when the caller already has them (pipelines.logs.decision_examples), else they are built here."""
+    when the caller already has them (pipelines.examples_from_logs.decision_examples), else they are built here."""
     from models import ope
 
     params, config = bundle.params, bundle.feature_config
@@ -226,7 +226,7 @@ def audit(rows: pd.DataFrame, portfolio: Portfolio, as_of: pd.Timestamp, hours=(
         problems += [f"{a}: R-CONSENT {ch}" for a in rows["account_id"][(channel == ch) & ~acc[col].to_numpy(bool)]]
     vulnerable = acc["vulnerable"].to_numpy(dtype=bool) & np.isin(channel, ["sms", "email", "ivr"])
     problems += [f"{a}: R-VULNERABLE" for a in rows["account_id"][vulnerable]]
-    auto_legal = (rows["offer"].to_numpy() == "legal_review") & (rows["tier"].to_numpy() != "review by a person")
+    auto_legal = (rows["offer"].to_numpy() == "legal_review") & (rows["tier"].to_numpy() != vocab.HUMAN_REVIEW)
     problems += [f"{a}: R-LEGAL" for a in rows["account_id"][auto_legal]]
     lo, hi = hours
     for a, s, e in zip(rows["account_id"][contact], rows["window_start"][contact], rows["window_end"][contact],
@@ -267,7 +267,6 @@ def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Times
             f"the best single action's; rule violations: {t['violations']} (mask), "
             f"{len(t['audit_violations'])} (audit)")
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2, default=float))
+        write_json_atomic(report, out, indent=2, default=float)
     return report
 

@@ -30,6 +30,7 @@ from models.config import load_params
 from models.contract import read_dir
 from models.experiments import arm_table
 from models.features import FeatureConfig, prepare
+from models.files import write_json_atomic, write_text_atomic
 
 FACTORS = ("channel", "window", "offer", "template")
 DPD_BANDS = ((0, 30, "1-30"), (30, 90, "31-90"), (90, 180, "91-180"), (180, math.inf, "180+"))
@@ -49,8 +50,8 @@ def logged(data: Path, params: dict, end: pd.Timestamp | None = None, decision_l
     their template, lifestyle and days-past-due band at decision time, and the payment label (propensities
     of contacts that name a cureflow decision from the decision log, `pipelines.feedback`)."""
     from pipelines import feedback
-    from pipelines.logs import decision_examples
-    from pipelines.train import resolve_history_end
+    from pipelines.examples_from_logs import decision_examples
+    from pipelines.features import resolve_history_end
 
     config = FeatureConfig.from_params(params)
     portfolio, _ = feedback.load(read_dir(data), decision_log, config)
@@ -142,7 +143,7 @@ def _plot(table: pd.DataFrame, factor: str) -> str:
 
 def write(tables: dict[str, pd.DataFrame], decisions: pd.DataFrame, params: dict, out: Path) -> None:
     """The HTML readout and a JSON file of the same tables beside it."""
-    from pipelines.report import STYLE, _table
+    from pipelines.model_report import STYLE, _table
 
     precision = float((params["policy"].get("experiments") or {}).get("precision", 0.02))
     head = (f"<h1>Experiments</h1><p>{len(decisions):,} randomised decisions (their outcome window observed): "
@@ -163,9 +164,9 @@ def write(tables: dict[str, pd.DataFrame], decisions: pd.DataFrame, params: dict
                       _table(seg[["segment", factor, *cols]].rename(columns={"segment": title}))]
     out.parent.mkdir(parents=True, exist_ok=True)
     page = f"<!doctype html><meta charset='utf-8'><title>cureflow experiments</title><style>{STYLE}</style>"
-    out.write_text(page + "".join(parts), encoding="utf-8")
+    write_text_atomic(page + "".join(parts), out)
     payload = {name: json.loads(t.to_json(orient="records")) for name, t in tables.items()}
-    out.with_suffix(".json").write_text(json.dumps({"decisions": len(decisions), "tables": payload}, indent=1))
+    write_json_atomic({"decisions": len(decisions), "tables": payload}, out.with_suffix(".json"), indent=1)
 
 
 def run(data: Path, out: Path, params: dict | None = None, end: pd.Timestamp | None = None, log=print,

@@ -30,6 +30,7 @@ import pandas as pd
 from models import calendar
 from models.config import load_params
 from models.contract import Portfolio, validate
+from models.decision_log import DecisionLog
 from models.features import FeatureConfig
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def _api_rows(events: list[dict], records: dict[str, dict], contacts: pd.DataFra
 
 
 def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None) -> tuple[Portfolio, dict]:
-    """The portfolio with its contacts joined to the decision log (`serving.decisions.DecisionLog`), and the
+    """The portfolio with its contacts joined to the decision log (`models.decision_log.DecisionLog`), and the
     counts of what was joined. A portfolio whose contacts name no decision and a log with no outcome give
     back the same contacts."""
     config = config or FeatureConfig.from_params(load_params())
@@ -166,8 +167,6 @@ def from_url(portfolio: Portfolio, url: str | None, config: FeatureConfig | None
             log.warning("%d contacts name a cureflow decision but no decision log was given "
                         "(--decision-log or CUREFLOW_DATABASE_URL): their propensities are the export's", named)
         return portfolio, {}
-    from serving.decisions import DecisionLog
-
     decisions = DecisionLog(url)
     try:
         return join(portfolio, decisions, config)

@@ -35,6 +35,7 @@ import pandas as pd
 import yaml
 
 from models.contract import SPEC, ContractError, Portfolio, validate, write_dir
+from models.files import write_json_atomic, write_text_atomic
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "kiva" / "kiva_loans_2005_2006.json"
 KEPT_STATUSES = ("paid", "defaulted")
@@ -128,7 +129,7 @@ def write(loans: list[dict], out: Path, params: dict, source: Path) -> dict:
     out = Path(out)
     write_dir(portfolio, out, "parquet")
     merged = train_params(params)
-    (out / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_text_atomic(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), out / "params.yaml")
     share = float(params["kiva"]["history_end_share"])
     if not 0 < share <= 1:
         raise ValueError(f"params kiva.history_end_share must be in (0, 1], not {share}")
@@ -137,7 +138,7 @@ def write(loans: list[dict], out: Path, params: dict, source: Path) -> dict:
                 "left_out": left, "counts": {name: len(frame) for name, frame in portfolio.tables.items()},
                 "currency": merged["policy"]["currency"],
                 "statuses": pd.Series([loan["status"] for loan in converted]).value_counts().to_dict()}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(manifest, out / "manifest.json", newline=True, indent=2)
     return manifest
 
 

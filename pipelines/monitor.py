@@ -36,7 +36,6 @@ with sampling noise on small batches: with no drift at all its expected value is
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +43,8 @@ import numpy as np
 import pandas as pd
 
 from models.features import CATEGORICAL
+from models.files import write_json_atomic
+from models.queue import day_queue
 
 ACTION_COLUMNS = ("channel", "offer")
 OTHER = "other"
@@ -207,8 +208,6 @@ def read_batch(queue: Path) -> pd.DataFrame:
 def batch_frames(bundle, portfolio, as_of: pd.Timestamp | None, queue: Path | None) -> tuple[pd.DataFrame, ...]:
     """The batch to compare: the work queue's rows when given (its as_of decides the features), else the
     bundle's batch at `as_of` within the day's call capacity; and the features of its accounts."""
-    from serving.batch import day_queue
-
     if queue is not None:
         rows = read_batch(queue)
         as_of = pd.Timestamp(rows["as_of"].iloc[0]) if len(rows) else as_of
@@ -246,6 +245,5 @@ def run(bundle, portfolio, as_of: pd.Timestamp | None, queue: Path | None, param
     if len(rows) < limits.min_batch_rows:
         log(f"the batch has fewer than monitor.min_batch_rows = {limits.min_batch_rows} accounts: nothing is flagged")
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2, default=float))
+        write_json_atomic(report, out, indent=2, default=float)
     return report

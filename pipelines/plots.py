@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.files import replace_atomically
+
 
 def _axes(size: tuple[float, float]):
     import matplotlib
@@ -25,7 +27,7 @@ def _save(fig, ax, path: Path, legend: bool = True, **labels) -> Path:
     if legend:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix[1:]))
     plt.close(fig)
     return path
 

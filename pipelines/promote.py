@@ -23,7 +23,6 @@ nothing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ from models import policy as decision_policy
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
 from models.features import prepare
+from models.files import write_json_atomic
 from models.metrics import FRESH_DAYS_PAST_DUE, classification_report
 from models.registry import load_bundle, parse_model_uri, registry_client, resolve_version
 from models.response import ActionSpace
@@ -63,7 +63,7 @@ def cure_holdout(bundle: ScoringBundle, portfolio: Portfolio, dates: list[pd.Tim
                  ) -> pd.DataFrame:
     """as_of, account_id, label, days past due, the bundle's cure chance and its baseline's (NaN for a
     bundle without one) for every account in the cure queue at `dates` (material arrears, not stale)."""
-    from pipelines.train import cure_examples
+    from pipelines.features import cure_examples
 
     config, pconf = bundle.feature_config, bundle.policy_config
     examples = cure_examples(prepare(portfolio, config), config, dates, horizon, pconf)
@@ -87,7 +87,7 @@ def fresh_report(frame: pd.DataFrame) -> dict:
 
 def compare_cure(contenders: list[Contender], portfolio: Portfolio, data: Path) -> dict:
     """ROC AUC, ECE and the rest of the holdout report of each contender on the same as-of dates."""
-    from pipelines.train import example_dates, resolve_history_end
+    from pipelines.features import example_dates, resolve_history_end
 
     reference = contenders[0].bundle
     cure_p = reference.params["cure"]
@@ -136,7 +136,7 @@ def _mean_interval(terms: np.ndarray) -> dict:
 def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Timestamp) -> dict:
     """Each contender's DR payment rate on the same held-out logged decisions, and the paired difference
     challenger - champion; an empty comparison when no randomised decision is held out."""
-    from pipelines.logs import decision_examples
+    from pipelines.examples_from_logs import decision_examples
 
     since = later(contenders, "response_holdout_from")
     terms, cache = {}, {}
@@ -293,6 +293,5 @@ def _print(report: dict, log) -> None:
 
 def _finish(report: dict, out: Path | None) -> dict:
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(report, indent=2, default=float))
+        write_json_atomic(report, out, indent=2, default=float)
     return report

@@ -18,9 +18,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.model_selection import train_test_split
 
+from models import policy, safe
 from models.contract import ContractError
 from models.estimators import early_stopped_booster
+from models.response import ResponseModel
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -248,21 +251,82 @@ def auc_difference(frame: pd.DataFrame, n_boot: int, seed: int, confidence: floa
             "difference": auc - base, "low": float(low), "high": float(high)}
 
 
-def band_comparison(holdout: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
-    """Per days-past-due band, fresh arrears (1-90) and all curable rows: cases, cure rate, both AUCs, the
-    difference with its bootstrap interval over accounts, and each model's calibration error (ECE)."""
-    from models.metrics import DPD_BANDS, FRESH_DAYS_PAST_DUE, expected_calibration_error
+# The Hillstrom comparison of learners (benchmarks/hillstrom.py runs it over seeds; a test scores one half)
 
-    dpd = holdout["days_past_due"].to_numpy(dtype=float)
-    bands = [("fresh (1-90)", -np.inf, FRESH_DAYS_PAST_DUE), *DPD_BANDS, ("all curable", -np.inf, np.inf)]
-    rows = []
-    for label, low, high in bands:
-        part = holdout[(dpd > low) & (dpd <= high)]
-        row = {"band": label, **(auc_difference(part, n_boot, seed) if len(part) else {"n": 0})}
-        if len(part):
-            row.update(rate=float(part["label"].mean()),
-                       ece=expected_calibration_error(part["label"].to_numpy(), part["p"].to_numpy()),
-                       baseline_ece=expected_calibration_error(part["label"].to_numpy(),
-                                                               part["p_baseline"].to_numpy()))
-        rows.append(row)
-    return pd.DataFrame(rows)
+LEARNERS = ("cureflow", "two-model", "class transformation")
+EMAILS = ("men's", "women's")
+
+
+def fit_learners(train: pd.DataFrame, test: pd.DataFrame, propensity: np.ndarray, params: dict,
+                 seed: int) -> dict[str, np.ndarray]:
+    """Each learner's (held-out rows, 3) scores: for every arm the predicted visit chance (cureflow,
+    two-model) or, for class transformation, the e-mails' uplifts with 0 for no e-mail."""
+    lgbm, cats = params["response"]["lgbm"], HILLSTROM_CATEGORICAL
+    X, X_test = train[list(HILLSTROM_FEATURES)], test[list(HILLSTROM_FEATURES)]
+    arm, y = train["arm"].to_numpy(), train["visit"].to_numpy()
+    model = ResponseModel(lgbm, ArmSpace(), cats, seed).fit(X, arm, y, propensity[arm], reached=None)
+    uplift = class_transformation(X, arm, y, X_test, lgbm, seed, cats)
+    return {"cureflow": model.predict_matrix(X_test.to_numpy(dtype=np.float64)),
+            "two-model": two_model(X, arm, y, X_test, lgbm, seed, cats),
+            "class transformation": np.hstack([uplift, np.zeros((len(test), 1))])}
+
+
+def safe_choice(train: pd.DataFrame, test: pd.DataFrame, propensity: np.ndarray, params: dict, seed: int
+                ) -> tuple[np.ndarray, safe.SafePolicy]:
+    """The safe policy's arm per held-out row: the response model on 75% of the training half, the baseline
+    and margin on its other 25% (the same models.safe steps as training), applied to the held-out half."""
+    fit, check = train_test_split(train, test_size=0.25, stratify=train["arm"] * 2 + train["visit"],
+                                  random_state=seed)
+    cols = list(HILLSTROM_FEATURES)
+    model = ResponseModel(params["response"]["lgbm"], ArmSpace(), HILLSTROM_CATEGORICAL, seed).fit(
+        fit[cols], fit["arm"].to_numpy(), fit["visit"].to_numpy(), propensity[fit["arm"].to_numpy()], reached=None)
+
+    def uplift(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Each arm's visit chance over no e-mail (the last arm, 0), and the chance with no e-mail."""
+        q = model.predict_matrix(rows[cols].to_numpy(dtype=np.float64))
+        return q - q[:, -1:], q[:, -1]
+
+    value, q0 = uplift(check)
+    taken = check["arm"].to_numpy()
+    scores = safe.dr_matrix(value, taken, propensity[taken], check["visit"].to_numpy() - q0)
+    baseline, _ = safe.best_single(scores, np.ones_like(scores, dtype=bool))
+    conf = params["policy"]["safe"]
+    margin, _ = safe.select_margin(scores, value[:, :-1], policy.greedy(value[:, :-1]), baseline, float(conf["z"]),
+                                   int(conf["min_departures"]))
+    chosen = safe.SafePolicy(baseline, margin)
+    test_value = uplift(test)[0][:, :-1]
+    arm, _ = chosen.apply(test_value, policy.greedy(test_value))
+    return np.where(arm >= 0, arm, len(ARMS) - 1), chosen
+
+
+def score_seed(frame: pd.DataFrame, propensity: np.ndarray, params: dict, seed: int) -> dict[str, float]:
+    """One held-out half: Qini and AUUC per learner and e-mail, policy values and their paired differences."""
+    strata = frame["arm"] * 2 + frame["visit"]
+    train, test = train_test_split(frame, test_size=float(params["hillstrom"]["test_fraction"]),
+                                   stratify=strata, random_state=seed)
+    scores = fit_learners(train, test, propensity, params, seed)
+    arm, y = test["arm"].to_numpy(), test["visit"].to_numpy()
+    control = len(ARMS) - 1
+    out: dict[str, float] = {}
+    for name, s in scores.items():
+        for a, email in enumerate(EMAILS):
+            rows = (arm == a) | (arm == control)
+            uplift = s[rows, a] - s[rows, control]
+            out[f"{name}|qini|{email}"] = qini_auc(y[rows], arm[rows] == a, uplift)
+            out[f"{name}|auuc|{email}"] = uplift_auc(y[rows], arm[rows] == a, uplift)
+    rates = train.groupby("arm")["visit"].mean()
+    best = int(rates.loc[list(range(control))].idxmax())
+    single = policy_terms(y, arm, propensity, np.full(len(test), best))
+    out["best single|value|"] = single.mean()
+    out["best single|arm|"] = best
+    out["no e-mail|value|"] = policy_terms(y, arm, propensity, np.full(len(test), control)).mean()
+    choices = {name: np.argmax(s, axis=1) for name, s in scores.items()}
+    choices["cureflow, safe"], chosen = safe_choice(train, test, propensity, params, seed)
+    out["cureflow, safe|departs|"] = float(np.isfinite(chosen.margin))
+    for name, choice in choices.items():
+        terms = policy_terms(y, arm, propensity, choice)
+        out[f"{name}|value|"] = terms.mean()
+        out[f"{name}|gain|"] = (terms - single).mean()
+        for a, label in enumerate((*EMAILS, "none")):
+            out[f"{name}|share|{label}"] = float(np.mean(choice == a))
+    return out

@@ -30,6 +30,7 @@ import pandas as pd
 from models import vocab
 from models.calendar import parse_windows, zone
 from models.config import load_params
+from models.files import write_json_atomic, write_parquet_atomic
 
 DAY = 86_400.0
 HOUR = 3_600.0
@@ -1117,14 +1118,14 @@ def write(sim: Simulation, out: Path) -> None:
     out = Path(out)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     for name, frame in sim.tables.items():
-        frame.to_parquet(out / f"{name}.parquet", index=False)
+        write_parquet_atomic(frame, out / f"{name}.parquet")
     for name, frame in (("cure", sim.truth_cure), ("actions", sim.truth_actions), ("latent", sim.latent)):
-        frame.to_parquet(out / "truth" / f"{name}.parquet", index=False)
+        write_parquet_atomic(frame, out / "truth" / f"{name}.parquet")
     body = dict(sim.run)
     body["counts"] = {name: len(frame) for name, frame in sim.tables.items()} | {
         "truth_cure": len(sim.truth_cure), "truth_actions": len(sim.truth_actions)}
     body["versions"] = _versions()
-    (out / "manifest.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json_atomic(body, out / "manifest.json", newline=True, indent=2, sort_keys=True)
 
 
 def main(accounts: int, months: int, seed: int, out: Path, end: str | None = None, preset: str | None = None,
@@ -1186,10 +1187,10 @@ def play(data: Path, queue: Path, out: Path, days: int = 7) -> Path:
         live.play(_queue_decisions(rows, accounts, params), days=int(done["days"]))
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in live.tables(crm_export=True).items():
-        frame.to_parquet(out / f"{name}.parquet", index=False)
+        write_parquet_atomic(frame, out / f"{name}.parquet")
     body = {**manifest, "started_at": manifest.get("started_at", manifest["end"]), "end": live.as_of.isoformat(),
             "played": steps, "versions": _versions()}
     body.pop("counts", None)
-    (out / "manifest.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json_atomic(body, out / "manifest.json", newline=True, indent=2, sort_keys=True)
     print(f"played {len(rows):,} decisions of {queue} for {days} days -> {out} (ends {live.as_of.isoformat()})")
     return out

@@ -1,33 +1,21 @@
-"""Training: examples from many as-of dates, the calibrated cure model, the response arms, one bundle.
+"""Training (the DVC `train` stage, `cureflow train`): the calibrated cure model, the response arms, one bundle.
 
-Steps (each a function; `cureflow train` calls `run`, the DVC stages call `build_examples`, `run` and
-`register_dir` one at a time):
-1. `build_examples` (the DVC `features` stage): `cure_examples`, every overdue account every
-   `example_every_days` days, features at t, label = cure within H days, only as-of dates whose label window
-   is fully observed; and the logged randomised decisions with their features and 7-day label.
+Steps (each a function; `cureflow train` calls `run`):
+1. the examples of `pipelines.features` (built here unless the features stage wrote them);
 2. `time_split`: the latest `holdout_fraction` of as-of dates form the holdout; training keeps only dates
    whose label window ends before the holdout starts (no leakage through overlapping windows).
 3. Fit `CalibratedLGBM`, evaluate on the holdout, compare with the simulator's truth when it is there.
 4. `fit_response`: the channel x window x offer response model from the logged experiments.
-5. `save_outputs`: bundle, metrics, plots and the HTML model report (`pipelines/report.py`).
-6. `log_and_register`: log everything to MLflow and register the pyfunc. A version that passes the quality
-   gate becomes `@challenger`, or `@champion` when the registry has no champion yet; `cureflow promote`
-   compares a challenger with the champion on the same holdout before `@champion` moves.
+5. `save_outputs`: bundle, metrics, plots and the HTML model report (`pipelines/model_report.py`).
+6. with `register`, `pipelines.register.log_and_register`: log everything to MLflow and register the pyfunc.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import subprocess
-import tempfile
-import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 
@@ -37,13 +25,11 @@ from models.bundle import ScoringBundle
 from models.config import load_params
 from models.contract import Portfolio, read_dir
 from models.estimators import CalibratedLGBM, cure_estimator
-from models.features import CATEGORICAL, FeatureConfig, Prepared, feature_names, features_at, prepare
-from models.labels import cure_labels, history_end
+from models.features import CATEGORICAL, FeatureConfig, feature_names, features_at, prepare
+from models.files import write_csv_atomic, write_joblib_atomic, write_json_atomic, write_parquet_atomic
 from models.logging_policy import BAUConfig
 from models.metrics import (
     DPD_BANDS,
-    FRESH_DAYS_PAST_DUE,
-    band_key,
     band_metrics,
     band_report,
     classification_report,
@@ -51,78 +37,15 @@ from models.metrics import (
 )
 from models.playbook import Playbook
 from models.progress import step
-from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
+from models.queue import day_queue
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
-from pipelines import feedback
-from pipelines.logs import RULE_INPUTS, decision_examples
-
-EXAMPLE_FILES = {"cure": "cure_examples.parquet", "decisions": "decisions.parquet", "summary": "examples.json"}
-
-
-@dataclass
-class Examples:
-    """The learning examples of one history: what the features stage writes and the train stage reads."""
-
-    cure: pd.DataFrame             # as_of, account_id, features, label: every account overdue at each as-of date
-    decisions: pd.DataFrame        # logged decisions (randomised; BAU too with response.business_as_usual.use)
-    history_end: pd.Timestamp
-    n_dates: int
-
-
-@dataclass
-class TrainResult:
-    bundle: ScoringBundle
-    metrics: dict[str, float]
-    holdout: pd.DataFrame          # as_of, account_id, label, p
-    gains: pd.DataFrame
-    truth_gap: pd.DataFrame | None  # account_id, p, p_true at the end of history (simulated data only)
-    history_end: pd.Timestamp
-    bands: dict | None = None                      # holdout scores by band beside the baseline (band_report)
-    portfolio: Portfolio | None = None             # the training data (for the report's evaluations)
-    decisions_holdout: pd.DataFrame | None = None  # logged decisions held out from the response model
-    data: Path | None = None
-
-
-def resolve_history_end(data: Path, prep: Prepared, explicit: str | None = None) -> pd.Timestamp:
-    """--history-end, else the simulator's manifest, else the day after the latest observed event."""
-    if explicit:
-        return pd.Timestamp(explicit).tz_convert("UTC")
-    manifest = Path(data) / "manifest.json"
-    if manifest.exists():
-        end = json.loads(manifest.read_text()).get("end")
-        if end:
-            return pd.Timestamp(end).tz_convert("UTC")
-    return history_end(prep)
-
-
-def example_dates(prep: Prepared, end: pd.Timestamp, horizon: int, every: int, min_history_days: int = 180):
-    """As-of dates every `every` days back from end - H, while at least `min_history_days` of history exist."""
-    first = pd.Timestamp(int(prep.inst_due.min()), tz="UTC") + pd.Timedelta(days=min_history_days)
-    last = end - pd.Timedelta(days=horizon)
-    dates = []
-    t = last
-    while t >= first:
-        dates.append(t)
-        t -= pd.Timedelta(days=every)
-    return sorted(dates)
-
-
-def cure_examples(prep: Prepared, config: FeatureConfig, dates, horizon: int,
-                  pconf: policy.PolicyConfig | None = None) -> pd.DataFrame:
-    """Features and cure labels of every account overdue at each date (past the materiality thresholds
-    of `pconf`, as in the work queue; stale accounts are kept: `fit` sets them apart)."""
-    frames = []
-    for t in dates:
-        feats = features_at(prep, t, config)
-        arrears = feats["arrears"].to_numpy()
-        overdue = arrears > 0 if pconf is None else policy.material(
-            arrears, feats["arrears_instalments"].to_numpy(), pconf)
-        labels = cure_labels(prep, t, feats["arrears"].to_numpy(), horizon)
-        frame = feats.loc[overdue].copy()
-        frame.insert(0, "as_of", t)
-        frame["label"] = labels[overdue]
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+from pipelines import feedback, model_report, plots
+from pipelines.evaluate import action_costs, logged_money
+from pipelines.examples_from_logs import RULE_INPUTS
+from pipelines.features import Examples, build_examples, load_examples
+from pipelines.monitor import day_profile, reference_profile
+from pipelines.register import log_and_register
+from pipelines.trained import OUTPUT_FILES, TrainResult
 
 
 def split_stale(examples: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -173,52 +96,6 @@ def truth_gap(data: Path, bundle: ScoringBundle, portfolio: Portfolio, end: pd.T
     p = bundle.cure.predict_proba(feats[bundle.feature_names].to_numpy(dtype=np.float64))[:, 1]
     ours = pd.DataFrame({"account_id": feats["account_id"].to_numpy(), "p": p})
     return ours.merge(truth[["account_id", "p_cure_30"]].rename(columns={"p_cure_30": "p_true"}), on="account_id")
-
-
-def build_examples(portfolio: Portfolio, data: Path, params: dict, history_end_at: str | None = None,
-                   log=print) -> Examples:
-    """The cure examples (every overdue account every `example_every_days` days, at most `max_examples`)
-    and the logged decisions with their features: everything training learns from."""
-    cure_p = params["cure"]
-    horizon = int(cure_p["horizon_days"])
-    config = FeatureConfig.from_params(params)
-    started = time.perf_counter()
-    prep = prepare(portfolio, config)
-    end = resolve_history_end(data, prep, history_end_at)
-    dates = example_dates(prep, end, horizon, int(cure_p["example_every_days"]),
-                          int(cure_p["min_history_days"]))  # 0 for six months of real data (uci.train)
-    examples = cure_examples(prep, config, dates, horizon, policy.PolicyConfig.from_params(params["policy"]))
-    if len(examples) > int(cure_p["max_examples"]):
-        examples = examples.sample(int(cure_p["max_examples"]), random_state=params["seed"]).sort_index()
-    decisions = decision_examples(portfolio, prep, config, params, end, BAUConfig.from_params(params).use)
-    log(f"examples: {len(examples):,} from {len(dates)} as-of dates and {len(decisions):,} logged decisions "
-        f"in {time.perf_counter() - started:.1f}s")
-    return Examples(examples.reset_index(drop=True), decisions, end, len(dates))
-
-
-def save_examples(examples: Examples, out_dir: Path) -> dict[str, Path]:
-    """Write the examples as parquet with a small JSON summary (the DVC features stage's outputs)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {key: out_dir / name for key, name in EXAMPLE_FILES.items()}
-    examples.cure.to_parquet(files["cure"], index=False)
-    examples.decisions.to_parquet(files["decisions"], index=False)
-    summary = {"history_end": examples.history_end.isoformat(), "as_of_dates": examples.n_dates,
-               "cure_examples": len(examples.cure), "cure_base_rate": float(examples.cure["label"].mean()),
-               "logged_decisions": len(examples.decisions)}
-    files["summary"].write_text(json.dumps(summary, indent=2) + "\n")
-    return files
-
-
-def load_examples(directory: Path) -> Examples:
-    """Read what `save_examples` wrote; a missing file is a clear error naming it."""
-    files = {key: Path(directory) / name for key, name in EXAMPLE_FILES.items()}
-    missing = [str(f) for f in files.values() if not f.exists()]
-    if missing:
-        raise FileNotFoundError(f"training examples not found: {', '.join(missing)} (run `cureflow features`)")
-    summary = json.loads(files["summary"].read_text())
-    return Examples(pd.read_parquet(files["cure"]), pd.read_parquet(files["decisions"]),
-                    pd.Timestamp(summary["history_end"]).tz_convert("UTC"), int(summary["as_of_dates"]))
 
 
 def fit_cure(train: pd.DataFrame, holdout: pd.DataFrame, names: list[str], params: dict,
@@ -329,8 +206,6 @@ def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str]
     """For logged decisions: (n, actions + 1) the model's money of each action against no contact (-inf
     where the consent and legal flags forbade it; no contact last, 0), the doubly robust scores, and the
     allowed mask."""
-    from pipelines.evaluate import action_costs, logged_money
-
     costs = params["policy"]["costs"]
     q, value, allowed = logged_money(response, names, costs, portfolio, logs)
     stake = logs["arrears"].to_numpy(dtype=np.float64)
@@ -523,9 +398,6 @@ def training_reference(bundle: ScoringBundle, portfolio: Portfolio, train: pd.Da
     """What `cureflow monitor` compares a later batch with: the training examples' features, the holdout's
     cure chances, the action mix of the batch the model makes at the end of its history, and the profile
     of the accounts overdue on each of the last `monitor.reference_days` days (keyed by local day of month)."""
-    from pipelines.monitor import day_profile, reference_profile
-    from serving.batch import day_queue
-
     rows, _ = day_queue(bundle, portfolio, end)
     reference = reference_profile(train[bundle.feature_names], p_holdout, rows, bundle.params)
     config, zone = bundle.feature_config, bundle.params["calendar"]["default_timezone"]
@@ -540,32 +412,15 @@ def training_reference(bundle: ScoringBundle, portfolio: Portfolio, train: pd.Da
     return reference
 
 
-def git_commit() -> str:
-    """The commit of the working tree, or 'unknown' outside git."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-OUTPUT_FILES = {"bundle": "bundle.joblib", "metrics": "metrics.json", "gains": "gains.csv",
-                "holdout": "holdout.parquet", "calibration": "calibration.png", "roc": "roc.png",
-                "gains_plot": "gains.png", "importance": "importance.png", "report": "report.html",
-                "bands": "bands.json", "band_calibration": "band_calibration.png"}
-
-
 def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
     """Write the bundle, metrics, holdout predictions, plots and the model report under out_dir (the DVC
     outputs of the train stage)."""
-    from pipelines import plots, report
-
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {key: out_dir / name for key, name in OUTPUT_FILES.items()}
-    joblib.dump(result.bundle, files["bundle"])
-    files["metrics"].write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
-    result.gains.to_csv(files["gains"], index=False)
-    result.holdout.to_parquet(files["holdout"], index=False)
+    write_joblib_atomic(result.bundle, files["bundle"])
+    write_json_atomic(result.metrics, files["metrics"], indent=2, sort_keys=True)
+    write_csv_atomic(result.gains, files["gains"])
+    write_parquet_atomic(result.holdout, files["holdout"])
     y, p = result.holdout["label"].to_numpy(), result.holdout["p"].to_numpy()
     plots.calibration_plot(y, p, files["calibration"])
     plots.roc_plot(y, p, files["roc"])
@@ -573,159 +428,10 @@ def save_outputs(result: TrainResult, out_dir: Path) -> dict[str, Path]:
     gain = result.bundle.cure.booster_.feature_importance(importance_type="gain")
     plots.importance_plot(result.bundle.feature_names, gain, files["importance"])
     if result.bands is not None:
-        files["bands"].write_text(json.dumps(result.bands, indent=2))
+        write_json_atomic(result.bands, files["bands"], indent=2)
         plots.band_calibration_plot(result.holdout, DPD_BANDS, files["band_calibration"])
-    report.write_report(result, files, files["report"])
+    model_report.write_report(result, files, files["report"])
     return files
-
-
-def _log_run(result: TrainResult, files: dict[str, Path], params: dict):
-    """Inside an active run: params (the bundle's own), holdout metrics, tags and every file but the bundle
-    (the model report under `report/`, the rest under `evaluation/`)."""
-    import mlflow
-
-    mlflow.log_params(_flat_params(result.bundle.params))
-    mlflow.log_metrics({f"holdout_{k}": v for k, v in result.metrics.items()})
-    mlflow.set_tags({"git_commit": git_commit(), "data_fingerprint": result.bundle.metadata["data_fingerprint"],
-                     "history_end": result.history_end.isoformat()})
-    for key, path in files.items():
-        if key != "bundle" and Path(path).exists():
-            mlflow.log_artifact(str(path), artifact_path="report" if key == "report" else "evaluation")
-    _log_datasets(result.bundle.metadata)
-
-
-def _log_datasets(meta: dict) -> None:
-    """The four contract tables the bundle learned from, as MLflow datasets (context `training`): their
-    location, row count and sha256 fingerprint (the data stays where it is; only its identity is logged)."""
-    import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
-    for name, info in meta.get("tables", {}).items():
-        with warnings.catch_warnings():  # a local path matches two equivalent local sources; either will do
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(str((Path(meta.get("data", "")) / name).resolve()))
-        mlflow.log_input(MetaDataset(source, name=name, digest=info["sha256"][:32]), context="training",
-                         tags={"rows": str(info["rows"]), "sha256": info["sha256"]})
-
-
-def run_name_of(result: TrainResult) -> str:
-    """What ran, for the MLflow runs list: `train 2026-11-01 20,000 accounts`."""
-    meta = result.bundle.metadata
-    accounts = meta.get("tables", {}).get("accounts", {}).get("rows")
-    zone = result.bundle.params.get("calendar", {}).get("default_timezone", "UTC")
-    day = pd.Timestamp(meta["history_end"]).tz_convert(zone).date().isoformat()
-    return f"train {day}" + (f" {accounts:,} accounts" if accounts is not None else "")
-
-
-def _experiment(params: dict) -> str:
-    """Point MLflow at the tracking store and the experiment (created with its artifacts beside a SQLite
-    store, and tagged as model development so MLflow 3's UI opens on the training runs, not on GenAI
-    traces); returns the tracking URI."""
-    import mlflow
-
-    uri = configure_mlflow()
-    name = params["mlflow"]["experiment"]
-    if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=artifact_root(uri))
-    experiment = mlflow.set_experiment(name)
-    if experiment.tags.get("mlflow.experimentKind") != "custom_model_development":
-        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind",
-                                                 "custom_model_development")
-    return uri
-
-
-def log_run(result: TrainResult, files: dict[str, Path], params: dict, run_name: str | None = None) -> str:
-    """One MLflow run with everything but the model (a notebook's experiment, to compare with others);
-    returns its run id. `log_and_register` is the same run plus the registered model."""
-    import mlflow
-
-    _experiment(params)
-    with mlflow.start_run(run_name=run_name or run_name_of(result)) as run:
-        _log_run(result, files, params)
-    return run.info.run_id
-
-
-def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, log=print) -> dict:
-    """One MLflow run: params, metrics, plots, report, fingerprint, commit; the pyfunc registered. Past the
-    quality gate the version becomes `@challenger`, or `@champion` when there is no champion yet."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from models.pyfunc import CureflowModel
-    from models.scoring import example_request
-
-    uri = _experiment(params)
-    model_name = params["mlflow"]["model_name"]
-    with mlflow.start_run(run_name=run_name_of(result)) as run:
-        _log_run(result, files, params)
-        result.bundle.run_id = run.info.run_id
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle_path = Path(tmp) / "bundle.joblib"
-            joblib.dump(result.bundle, bundle_path)
-            example = pd.DataFrame({"request": [json.dumps(example_request(result.bundle))]})
-            signature = infer_signature(example, pd.DataFrame({"answer": ["{}"]}))
-            info = mlflow.pyfunc.log_model(name="model", python_model=CureflowModel(),
-                                           artifacts={"bundle": str(bundle_path)}, signature=signature,
-                                           input_example=example, registered_model_name=model_name,
-                                           code_paths=[str(Path(__file__).resolve().parent.parent / "models")])
-    version = str(info.registered_model_version)
-    aliases = set_aliases(registry_client(), model_name, version,
-                          quality_gate(result.metrics, params["train"]["quality_gate"]))
-    log(f"MLflow run {run.info.run_id}: registered {model_name} version {version}; {aliases['message']}")
-    return {"run_id": run.info.run_id, "version": version, "champion": "champion" in aliases["set"],
-            "challenger": "challenger" in aliases["set"], "tracking_uri": uri}
-
-
-def set_aliases(client, model_name: str, version: str, gate: tuple[bool, str]) -> dict:
-    """Tag the version with the quality gate's verdict; past the gate make it `@challenger`, or `@champion`
-    when no champion exists (a fresh registry: the demo and the service need one)."""
-    passed, why = gate
-    client.set_model_version_tag(model_name, version, "quality_gate", "passed" if passed else f"failed: {why}")
-    if not passed:
-        return {"set": [], "message": f"NOT a challenger ({why})"}
-    champion = resolve_version(client, f"models:/{model_name}@champion")
-    if champion is None:
-        client.set_registered_model_alias(model_name, "champion", version)
-        client.set_model_version_tag(model_name, version, "promotion", "first champion: the registry had none")
-        return {"set": ["champion"], "message": "alias @champion set (the registry had no champion)"}
-    client.set_registered_model_alias(model_name, "challenger", version)
-    return {"set": ["challenger"], "message": f"alias @challenger set; `cureflow promote` compares it with "
-                                              f"@champion (version {champion})"}
-
-
-def quality_gate(metrics: dict[str, float], gate: dict) -> tuple[bool, str]:
-    """Judge the arrears a collector works, not the pooled holdout (telling fresh arrears from old ones is
-    easy): on fresh arrears (1-90 days past due) ROC AUC >= min_roc_auc and a lift over the three-feature
-    baseline above min_baseline_lift; ECE <= max_ece on fresh arrears and in each of its bands (1-30, 31-90)
-    holding at least min_band_examples cases. Later bands are reported, not judged."""
-    problems = []
-    auc, lift = metrics.get("fresh_roc_auc"), metrics.get("fresh_auc_lift")
-    if auc is None or lift is None:
-        problems.append("no fresh arrears (1-90 days past due) with both outcomes in the holdout")
-    else:
-        if auc < float(gate["min_roc_auc"]):
-            problems.append(f"fresh-arrears roc_auc {auc:.3f} < {gate['min_roc_auc']}")
-        if lift <= float(gate.get("min_baseline_lift", 0.0)):
-            problems.append(f"fresh-arrears lift over the baseline {lift:+.3f} <= {gate.get('min_baseline_lift', 0.0)}")
-    min_n = float(gate.get("min_band_examples", 200))
-    fresh_bands = [label for label, _, high in DPD_BANDS if high <= FRESH_DAYS_PAST_DUE]
-    for name in ["fresh", *(f"dpd_{band_key(label)}" for label in fresh_bands)]:
-        ece = metrics.get(f"{name}_ece")
-        if metrics.get(f"{name}_n", 0) >= min_n and ece is not None and ece > float(gate["max_ece"]):
-            problems.append(f"{name} ece {ece:.3f} > {gate['max_ece']} ({metrics[f'{name}_n']:,.0f} cases)")
-    return (not problems, "; ".join(problems))
-
-
-def _flat_params(params: dict, prefix: str = "") -> dict[str, str]:
-    flat = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat_params(value, f"{name}."))
-        else:
-            flat[name] = str(value)[:500]
-    return flat
 
 
 def run(data: Path, out_dir: Path, params: dict | None = None, register: bool = True,
@@ -743,23 +449,5 @@ def run(data: Path, out_dir: Path, params: dict | None = None, register: bool = 
         with step("MLflow: logging the run and registering the model"):
             info.update(log_and_register(result, files, params, log=log))
         result.bundle.model_version = f"{params['mlflow']['model_name']}/{info['version']}"
-        joblib.dump(result.bundle, files["bundle"])  # the bundle file, now stamped with run and version
+        write_joblib_atomic(result.bundle, files["bundle"])  # the bundle file, now stamped with run and version
     return info
-
-
-def register_dir(train_dir: Path, evaluation: Path | None = None, params: dict | None = None,
-                 log=print) -> dict:
-    """The DVC register stage: log and register what the train stage wrote under `train_dir` (with
-    `evaluation`, the JSON of `cureflow evaluate`, among the run's artifacts). The quality gate and the
-    MLflow names come from the current params; the logged params are those the bundle was trained with."""
-    train_dir = Path(train_dir)
-    files = {key: train_dir / name for key, name in OUTPUT_FILES.items()}
-    missing = [str(files[k]) for k in ("bundle", "metrics", "holdout", "gains") if not files[k].exists()]
-    if missing:
-        raise FileNotFoundError(f"training outputs not found: {', '.join(missing)} (run `cureflow train`)")
-    if evaluation is not None:
-        files["evaluation"] = Path(evaluation)
-    bundle = joblib.load(files["bundle"])
-    result = TrainResult(bundle, json.loads(files["metrics"].read_text()), pd.read_parquet(files["holdout"]),
-                         pd.read_csv(files["gains"]), None, pd.Timestamp(bundle.metadata["history_end"]))
-    return log_and_register(result, files, params or load_params(), log=log)

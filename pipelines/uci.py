@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 
 from models.contract import SPEC, ContractError, Portfolio, validate, write_dir
+from models.files import write_json_atomic, write_text_atomic
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci_credit_card" / "UCI_Credit_Card.csv"
 MONTHS = ("September", "August", "July", "June", "May", "April")  # month k is MONTHS[k - 1]
@@ -238,21 +239,6 @@ def cure_task(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"ID": frame["ID"].to_numpy()[rows], "month": months, "cured": cured.astype(np.int64)})
 
 
-def cure_task_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The task's rows (`cure_task`) with every column the file holds up to their month, newest first
-    (status, bill and payment of that month and of the months before it, NaN before April), and the
-    customer's limit, sex, education, marriage and age: what the adapter cannot put in the contract."""
-    task = cure_task(frame)
-    rows = frame.set_index("ID").loc[task["ID"]]
-    out = {column: rows[column].to_numpy(dtype=np.float64) for column in ("LIMIT_BAL", *CATEGORICAL, "AGE")}
-    for lag in range(len(MONTHS) - 1):
-        for name, columns in (("status", STATUS), ("bill", BILLS), ("paid", PAID)):
-            month = task["month"].to_numpy() - lag  # 0 = April, the file's column 6
-            values = rows[list(columns[::-1])].to_numpy(dtype=np.float64)
-            out[f"{name}_{lag}"] = np.where(month >= 0, values[np.arange(len(task)), np.maximum(month, 0)], np.nan)
-    return task, pd.DataFrame(out)
-
-
 def _accounts(frame: pd.DataFrame, config: AdapterConfig) -> pd.DataFrame:
     """One account per customer; what the file does not say is constant (so it tells the model nothing)."""
     n = len(frame)
@@ -317,7 +303,7 @@ def write(data: UciData, out: Path, params: dict, source: Path) -> dict:
     portfolio = to_contract(data.frame, config)
     out = Path(out)
     write_dir(portfolio, out, "parquet")
-    (out / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_text_atomic(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), out / "params.yaml")
     task = cure_task(data.frame)
     horizon = int(merged["cure"]["horizon_days"])
     end = config.as_of(len(MONTHS) - 2) + pd.Timedelta(days=horizon)
@@ -328,7 +314,7 @@ def write(data: UciData, out: Path, params: dict, source: Path) -> dict:
         "behind": task.groupby("month").size().tolist(),
         "cured": task.groupby("month")["cured"].sum().tolist(),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(manifest, out / "manifest.json", newline=True, indent=2)
     return manifest
 
 

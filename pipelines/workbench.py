@@ -26,6 +26,7 @@ import pandas as pd
 
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
+from models.queue import day_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +60,7 @@ def history(data: Path, params: dict) -> tuple[Portfolio, pd.Timestamp]:
     after the latest event)."""
     from models.contract import read_dir
     from models.features import FeatureConfig, prepare
-    from pipelines.train import resolve_history_end
+    from pipelines.features import resolve_history_end
 
     portfolio = read_dir(data)
     return portfolio, resolve_history_end(data, prepare(portfolio, FeatureConfig.from_params(params)))
@@ -69,8 +70,8 @@ def experiment_logs(portfolio: Portfolio, params: dict, data: Path) -> pd.DataFr
     """Every randomised logged decision with its features at decision time and its 7-day payment label;
     hold-outs (channel none) get window `none` so they form one arm per segment."""
     from models.features import FeatureConfig, prepare
-    from pipelines.logs import decision_examples
-    from pipelines.train import resolve_history_end
+    from pipelines.examples_from_logs import decision_examples
+    from pipelines.features import resolve_history_end
 
     config = FeatureConfig.from_params(params)
     prep = prepare(portfolio, config)
@@ -113,7 +114,7 @@ def compare_runs(run_ids: dict[str, str], metrics: tuple[str, ...] = ("roc_auc",
 def calibration_curves(holdouts: dict[str, pd.DataFrame], bins: int = 10) -> pd.DataFrame:
     """Mean predicted against observed cure rate in equal-size groups, one column pair per named holdout
     (frames with `label` and `p`, as in TrainResult.holdout)."""
-    from pipelines.report import calibration_table
+    from pipelines.model_report import calibration_table
 
     parts = {name: calibration_table(h["label"].to_numpy(), h["p"].to_numpy(), bins).set_index("group")
              for name, h in holdouts.items()}
@@ -151,7 +152,6 @@ def true_value(bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame,
     valued with the simulator's truth: per overdue account, JPY of (true chance of payment with the chosen
     action - with no contact) x arrears - the action's cost under the same costs; beside the oracle."""
     from pipelines.evaluate import TrueValues
-    from serving.batch import day_queue
 
     rows, summary = day_queue(bundle, portfolio, as_of)
     tv = TrueValues.of(bundle, portfolio, truth, as_of)

@@ -42,7 +42,7 @@ def collect(data: Path, outputs: Path, params_path: Path | None = None) -> dict:
     """The figures of a demo run: its portfolio's manifest, the training metrics, the evaluation, the queue."""
     sys.path.insert(0, str(ROOT))
     from models.config import load_params
-    from pipelines.train import quality_gate
+    from pipelines.quality_gate import quality_gate
 
     manifest = json.loads((data / "manifest.json").read_text())
     metrics = json.loads((outputs / "train" / "metrics.json").read_text())

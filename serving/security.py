@@ -25,7 +25,7 @@ from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 from pydantic import SecretStr
 
-from serving.decisions import DEFAULT_TENANT
+from models.decision_log import DEFAULT_TENANT
 from serving.settings import Settings
 
 INSECURE_CALLER = "insecure-local"
@@ -33,6 +33,7 @@ SCORING, AUDITOR, ADMIN = "scoring", "auditor", "admin"
 _TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 API_KEY_HEADER = "X-API-Key"
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Scoring or admin API key")
+API_KEY_SCHEME = _api_key  # the scheme every caller dependency reads (serving.api.deps declares it too)
 
 CallerDependency = Callable[..., Awaitable[str]]
 

@@ -286,8 +286,8 @@ def n_chunks(tables: dict[str, pa.Table], size: int) -> int:
 
 
 def latest_event(tables: dict[str, pa.Table]) -> pd.Timestamp | None:
-    """The latest payment or contact instant (for the default as-of time), or None when there is none;
-    a column that is not a readable instant raises the contract's error for it."""
+    """The latest payment or contact instant (the default as-of is `models.as_of.default_as_of` of it), or None
+    when there is none; a column that is not a readable instant raises the contract's error for it."""
     latest = []
     for name, column in TIME_COLUMNS.items():
         if column not in tables[name].column_names or not tables[name].num_rows:

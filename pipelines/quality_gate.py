@@ -1,0 +1,32 @@
+"""The quality gate a trained cure model must pass before its version can become `@challenger`."""
+
+from __future__ import annotations
+
+from models.metrics import (
+    DPD_BANDS,
+    FRESH_DAYS_PAST_DUE,
+    band_key,
+)
+
+
+def quality_gate(metrics: dict[str, float], gate: dict) -> tuple[bool, str]:
+    """Judge the arrears a collector works, not the pooled holdout (telling fresh arrears from old ones is
+    easy): on fresh arrears (1-90 days past due) ROC AUC >= min_roc_auc and a lift over the three-feature
+    baseline above min_baseline_lift; ECE <= max_ece on fresh arrears and in each of its bands (1-30, 31-90)
+    holding at least min_band_examples cases. Later bands are reported, not judged."""
+    problems = []
+    auc, lift = metrics.get("fresh_roc_auc"), metrics.get("fresh_auc_lift")
+    if auc is None or lift is None:
+        problems.append("no fresh arrears (1-90 days past due) with both outcomes in the holdout")
+    else:
+        if auc < float(gate["min_roc_auc"]):
+            problems.append(f"fresh-arrears roc_auc {auc:.3f} < {gate['min_roc_auc']}")
+        if lift <= float(gate.get("min_baseline_lift", 0.0)):
+            problems.append(f"fresh-arrears lift over the baseline {lift:+.3f} <= {gate.get('min_baseline_lift', 0.0)}")
+    min_n = float(gate.get("min_band_examples", 200))
+    fresh_bands = [label for label, _, high in DPD_BANDS if high <= FRESH_DAYS_PAST_DUE]
+    for name in ["fresh", *(f"dpd_{band_key(label)}" for label in fresh_bands)]:
+        ece = metrics.get(f"{name}_ece")
+        if metrics.get(f"{name}_n", 0) >= min_n and ece is not None and ece > float(gate["max_ece"]):
+            problems.append(f"{name} ece {ece:.3f} > {gate['max_ece']} ({metrics[f'{name}_n']:,.0f} cases)")
+    return (not problems, "; ".join(problems))

@@ -1,0 +1,208 @@
+"""Training reads the decision log (pipelines/feedback.py): a contact naming its decision takes the propensity
+from the log when it carried the recommendation out, is learned as what was done when a person deviated or
+overrode, and outcomes reported only through the API become contacts rows, each attempt once."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.contract import read_dir, validate
+from models.decision_log import DecisionLog
+from pipelines import feedback
+from serving.batch import BatchOptions, score_source
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scored(trained, tmp_path_factory):
+    """The batch's decisions on the small portfolio, recorded in a real (SQLite) decision log."""
+    root = tmp_path_factory.mktemp("training-feedback")
+    url = f"sqlite:///{root / 'decisions.db'}"
+    queue = score_source(trained["data"], root / "queue.parquet",
+                         BatchOptions(model_uri=str(trained["bundle_path"]), decision_log=url, progress=False))
+    contacts = queue[queue["channel"] != "none"].reset_index(drop=True)
+    assert len(contacts) >= 8, "the small portfolio must give the test enough contacts to carry out"
+    return {"url": url, "queue": contacts, "portfolio": read_dir(trained["data"])}
+
+
+def _row(decision: pd.Series, contact_id: str, channel: str | None = None, minutes: int = 1, **extra) -> dict:
+    at = pd.Timestamp(decision["window_start"]).tz_convert("UTC") + pd.Timedelta(minutes=minutes)
+    return {"contact_id": contact_id, "account_id": decision["account_id"], "contacted_at": at,
+            "channel": channel or decision["channel"], "direction": "outbound", "template": None,
+            "outcome": "delivered", "experiment_id": None, "propensity": None,
+            "decision_id": decision["decision_id"]} | extra
+
+
+def _with_contacts(portfolio, rows: list[dict]):
+    contacts = pd.concat([portfolio.contacts.astype(object), pd.DataFrame(rows).astype(object)], ignore_index=True)
+    return validate(portfolio.tables | {"contacts": contacts})
+
+
+def test_a_contact_carrying_out_its_decision_takes_the_propensity_and_template_from_the_log(scored):
+    q = scored["queue"]
+    other = {"phone": "letter", "sms": "letter", "email": "letter", "letter": "sms", "ivr": "letter"}
+    rows = [_row(q.iloc[0], "fb-done-0"), _row(q.iloc[1], "fb-done-1", propensity=0.5),
+            _row(q.iloc[2], "fb-deviated", channel=other[q.iloc[2]["channel"]]),
+            _row(q.iloc[3], "fb-overridden"),
+            _row(q.iloc[4], "fb-unknown", decision_id="not-a-decision-of-this-log", propensity=0.25)]
+    log = DecisionLog(scored["url"])
+    try:
+        log.add_event(q.iloc[3]["decision_id"], "override", "k1",
+                      {"channel": q.iloc[3]["channel"], "offer": "instalment_plan", "reason": "asked", "by": "c-1"},
+                      "tester", "default")
+        joined, counts = feedback.join(_with_contacts(scored["portfolio"], rows), log)
+    finally:
+        log.close()
+    out = joined.contacts.set_index("contact_id")
+    for i, cid in enumerate(("fb-done-0", "fb-done-1")):
+        assert out.loc[cid, "propensity"] == pytest.approx(q.iloc[i]["propensity"])  # the log's, not the export's
+        assert out.loc[cid, "template"] == q.iloc[i]["template"]
+    assert np.isnan(out.loc["fb-deviated", "propensity"]) and pd.isna(out.loc["fb-deviated", "experiment_id"])
+    assert np.isnan(out.loc["fb-overridden", "propensity"])      # a person chose: learned as what was done
+    assert out.loc["fb-overridden", "channel"] == q.iloc[3]["channel"]
+    assert out.loc["fb-unknown", "propensity"] == 0.25           # not in the log: left as the export has it
+    assert counts["contacts_naming_a_decision"] == 5 and counts["unknown_decision"] == 1
+    assert (counts["carried_out"], counts["deviated"], counts["overridden"]) == (2, 1, 1)
+    assert counts["propensity_from_log"] == 2 and counts["propensity_replaced"] == (q.iloc[1]["propensity"] != 0.5)
+    assert len(joined.contacts) == len(scored["portfolio"].contacts) + len(rows)
+
+
+def test_outcomes_reported_through_the_api_become_contacts_rows_each_attempt_once(scored):
+    q = scored["queue"]
+    exported = _row(q.iloc[5], "fb-exported")
+    log = DecisionLog(scored["url"])
+
+    def outcome(decision, key: str, **body) -> None:
+        at = pd.Timestamp(decision["window_start"]) + pd.Timedelta(minutes=1)
+        log.add_event(decision["decision_id"], "outcome", key,
+                      {"contacted": True, "at": at.isoformat(), "channel": decision["channel"], "template": None,
+                       "outcome": "reached"} | body, "tester", "default")
+
+    try:
+        outcome(q.iloc[5], "dup")          # the export holds the same attempt
+        outcome(q.iloc[6], "api-only")     # only the API knows it
+        outcome(q.iloc[7], "not-made", contacted=False)
+        joined, counts = feedback.join(_with_contacts(scored["portfolio"], [exported]), log)
+    finally:
+        log.close()
+    api = joined.contacts[joined.contacts["contact_id"].str.startswith("api-outcome-")]
+    assert api["decision_id"].tolist() == [q.iloc[6]["decision_id"]]
+    assert api["outcome"].tolist() == ["reached"] and api["channel"].tolist() == [q.iloc[6]["channel"]]
+    assert api["propensity"].iloc[0] == pytest.approx(q.iloc[6]["propensity"])
+    assert (counts["api_outcomes_added"], counts["api_outcomes_in_export"], counts["api_outcomes_no_contact"]) \
+        == (1, 1, 1)
+
+
+def test_without_a_decision_log_the_portfolio_is_unchanged(scored, monkeypatch, tmp_path):
+    monkeypatch.delenv("CUREFLOW_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert feedback.decision_log_url(None) is None
+    same, counts = feedback.from_url(scored["portfolio"], None)
+    assert same is scored["portfolio"] and counts == {}
+
+
+def test_training_examples_learn_from_the_carried_out_decisions_and_not_from_the_deviation(scored, trained):
+    from models.config import load_params
+    from pipelines.features import build_examples
+
+    q = scored["queue"]
+    rows = [_row(q.iloc[0], "fb-learn-done"), _row(q.iloc[2], "fb-learn-deviated", channel="letter")
+            if q.iloc[2]["channel"] != "letter" else _row(q.iloc[2], "fb-learn-deviated", channel="sms")]
+    portfolio, counts = feedback.from_url(_with_contacts(scored["portfolio"], rows), scored["url"])
+    assert counts["carried_out"] >= 1
+    end = (pd.Timestamp(q["window_start"].max()).tz_convert("UTC") + pd.Timedelta(days=8)).isoformat()
+    decisions = build_examples(portfolio, trained["data"], load_params(), end, log=lambda *_: None).decisions
+    learned = decisions.set_index("contact_id")
+    assert learned.loc["fb-learn-done", "propensity"] == pytest.approx(q.iloc[0]["propensity"])
+    assert "fb-learn-deviated" not in learned.index   # chosen by a person: no propensity, not reweighted
+
+
+def test_the_nightly_batch_routes_a_contested_account_to_a_person(scored, trained, tmp_path):
+    q = scored["queue"]
+    target = q.iloc[-1]
+    log = DecisionLog(scored["url"])
+    try:
+        log.add_event(target["decision_id"], "contest", "c1", {"received_at": "2026-11-01T09:00:00+09:00",
+                                                                "channel": "letter", "note": ""}, "tester", "default")
+        assert target["account_id"] in log.contested()
+    finally:
+        log.close()
+    options = BatchOptions(model_uri=str(trained["bundle_path"]), decision_log=scored["url"], progress=False)
+    again = score_source(trained["data"], tmp_path / "queue.parquet", options).set_index("account_id")
+    row = again.loc[target["account_id"]]
+    assert row["tier"] == "review by a person" and row["channel"] == "none"
+    assert "R-CONTESTED" in row["blocked"]
+    others = again.drop(index=target["account_id"])
+    assert not others["blocked"].str.contains("R-CONTESTED").any()
+
+
+def test_the_closed_loops_crm_export_names_decisions_and_the_log_gives_back_their_propensities(tmp_path):
+    """The path benchmarks/closed_loop.py runs: decisions recorded, carried out by the simulator, exported as a
+    CRM would (decision ids, no propensity), joined back to the log by training."""
+    from models.config import load_params
+    from models.contract import validate
+    from models.decision_log import DecisionRecord
+    from pipelines.simulate import Live
+
+    live = Live(400, 6, 5, load_params())
+    overdue = live.truth()["account_id"].unique()
+    start = live.as_of
+    monday = (start.tz_convert("Asia/Tokyo").normalize() + pd.offsets.Week(weekday=0)) + pd.Timedelta(hours=18)
+    prop = np.where(np.arange(len(overdue)) % 3 == 0, 0.2, 0.9)
+    channel = np.where(np.arange(len(overdue)) % 5 == 0, "none", "sms")
+    decisions = pd.DataFrame({"account_id": overdue, "channel": channel, "window": "weekday_evening",
+                              "offer": "reminder", "propensity": prop,
+                              "decision_id": [f"d-{i}" for i in range(len(overdue))]})
+    url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    log = DecisionLog(url)
+    try:
+        log.append([DecisionRecord.from_answer(
+            {"decision_id": d.decision_id, "account_id": d.account_id, "as_of": start.isoformat(),
+             "model_version": "test/1", "propensity": d.propensity,
+             "action": {"channel": d.channel, "offer": "reminder" if d.channel != "none" else "none",
+                        "template": None if d.channel == "none" else "reminder_sms_v1",
+                        "contact_window": None if d.channel == "none" else
+                        {"start": monday.isoformat(), "end": (monday + pd.Timedelta(hours=3)).isoformat()}}},
+            request_id="test", caller="test", run_id=None, policy_version="p", features={}, rules_evaluated=[],
+            source="batch") for d in decisions.itertuples()])
+    finally:
+        log.close()
+    live.play(decisions)
+    export = validate(live.tables(crm_export=True))
+    ours = export.contacts[export.contacts["decision_id"].notna()]
+    assert len(ours) > len(overdue) // 2 and ours["propensity"].isna().all()    # the CRM knows only the id
+    joined, counts = feedback.from_url(export, url)
+    back = joined.contacts[joined.contacts["decision_id"].notna()].merge(decisions, on="decision_id",
+                                                                        suffixes=("", "_played"))
+    assert counts["carried_out"] == len(back) and counts["deviated"] == 0
+    np.testing.assert_allclose(back["propensity"], back["propensity_played"])
+    assert (back["channel"] == back["channel_played"]).all()
+
+
+def test_play_exports_a_week_of_outcomes_and_replays_the_weeks_before_it_exactly(scored, trained, tmp_path):
+    """`cureflow play` (the quick start's week of outcomes): the week's contacts name their decisions, training
+    finds every propensity in the log, and a second week rebuilds the first exactly before playing on."""
+    from pipelines.simulate import play
+
+    first_queue = tmp_path / "queue1.parquet"
+    options = BatchOptions(model_uri=str(trained["bundle_path"]), decision_log=scored["url"], progress=False)
+    score_source(trained["data"], first_queue, options)
+    week1 = play(trained["data"], first_queue, tmp_path / "week1", days=10)
+    exported = read_dir(week1)
+    named = exported.contacts[exported.contacts["decision_id"].notna()]
+    assert len(named) > 0 and named["propensity"].isna().all()
+    _, counts = feedback.from_url(exported, scored["url"])
+    assert counts["carried_out"] == counts["contacts_naming_a_decision"] == len(named)
+    second_queue = tmp_path / "queue2.parquet"
+    score_source(week1, second_queue, options)
+    week2 = read_dir(play(week1, second_queue, tmp_path / "week2", days=7))
+    end1 = pd.Timestamp(json.loads((week1 / "manifest.json").read_text())["end"])
+    again = week2.contacts[week2.contacts["contacted_at"] < end1].reset_index(drop=True)
+    pd.testing.assert_frame_equal(again, exported.contacts.reset_index(drop=True))
+    with pytest.raises(ValueError, match="scored as of"):
+        play(week1, first_queue, tmp_path / "stale", days=7)       # a queue of another day is refused

@@ -1,0 +1,150 @@
+"""Promotion: the challenger replaces the champion only when it is not worse on the same holdout, and the
+registry records why (a real MLflow store of its own, so the shared `trained` store keeps its champion)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from models.config import load_params
+from models.registry import configure_mlflow, parse_model_uri, resolve_version
+from pipelines.cli import app
+from pipelines.promote import decide
+
+MARGINS = {"max_roc_auc_drop": 0.005, "max_ece_rise": 0.005, "max_policy_value_drop": 0.01}
+
+
+def _cure(challenger: dict, champion: dict) -> dict:
+    return {"metrics": {"challenger": challenger, "champion": champion}}
+
+
+def _policy(challenger: float, champion: float) -> dict:
+    d = challenger - champion
+    return {"values": {"challenger": {"value": challenger}, "champion": {"value": champion}},
+            "difference": {"value": d, "low": d - 0.01, "high": d + 0.01}}
+
+
+@pytest.mark.parametrize(("auc", "ece", "value", "promoted", "worse"), [
+    (0.770, 0.020, 0.30, True, []),
+    (0.766, 0.024, 0.291, True, []),            # worse on all three, each within its margin
+    (0.760, 0.020, 0.30, False, ["roc_auc"]),   # AUC 0.010 below: past the 0.005 margin
+    (0.770, 0.030, 0.30, False, ["ece"]),
+    (0.770, 0.020, 0.28, False, ["policy_value"]),
+    (0.700, 0.090, 0.10, False, ["roc_auc", "ece", "policy_value"]),
+])
+def test_challenger_is_promoted_only_when_not_worse_by_the_margins(auc, ece, value, promoted, worse):
+    ok, checks = decide(_cure({"roc_auc": auc, "ece": ece}, {"roc_auc": 0.770, "ece": 0.020}),
+                        _policy(value, 0.30), MARGINS)
+    assert ok is promoted
+    assert sorted(c["name"] for c in checks if not c["ok"]) == sorted(worse)
+    assert [c["ok"] for c in checks] == sorted(c["ok"] for c in checks), "failures come first"
+
+
+def test_a_challenger_that_failed_its_quality_gate_is_never_promoted():
+    ok, checks = decide(_cure({"roc_auc": 0.9, "ece": 0.01}, {"roc_auc": 0.7, "ece": 0.05}), _policy(0.4, 0.3),
+                        MARGINS, gate_passed=False)
+    assert not ok and checks[0]["name"] == "quality_gate" and not checks[0]["ok"]
+
+
+def test_policy_check_is_left_out_without_held_out_decisions():
+    ok, checks = decide(_cure({"roc_auc": 0.77, "ece": 0.02}, {"roc_auc": 0.77, "ece": 0.02}), {}, MARGINS)
+    assert ok and {c["name"] for c in checks} == {"quality_gate", "roc_auc", "ece"}
+
+
+def test_promotion_needs_registry_uris():
+    assert parse_model_uri("models:/cureflow@challenger") == ("cureflow", "challenger", None)
+    assert parse_model_uri("models:/cureflow/7") == ("cureflow", None, "7")
+    with pytest.raises(ValueError, match="registry URI"):
+        parse_model_uri("outputs/train/bundle.joblib")
+
+
+@pytest.fixture(scope="module")
+def registry(trained, tmp_path_factory):
+    """A store of its own: the trained bundle registered as version 1 (the first champion), then a clearly
+    worse cure model (leaves of at least 5,000 examples: no split, one constant score) as version 2."""
+    from pipelines.register import register_dir
+    from pipelines.train import run
+
+    root = tmp_path_factory.mktemp("promote")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    params = load_params()
+    params["train"]["quality_gate"].update(min_roc_auc=0.0, max_ece=1.0, min_baseline_lift=-1.0)
+    first = register_dir(trained["root"] / "train", params=params, log=lambda *_: None)
+    bad = load_params()
+    bad["cure"].update(n_folds=3, min_child_share=None, stack_baseline=False)  # no cap, no baseline to lean on
+    bad["cure"]["lgbm"].update(n_estimators=20, min_child_samples=5000)
+    bad["train"]["quality_gate"].update(min_roc_auc=0.0, max_ece=1.0, min_baseline_lift=-1.0)
+    second = run(trained["data"], root / "bad", params=bad, log=lambda *_: None)
+    yield {"uri": uri, "root": root, "first": first, "second": second, "data": trained["data"],
+           "trained": trained, "params": params}
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+    configure_mlflow()  # training here pointed MLflow's process-wide tracking and registry URIs at this store
+
+
+def _alias(client: MlflowClient, alias: str) -> str | None:
+    return resolve_version(client, f"models:/cureflow@{alias}")
+
+
+@pytest.mark.slow
+def test_train_makes_a_new_version_the_challenger_and_keeps_the_champion(registry):
+    client = MlflowClient(registry["uri"])
+    assert registry["first"]["champion"] and not registry["first"]["challenger"]
+    assert registry["second"]["challenger"] and not registry["second"]["champion"]
+    assert _alias(client, "champion") == registry["first"]["version"] == "1"
+    assert _alias(client, "challenger") == registry["second"]["version"] == "2"
+
+
+@pytest.mark.slow
+def test_worse_challenger_is_rejected_on_the_same_holdout_and_the_reason_is_recorded(registry, tmp_path):
+    from pipelines.promote import run
+
+    client = MlflowClient(registry["uri"])
+    params = load_params()
+    dry = run(registry["data"], "models:/cureflow@challenger", "models:/cureflow@champion", params, dry_run=True,
+              out=tmp_path / "dry.json", log=lambda *_: None)
+    assert not dry["promoted"] and "promotion" not in client.get_model_version("cureflow", "2").tags
+    report = run(registry["data"], "models:/cureflow@challenger", "models:/cureflow@champion", params,
+                 out=tmp_path / "promotion.json", log=lambda *_: None)
+    assert not report["promoted"]
+    assert json.loads((tmp_path / "promotion.json").read_text())["challenger"] == "2"
+    # the champion scored on the common holdout is exactly its training holdout (same data, same dates),
+    # judged on fresh arrears
+    trained_auc = registry["trained"]["info"]["metrics"]["fresh_roc_auc"]
+    assert report["cure"]["metrics"]["champion"]["roc_auc"] == pytest.approx(trained_auc, abs=1e-12)
+    assert report["cure"]["metrics"]["challenger"]["roc_auc"] < trained_auc - params["promote"]["max_roc_auc_drop"]
+    assert report["policy"]["decisions"] > 0
+    tags = client.get_model_version("cureflow", "2").tags
+    assert tags["promotion"] == "rejected" and "ROC AUC" in tags["promotion.reason"]
+    assert tags["promotion.compared_with"] == "1" and tags["promotion.roc_auc"].startswith("WORSE")
+    assert _alias(client, "champion") == "1" and _alias(client, "challenger") == "2"
+
+
+@pytest.mark.slow
+def test_challenger_not_worse_is_promoted_by_the_command_and_the_old_champion_is_tagged(registry, tmp_path):
+    from pipelines.register import register_dir
+
+    client = MlflowClient(registry["uri"])
+    third = register_dir(registry["trained"]["root"] / "train", params=registry["params"],
+                         log=lambda *_: None)  # the champion's twin
+    assert third["challenger"] and _alias(client, "challenger") == third["version"]
+    out = tmp_path / "promotion.json"
+    done = CliRunner().invoke(app, ["promote", "--data", str(registry["data"]), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "PROMOTE" in done.output and "same holdout" in done.output
+    report = json.loads(out.read_text())
+    assert report["promoted"] and report["policy"]["difference"]["value"] == pytest.approx(0.0, abs=1e-12)
+    assert _alias(client, "champion") == third["version"] and _alias(client, "challenger") is None
+    old = client.get_model_version("cureflow", "1").tags
+    assert old["replaced_by"] == third["version"]
+    assert client.get_model_version("cureflow", third["version"]).tags["promotion"] == "promoted"
+    again = CliRunner().invoke(app, ["promote", "--data", str(registry["data"]), "--out", str(out)])
+    assert again.exit_code == 2 and "no challenger" in again.output
