@@ -61,8 +61,10 @@ STAGES: list[tuple[str, str]] = [
     ("features: request to arrays (prepare_requests)", r"^prepare_requests \(|^mark_contested \(|^_rows_of"),
     ("model: LightGBM predictions (cure, response)", r"predict_proba|predict_matrix|\(lightgbm/|\(models/estimators"),
     ("rules (bundle._verdict)", r"_verdict \(|\(models/rules\.py|constraints \("),
-    ("policy (choose, gains, safe)", r"^ScoringBundle\.gains \(|\(models/policy\.py|\(models/safe\.py|\(models/playbook"),
-    ("reasons and answer columns", r"_columns \(|_drivers \(|_basis \(|_steps \(|_windows \(|_stale_track|\(models/reasons"),
+    ("policy (choose, gains, safe)", r"^ScoringBundle\.gains \(|\(models/policy\.py|\(models/safe\.py"
+     r"|\(models/playbook"),
+    ("reasons and answer columns", r"_columns \(|_drivers \(|_basis \(|_steps \(|_windows \(|_stale_track"
+     r"|\(models/reasons"),
     ("decision ids (uuid5, uuid4)", r"_decision_ids \(|^uniforms \(|_random_ids \(|\(uuid\.py"),
     ("answers: dicts from arrays", r"^Decisions\.answers \(|^Decisions\.inputs \(|^_take \("),
     ("decision record: build (DecisionRecord.from_answer)", r"^_records \(|from_answer"),
@@ -165,11 +167,12 @@ def main() -> None:
     total = sum(counts.values())
     per_request = spied * 1000 / ticks / args.requests  # ms of one sample, per request
     unsampled = (plain["p50"] + after["p50"]) / 2
-    print(f"c=1 p50 {plain['p50']:.2f} ms before sampling, {sampled['p50']:.2f} ms while sampled, {after['p50']:.2f} ms "
-          f"after ({args.requests} requests each; sampled: {wall:.1f} s, {total:,} working samples, "
-          f"{ticks / spied:.0f} ticks/s of {args.rate}); the log then held {200 + 3 * args.requests:,} decisions")
+    print(f"c=1 p50 {plain['p50']:.2f} ms before sampling, {sampled['p50']:.2f} ms while sampled, "
+          f"{after['p50']:.2f} ms after ({args.requests} requests each; sampled: {wall:.1f} s, "
+          f"{total:,} working samples, {ticks / spied:.0f} ticks/s of {args.rate}); "
+          f"the log then held {200 + 3 * args.requests:,} decisions")
     scale = unsampled / (total * per_request)
-    print(f"\n| stage | ms per request (sampled) | share | ms at the unsampled p50 |\n|---|---|---|---|")
+    print("\n| stage | ms per request (sampled) | share | ms at the unsampled p50 |\n|---|---|---|---|")
     for stage, n in counts.most_common():
         print(f"| {stage} | {n * per_request:.3f} | {100 * n / total:.1f}% | {n * per_request * scale:.3f} |")
     print(f"| **server, all stages** | **{total * per_request:.2f}** | 100% | {unsampled:.2f} (p50, client incl.) |")
