@@ -4,7 +4,8 @@
   flight: nothing queues, so latency cannot grow without bound. Health and metrics paths are exempt.
 - `BodyGuard` reads each body whole before the app (and the shedder) see the request: 413 past the size
   limit, 408 past the time limit, so a slow sender cannot hold a scoring slot; 422 for a JSON body Python
-  would misread (`json_problem`: bytes that are not UTF-8, a lone surrogate, a key given twice); 431 for
+  would misread (`json_problem`: bytes that are not UTF-8, a lone surrogate, a key given twice); a body it
+  parsed goes to the app in the scope (`PARSED_KEY`), so the app does not parse it again; 431 for
   headers over MAX_HEADER_BYTES in all (uvicorn's httptools parser takes a 100 KB header).
 
 Counters are per process: with `--workers N` the service admits up to N x max_concurrency requests.
@@ -142,9 +143,13 @@ class BodyGuard:
             return
         except _Disconnected:
             return
-        if body and (problem := json_problem(body)) is not None:
-            await send_json(send, 422, {"detail": [problem]})
-            return
+        if body:
+            problem, parsed = checked_json(body)
+            if problem is not None:
+                await send_json(send, 422, {"detail": [problem]})
+                return
+            if parsed is not NOT_PARSED:
+                scope[PARSED_KEY] = parsed  # the app takes this parse (api/routes: ParsedOnce), not a second one
         replayed = False
 
         async def replay() -> Message:
@@ -222,24 +227,39 @@ def _printable(text: str) -> str:
     return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
 
 
+PARSED_KEY = "cureflow.json"  # set in the ASGI scope by BodyGuard to the body's parse, when it has one
+
+
 def json_problem(body: bytes) -> dict[str, Any] | None:
     """A 422 error item (FastAPI's shape, naming where; never the value) when `body` is JSON that Python would
     misread, else None: bytes that are not UTF-8, a string or key with a lone surrogate (`\\ud800` is valid
     JSON text but no character: it made a 500 and its traceback carried the value into the log), or an
     object that gives a key twice (the parser would keep the last one silently). Bodies that are not JSON
     at all are left to the app, which names the parse error."""
+    return checked_json(body)[0]
+
+
+def checked_json(body: bytes) -> tuple[dict[str, Any] | None, Any]:
+    """`json_problem`'s answer and the body's parse: (None, the value) for a good body, (problem, NOT_PARSED)
+    for one it refuses, (None, NOT_PARSED) for one that is not JSON text (the app names the error). The value
+    is what `json.loads(body)` gives (the hook that finds a key given twice builds the same dicts), so the app
+    may take it instead of parsing the body a second time."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
-        return {"loc": ["body"], "msg": f"the body is not valid UTF-8 (byte {err.start})", "type": "utf8_invalid"}
+        return {"loc": ["body"], "msg": f"the body is not valid UTF-8 (byte {err.start})",
+                "type": "utf8_invalid"}, NOT_PARSED
     try:
         parsed = json.loads(text, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as err:
         return {"loc": ["body", _printable(str(err))], "msg": "this key is given twice in one object",
-                "type": "duplicate_key"}
+                "type": "duplicate_key"}, NOT_PARSED
     except (ValueError, RecursionError):
-        return None
+        return None, NOT_PARSED
     if _SURROGATE_ESCAPE.search(body) and (path := _lone_surrogate_at(parsed)) is not None:
         return {"loc": ["body", *path], "msg": "a lone UTF-16 surrogate (\\ud800-\\udfff) is not a character",
-                "type": "surrogate"}
-    return None
+                "type": "surrogate"}, NOT_PARSED
+    return None, parsed
+
+
+NOT_PARSED = object()

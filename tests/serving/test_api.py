@@ -594,3 +594,25 @@ def test_real_server_sheds_load_past_its_concurrency_at_once_and_records_every_s
     log = DecisionLog(f"sqlite:///{database}")
     assert log.count("api") == len(served)  # every success recorded, nothing for a refusal
     log.close()
+
+
+def test_the_body_is_parsed_once_by_the_guard_and_the_answer_is_unchanged(client, monkeypatch):
+    """The body guard parses each JSON body for its checks; the score route takes that parse instead of
+    parsing the bytes a second time (Starlette's Request.json() calls json.loads on the bytes)."""
+    req = example_request()
+    before = client.post("/v1/score", json=req)
+    parsed_bytes = []
+    real = json.loads
+
+    def counting(s, *args, **kwargs):
+        if isinstance(s, bytes | bytearray):
+            parsed_bytes.append(len(s))
+        return real(s, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counting)
+    after = client.post("/v1/score", json=req)
+    assert after.status_code == before.status_code == 200
+    assert parsed_bytes == []
+    assert {**after.json(), "decision_id": None} == {**before.json(), "decision_id": None}
+    wrong = client.post("/v1/score", json={**req, "account": {**req["account"], "term_months": "108"}})
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "account", "term_months"]

@@ -6,7 +6,8 @@ import json
 import logging
 import uuid
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 
 from models.decision_log import (
     DecisionLog,
@@ -22,10 +23,29 @@ from models.schemas import Answer, BatchAnswer, BatchRequest, ScoreRequest
 from models.scoring import score_requests_with_features
 from serving.api.deps import Caller, Decisions, IdemKey, Loaded, MetricsDep, Writer
 from serving.api.errors import BODY_PROBLEMS, problems
+from serving.limits import PARSED_KEY
 from serving.observability import Metrics, current_request_id
 
 log = logging.getLogger("cureflow.api")
-router = APIRouter()
+
+
+class ParsedOnce(APIRoute):
+    """A route whose JSON body is parsed once: FastAPI takes the parse the body guard made for its checks
+    (`serving.limits.PARSED_KEY`, the same value `json.loads` gives) instead of parsing the body again.
+    Without one (a body the guard could not parse, an app without the guard) FastAPI parses as always."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def parsed_once(request: Request) -> Response:
+            if PARSED_KEY in request.scope:
+                request._json = request.scope[PARSED_KEY]  # Starlette's Request.json() returns it when set
+            return await handler(request)
+
+        return parsed_once
+
+
+router = APIRouter(route_class=ParsedOnce)
 
 
 def _records(pairs, loaded: LoadedModel, caller: str, tenant: str, key: str | None, fingerprint: str | None
