@@ -85,14 +85,11 @@ def bau_cell(workdir: Path, preset: str, size: int, share: float, seed: int, eva
     deviations, the decisions that explore, join at weights up to 1 / floor); same examples, same cure model,
     each policy valued with the truth on the same evaluation accounts."""
     import copy
-    import dataclasses
 
     from models.config import load_params
     from models.contract import read_dir
-    from models.features import FeatureConfig, feature_names
-    from pipelines import evaluate
     from pipelines.features import build_examples
-    from pipelines.train import fit, fit_response_model, fit_safe_policy
+    from pipelines.train import fit
 
     started = time.perf_counter()
     before = load_params()
@@ -105,31 +102,20 @@ def bau_cell(workdir: Path, preset: str, size: int, share: float, seed: int, eva
     train_portfolio = read_dir(train_dir)
     examples = build_examples(train_portfolio, train_dir, after, log=lambda *_: None)  # BAU rows included
     result = fit(train_dir, before, log=lambda *_: None, examples=examples)
-    names, config = feature_names(FeatureConfig.from_params(after)), FeatureConfig.from_params(after)
     low = copy.deepcopy(after)
     low["response"]["business_as_usual"]["min_propensity"] = floor
     lines: list[str] = []
     bundles, summaries = {"before": result.bundle}, {}
     for arm, params in (("after", after), ("low", low)):
-        response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, params, config,
-                                                                   log=lines.append)
-        safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, train_portfolio,
-                                      log=lines.append)
-        bundles[arm] = dataclasses.replace(result.bundle, params=params, response=response, safe=safe_policy)
-        summaries[arm] = getattr(response, "business_as_usual_", None)
+        bundles[arm] = arm_bundle(result.bundle, examples, params, train_portfolio, lines.append)
+        summaries[arm] = getattr(bundles[arm].response, "business_as_usual_", None)
     portfolio, as_of = read_dir(eval_dir), pd.Timestamp(before["simulate"]["end"])
     truth = pd.read_parquet(eval_dir / "truth" / "actions.parquet")
     out = {"preset": preset, "size": size, "share": share, "seed": seed,
            "bau": summaries["after"], "bau_low": summaries["low"], "floor_low": floor, "log": lines}
     for arm, bundle in bundles.items():
-        t = evaluate.truth_values(bundle, portfolio, truth, as_of, 0.0)
-        greedy = dataclasses.replace(bundle, safe=dataclasses.replace(bundle.safe, margin=0.0))
-        out.update({f"{arm}_greedy": evaluate.truth_values(greedy, portfolio, truth, as_of, 0.0)["policy"],
-                    f"{arm}_gain_mae": gain_error(bundle, portfolio, truth, as_of)})
-        out.update({f"{arm}_policy": t["policy"], f"{arm}_departures": t.get("departures"),
-                    f"{arm}_violations": t["violations"] + len(t["audit_violations"]),
-                    f"{arm}_baseline": bundle.safe.evidence.get("baseline_text") if bundle.safe else None,
-                    "best_single": t["best_single_action"], "oracle": t["oracle"], "accounts": t["accounts"]})
+        out.update(arm_values(arm, bundle, portfolio, truth, as_of),
+                   **{f"{arm}_baseline": bundle.safe.evidence.get("baseline_text") if bundle.safe else None})
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
 
@@ -139,14 +125,10 @@ def unreached_cell(workdir: Path, preset: str, size: int, share: float, seed: in
     to change nothing (`none`, the structure before the test existed), by channel (`per_channel`, forced), and
     `auto` (params.yaml's default: by channel only where the held-out decisions say so); each policy (safe and
     greedy) valued with the truth on the same evaluation accounts, with each model's gain error."""
-    import copy
-    import dataclasses
-
     from models.config import load_params
     from models.contract import read_dir
-    from models.features import FeatureConfig, feature_names
-    from pipelines import evaluate
-    from pipelines.train import build_examples, fit, fit_response_model, fit_safe_policy
+    from pipelines.features import build_examples
+    from pipelines.train import fit
 
     started = time.perf_counter()
     arms = {}
@@ -159,33 +141,52 @@ def unreached_cell(workdir: Path, preset: str, size: int, share: float, seed: in
     train_portfolio = read_dir(train_dir)
     examples = build_examples(train_portfolio, train_dir, arms["none"], log=lambda *_: None)
     result = fit(train_dir, arms["none"], log=lambda *_: None, examples=examples)
-    names, config = feature_names(FeatureConfig.from_params(arms["none"])), FeatureConfig.from_params(arms["none"])
     lines: list[str] = []
     bundles, evidence = {"none": result.bundle}, {}
     for arm in ("per_channel", "auto"):
-        response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, arms[arm], config,
-                                                                   log=lines.append)
-        safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, arms[arm], train_portfolio,
-                                      log=lines.append)
-        bundles[arm] = dataclasses.replace(result.bundle, params=copy.deepcopy(arms[arm]), response=response,
-                                           safe=safe_policy)
-        evidence[arm] = getattr(response, "unreached_evidence_", None)
+        bundles[arm] = arm_bundle(result.bundle, examples, arms[arm], train_portfolio, lines.append)
+        evidence[arm] = getattr(bundles[arm].response, "unreached_evidence_", None)
     portfolio, as_of = read_dir(eval_dir), pd.Timestamp(arms["none"]["simulate"]["end"])
     truth = pd.read_parquet(eval_dir / "truth" / "actions.parquet")
     out = {"preset": preset, "size": size, "share": share, "seed": seed, "evidence": evidence["auto"], "log": lines}
     for arm, bundle in bundles.items():
-        if bundle.response is None:
-            continue
-        t = evaluate.truth_values(bundle, portfolio, truth, as_of, 0.0)
-        greedy = dataclasses.replace(bundle, safe=dataclasses.replace(bundle.safe, margin=0.0))
-        out.update({f"{arm}_greedy": evaluate.truth_values(greedy, portfolio, truth, as_of, 0.0)["policy"],
-                    f"{arm}_gain_mae": gain_error(bundle, portfolio, truth, as_of),
-                    f"{arm}_policy": t["policy"], f"{arm}_departures": t.get("departures"),
-                    f"{arm}_violations": t["violations"] + len(t["audit_violations"]),
-                    "best_single": t["best_single_action"], "oracle": t["oracle"], "accounts": t["accounts"]})
+        if bundle.response is not None:
+            out.update(arm_values(arm, bundle, portfolio, truth, as_of))
     out["chosen"] = (evidence["auto"] or {}).get("chosen")
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
+
+
+def arm_bundle(bundle, examples, params: dict, portfolio, log):
+    """`bundle` with the response model and safe policy refitted under `params` (an arm of a paired comparison:
+    the same examples and cure model)."""
+    import copy
+    import dataclasses
+
+    from models.features import FeatureConfig, feature_names
+    from pipelines.train import fit_response_model, fit_safe_policy
+
+    config = FeatureConfig.from_params(params)
+    names = feature_names(config)
+    response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, params, config, log=log)
+    safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, portfolio, log=log)
+    return dataclasses.replace(bundle, params=copy.deepcopy(params), response=response, safe=safe_policy)
+
+
+def arm_values(arm: str, bundle, portfolio, truth: pd.DataFrame, as_of: pd.Timestamp) -> dict:
+    """An arm's true values on the evaluation accounts: the served (safe) policy, the greedy one (margin 0),
+    the gain error, departures and violations, beside the best single action and the oracle."""
+    import dataclasses
+
+    from pipelines import evaluate
+
+    t = evaluate.truth_values(bundle, portfolio, truth, as_of, 0.0)
+    greedy = dataclasses.replace(bundle, safe=dataclasses.replace(bundle.safe, margin=0.0))
+    return {f"{arm}_greedy": evaluate.truth_values(greedy, portfolio, truth, as_of, 0.0)["policy"],
+            f"{arm}_gain_mae": gain_error(bundle, portfolio, truth, as_of),
+            f"{arm}_policy": t["policy"], f"{arm}_departures": t.get("departures"),
+            f"{arm}_violations": t["violations"] + len(t["audit_violations"]),
+            "best_single": t["best_single_action"], "oracle": t["oracle"], "accounts": t["accounts"]}
 
 
 def unreached_table(cells: pd.DataFrame) -> pd.DataFrame:

@@ -191,18 +191,18 @@ class ResponseModel:
             return self.unreached_evidence_
         X, action, y, w = X[ok], action[ok], np.asarray(y, dtype=np.float64)[ok], 1.0 / propensity[ok]
         w = w / w.mean()
-        p_none = self.predict_matrix(X, "none")[np.arange(len(X)), action]
+        codes = self.space.codes()[action]
+        rows = np.hstack([X, codes])
+        r, c, d_pooled = predict(self.reach_, rows), predict(self.reached_, rows), predict(self.missed_, X)
+        p_none = np.clip(predict(self.base_, X) + r * (c - d_pooled), 0.0, 1.0)  # "none" for the taken action
         channel = np.array([self.space.actions[a][0] for a in action], dtype=object)
         residual = {str(ch): float(np.average(y[channel == ch] - p_none[channel == ch], weights=w[channel == ch]))
                     for ch in vocab.CONTACT_CHANNELS if (channel == ch).any()}
-        self.unreached_evidence_ = {"chosen": self.unreached_, "decisions": int(len(X)), "residual_by_channel": residual}
+        self.unreached_evidence_ = {"chosen": self.unreached_, "decisions": int(len(X)),
+                                    "residual_by_channel": residual}
         if self.unreached != "auto" or self.missed_channel_ is None:
             self.unreached_evidence_["why"] = f"not tested: params response.unreached is {self.unreached}"
             return self.unreached_evidence_
-        codes = self.space.codes()[action]
-        rows = np.hstack([X, codes])
-        r, c = predict(self.reach_, rows), predict(self.reached_, rows)
-        d_pooled = predict(self.missed_, X)
         d_channel = predict(self.missed_channel_, np.hstack([X, codes[:, :1]]))
         loss_pooled = _log_loss(y, r * c + (1.0 - r) * d_pooled)
         loss_channel = _log_loss(y, r * c + (1.0 - r) * d_channel)
