@@ -6,8 +6,9 @@ demo portfolio) from the same raw asyncio client at concurrency 1, and samples e
 with py-spy (`pip install py-spy`; attaches by pid, no `--native`) while it does. Each sample is put in the
 stage of its deepest frame that names one (request parsing, the JSON guard, validation, features, rules,
 policy, reasons, the decision record and its sync, JSON encoding, middleware, logging, metrics, ...);
-samples of threads that are waiting (the event loop in `select`, an idle threadpool worker, the request's
-thread waiting for the decision-log writer, which is counted on the writer's thread) are left out. At
+samples of threads that are waiting (the event loop in `select`, an idle threadpool worker, a request's
+thread waiting for the group commit that carries its record, counted on the leading request's thread) are
+left out. At
 concurrency 1 the stages add up to the server's time per request; the rest of the client's latency is the
 client, the loopback and the kernel.
 
@@ -69,16 +70,16 @@ STAGES: list[tuple[str, str]] = [
     ("answers: dicts from arrays", r"^Decisions\.answers \(|^Decisions\.inputs \(|^_take \("),
     ("decision record: build (DecisionRecord.from_answer)", r"^_records \(|from_answer"),
     ("decision record: hand to the writer (GroupCommit.append)", r"^GroupCommit\.append \("),
-    ("decision record: SQL insert (writer thread)", r"GroupCommit\._commit|append_groups|^DecisionLog\.append \("),
-    ("decision record: commit + fsync (writer thread)", r"do_commit \(|^Transaction\.commit \(|_commit_impl \("),
+    ("decision record: SQL insert", r"GroupCommit\._commit|append_groups|^DecisionLog\.append \("),
+    ("decision record: commit + fsync", r"do_commit \(|^Transaction\.commit \(|_commit_impl \("),
     ("response: validate and encode JSON (pydantic dump_json)", r"serialize_response|dump_json|jsonable_encoder"),
     ("response: JSON encoding (stdlib)", r"^JSONResponse\.render|\(json/encoder"),
 ]
 # a thread whose innermost frame is one of these is waiting, not working (the event loop in uvloop's C
-# select, which also hides uvloop's and httptools' own C work; an idle threadpool or writer thread; the
-# request's thread waiting on the writer, whose work is counted on the writer's thread)
+# select, which also hides uvloop's and httptools' own C work; an idle threadpool thread; a request's thread
+# waiting for the group commit, whose work is counted on the thread of the request that leads it)
 IDLE = re.compile(r"^(Runner\.run \(asyncio|_worker \(concurrent/futures|Condition\.wait \(threading"
-                  r"|Event\.wait \(threading|Queue\.get \(queue|GroupCommit\._run \(|select \(selectors)")
+                  r"|Event\.wait \(threading|Queue\.get \(queue|select \(selectors)")
 STARTUP = re.compile(r"_find_and_load|load_quietly|\(joblib/")
 _COMPILED = [(name, re.compile(p)) for name, p in STAGES]
 

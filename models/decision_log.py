@@ -40,11 +40,11 @@ import json
 import logging
 import math
 import os
-import queue
 import socket
 import threading
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -163,6 +163,8 @@ RECORD_COLUMNS = ("decision_id", "request_id", "caller", "as_of", "account_id", 
 ADDED_COLUMNS = {"request_fingerprint": "VARCHAR", "tenant": "VARCHAR", "profile": "VARCHAR",
                  "chain_partition": "VARCHAR", "chain_seq": "BIGINT", "prev_hash": "VARCHAR",
                  "record_hash": "VARCHAR"}
+# the same for decision_events; an added column's values for older rows come from the decision they are about
+ADDED_EVENT_COLUMNS = {"account_id": "VARCHAR"}
 DEFAULT_TENANT = "default"  # the tenant of keys configured without one, and of records made before tenants
 
 # What happened after a decision (CONTRACT.md "Feedback from the CRM"): appended beside it, never edited. The
@@ -174,6 +176,7 @@ decision_events = sa.Table(
     metadata,
     sa.Column("event_id", sa.String(), primary_key=True),
     sa.Column("decision_id", sa.String(), nullable=False, index=True),
+    sa.Column("account_id", sa.String(), nullable=True, index=True),  # the decision's: R-CONTESTED reads events only
     sa.Column("kind", sa.String(), nullable=False),
     sa.Column("event_key", sa.String(), nullable=False),
     sa.Column("tenant", sa.String(), nullable=True),
@@ -339,12 +342,23 @@ class DecisionLog:
         self._add_missing_columns(engine)
 
     def _add_missing_columns(self, engine: Engine) -> None:
-        """The one migration so far: a table from an older release gets the columns added since (nullable)."""
-        present = {column["name"] for column in sa.inspect(engine).get_columns("decisions")}
+        """The migrations so far: tables from an older release get the columns added since (nullable); an
+        event's account is filled in from its decision, and its index made, so R-CONTESTED reads events only."""
+        inspector = sa.inspect(engine)
+        present = {column["name"] for column in inspector.get_columns("decisions")}
         for name, kind in ADDED_COLUMNS.items():
             if name not in present:
                 with engine.begin() as conn:
                     conn.execute(sa.text(f"ALTER TABLE decisions ADD COLUMN {name} {kind}"))
+        present = {column["name"] for column in inspector.get_columns("decision_events")}
+        for name, kind in ADDED_EVENT_COLUMNS.items():
+            if name not in present:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE decision_events ADD COLUMN {name} {kind}"))
+                    conn.execute(decision_events.update().where(decision_events.c.account_id.is_(None))
+                                 .values(account_id=_account_of(decision_events.c.decision_id)))
+        for index in decision_events.indexes:
+            index.create(engine, checkfirst=True)
 
     @contextmanager
     def _connection(self, what: str, *, write: bool) -> Iterator[Connection]:
@@ -565,7 +579,7 @@ class DecisionLog:
                "tenant": tenant, "caller": caller, "body": _json_safe(body), "created_at": datetime.now(UTC)}
         try:
             with self._connection("event write", write=True) as conn:
-                conn.execute(sa.insert(decision_events).values(**row))
+                conn.execute(sa.insert(decision_events).values(**row, account_id=_account_of(decision_id)))
             return _event(row), True
         except exc.IntegrityError:
             query = (sa.select(*(decision_events.c[c] for c in EVENT_COLUMNS))
@@ -587,14 +601,14 @@ class DecisionLog:
         """The accounts (of these, or all) whose customer contested a decision after the last override a person
         recorded on any of the account's decisions: R-CONTESTED routes them to a person until one answers.
         With a `tenant`, only that tenant's events count."""
-        d, e = decisions, decision_events
-        base = (sa.select(d.c.account_id, e.c.kind, sa.func.max(e.c.created_at))
-                .select_from(e.join(d, d.c.decision_id == e.c.decision_id))
-                .where(e.c.kind.in_(["contest", "override"])).group_by(d.c.account_id, e.c.kind))
+        e = decision_events  # each event carries its decision's account: the decisions table is not read
+        base = (sa.select(e.c.account_id, e.c.kind, sa.func.max(e.c.created_at))
+                .where(e.c.kind.in_(["contest", "override"]), e.c.account_id.is_not(None))
+                .group_by(e.c.account_id, e.c.kind))
         if tenant is not None:
             mine = e.c.tenant == tenant
             base = base.where(sa.or_(mine, e.c.tenant.is_(None)) if tenant == DEFAULT_TENANT else mine)
-        queries = [base] if account_ids is None else [base.where(d.c.account_id.in_(part))
+        queries = [base] if account_ids is None else [base.where(e.c.account_id.in_(part))
                                                       for part in _chunks(account_ids, chunk)]
         latest: dict[str, dict[str, datetime]] = {}
         for query in queries:
@@ -707,6 +721,12 @@ def _chunks(values: Iterable[str], size: int) -> Iterator[list[str]]:
         yield ordered[start:start + size]
 
 
+def _account_of(decision_id: Any) -> sa.ScalarSelect:
+    """The account of a decision (every record of one decision id is about the same account), as a subquery."""
+    return (sa.select(decisions.c.account_id).where(decisions.c.decision_id == decision_id).limit(1)
+            .scalar_subquery())
+
+
 def _event(row: Mapping[str, Any]) -> dict[str, Any]:
     """An event as answered and shown beside its decision."""
     return {"event_id": row["event_id"], "decision_id": row["decision_id"], "kind": row["kind"],
@@ -752,50 +772,56 @@ class _Pending:
     """One caller's records waiting for the group commit, and what became of them."""
 
     records: list[DecisionRecord]
-    done: threading.Event
+    woken: threading.Event
+    committed: bool = False  # its group's commit ended (error or not); otherwise it was woken to lead
     error: BaseException | None = None
 
 
 class GroupCommit:
     """The API's writer: records of concurrent requests share one transaction, so one disk sync covers them all.
 
-    Each caller still blocks until its own records are committed (written before answered). A group the
-    database refuses is retried one caller at a time, so each gets its own outcome (IdempotencyConflict,
-    DecisionRejected); when the database is unreachable every caller of the group gets that error at once.
-    With one request in flight a group is that request alone: nothing waits for company.
+    Leader and followers, with no thread of its own: a caller that finds no commit under way leads, and
+    commits its records (with any that queued meanwhile) on its own thread, so a request that comes alone
+    commits at once, with no hand-off. Callers that arrive during a commit queue; when it ends, the leader
+    wakes the first of them to lead the next group (of at most `max_callers`). Each caller blocks until its
+    own records are committed (written before answered). A group the database refuses is retried one
+    caller at a time, so each gets its own outcome (IdempotencyConflict, DecisionRejected); when the
+    database is unreachable every caller of the group gets that error at once.
     """
 
     def __init__(self, log: DecisionLog, max_callers: int = 64):
         self.log, self.max_callers = log, max_callers
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._queue: deque[_Pending] = deque()  # not empty only while a leader is active
+        self._leading = False
 
     def append(self, records: list[DecisionRecord]) -> None:
         """Commit `records` (with whatever else is waiting); raises what `DecisionLog.append` raises."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="decision-log-writer", daemon=True)
-                self._thread.start()
         pending = _Pending(records, threading.Event())
-        self._queue.put(pending)
-        pending.done.wait()
+        with self._lock:
+            self._queue.append(pending)
+            lead, self._leading = not self._leading, True
+        if not lead:
+            pending.woken.wait()  # set when its group is committed, or when it is its turn to lead
+        if not pending.committed:
+            self._lead()  # this caller is first in the queue: its records are in the group it commits
         if pending.error is not None:
             raise pending.error
 
-    def _run(self) -> None:
-        while (first := self._queue.get()) is not None:
-            group = [first]
-            while len(group) < self.max_callers:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)
-                    break
-                group.append(item)
+    def _lead(self) -> None:
+        with self._lock:
+            group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_callers))]
+        try:
             self._commit(group)
+        finally:
+            for pending in group:
+                pending.committed = True
+                pending.woken.set()
+            with self._lock:  # hand on: the first caller still queued leads the next group
+                if self._queue:
+                    self._queue[0].woken.set()
+                else:
+                    self._leading = False
 
     def _commit(self, group: list[_Pending]) -> None:
         try:
@@ -806,20 +832,12 @@ class GroupCommit:
                     self.log.append(pending.records)
                 except BaseException as err:  # handed to the waiting caller, who raises it
                     pending.error = err
-                pending.done.set()
-            return
         except BaseException as err:
             for pending in group:
                 pending.error = err
-        for pending in group:
-            pending.done.set()
 
     def close(self) -> None:
-        """Let the writer finish what is queued, then stop it."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=10)
-            self._thread = None
+        """Nothing runs in the background: every caller's records are committed before its append returns."""
 
 
 def _partition(row: Mapping[str, Any]) -> str:

@@ -172,7 +172,8 @@ def _unreached_line(evidence: dict) -> str:
     verdict = ("an unreached attempt works differently by channel" if evidence["chosen"] == "per_channel" else
                "an unreached attempt changes nothing (not rejected)")
     return (f"unreached attempts: {verdict}; held-out log loss {evidence['log_loss_pooled']:.4f} with one "
-            f"unreached chance, {evidence['log_loss_per_channel']:.4f} by channel (improvement {evidence['improvement']:+.4f}, "
+            f"unreached chance, {evidence['log_loss_per_channel']:.4f} by channel "
+            f"(improvement {evidence['improvement']:+.4f}, "
             f"lower bound {evidence['lcb']:+.4f}, {evidence['decisions']:,} contacts); observed - predicted "
             f"with no effect: {residual}")
 

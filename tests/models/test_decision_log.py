@@ -474,6 +474,61 @@ def test_a_table_from_the_first_release_gains_the_fingerprint_column(tmp_path):
     log.close()
 
 
+def test_contested_names_the_accounts_whose_last_contest_came_after_the_last_override(log):
+    log.append([record(1), record(2), record(3), record(1, decision_id="dec-1b")])
+    log.add_event("dec-1", "contest", "c1", {"note": ""}, "crm", "default")
+    log.add_event("dec-2", "contest", "c2", {"note": ""}, "crm", "default")
+    log.add_event("dec-2", "override", "o2", {"reason": "answered"}, "crm", "default")
+    log.add_event("dec-3", "outcome", "t3", {"outcome": "paid"}, "crm", "default")
+    assert log.contested() == {"A0001"}
+    assert log.contested(["A0001", "A0002", "A0003", "A9999"]) == {"A0001"}
+    assert log.contested(["A0002"]) == frozenset()
+    # an override of another decision of the same account answers the contest
+    log.add_event("dec-1b", "override", "o1", {"reason": "answered"}, "crm", "default")
+    assert log.contested() == frozenset()
+    assert log.contested(["A0001"], tenant="other") == frozenset()
+
+
+def test_contested_reads_the_events_alone_however_many_decisions_the_account_has(log):
+    log.append([record(1, decision_id=f"dec-{i}") for i in range(50)])
+    log.add_event("dec-7", "contest", "c", {"note": ""}, "crm", "default")
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, text, *_):
+        statements.append(text)
+
+    engine = log._ready_engine()
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert log.contested(["A0001"]) == {"A0001"}
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert len(statements) == 1 and "decision_events" in statements[0]
+    assert "decisions" not in statements[0].replace("decision_events", "")  # the decisions table is not read
+
+
+def test_events_of_an_older_release_gain_their_account_and_still_route_a_contest(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    log = DecisionLog(url)
+    log.append([record(4), record(5)])
+    log.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the release before: events without the account
+        conn.execute(sa.text("DROP INDEX ix_decision_events_account_id"))
+        conn.execute(sa.text("ALTER TABLE decision_events DROP COLUMN account_id"))
+        conn.execute(sa.text("INSERT INTO decision_events (event_id, decision_id, kind, event_key, tenant, caller, "
+                             "body, created_at) VALUES ('e1', 'dec-4', 'contest', 'k', 'default', 'crm', '{}', "
+                             "'2026-11-01 00:00:00.000000')"))
+    engine.dispose()
+    log = DecisionLog(url)
+    assert log.contested() == {"A0004"}
+    log.add_event("dec-5", "contest", "k", {"note": ""}, "crm", "default")
+    assert log.contested(["A0004", "A0005"]) == {"A0004", "A0005"}
+    indexes = log._read("indexes", lambda conn: sa.inspect(conn).get_indexes("decision_events"))
+    assert "ix_decision_events_account_id" in {index["name"] for index in indexes}
+    log.close()
+
+
 @pytest.mark.parametrize("sync, pragma", [("full", 2), ("normal", 1)])
 def test_sqlite_sync_setting_reaches_every_connection(tmp_path, sync, pragma):
     log = DecisionLog(f"sqlite:///{tmp_path / 'd.db'}", sync=sync)
