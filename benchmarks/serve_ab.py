@@ -2,13 +2,14 @@
 tree, and the floor of `benchmarks/serve_latency.py` (a bare booster endpoint), on the same machine at once.
 
 The other revision is exported with `git archive` into a temporary directory and served from there with the
-same interpreter (its own modules come first on the path); each server has its own SQLite decision log,
-synced before each answer as shipped. The client is serve_latency's (raw asyncio, kept-alive connections)
-and sends serve_latency's request (one overdue account's whole history). The servers take turns for
-`--rounds` rounds of `--requests` requests, so a change in the machine's load touches all of them alike;
-the figures are the median over rounds of each round's p50 and p99. Before measuring, both revisions are
-asked the same questions (the request, and bodies each error path refuses), and any difference in status
-or body (beyond the random decision id) stops the run.
+same interpreter (its own modules come first on the path); each server has its own decision log, synced
+before each answer as shipped: a SQLite file, or with `--database postgresql` a database of its own on one
+throwaway PostgreSQL server (tests/postgres.py; the production set-up of docs/api.md). The client is
+serve_latency's (raw asyncio, kept-alive connections) and sends serve_latency's request (one overdue
+account's whole history). The servers take turns for `--rounds` rounds of `--requests` requests, so a change
+in the machine's load touches all of them alike; the figures are the median over rounds of each round's p50
+and p99. Before measuring, both revisions are asked the same questions (the request, and bodies each error
+path refuses), and any difference in status or body (beyond the random decision id) stops the run.
 
     .venv/bin/python benchmarks/serve_ab.py --before main --model outputs/train/bundle.joblib --data data/portfolio
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -84,7 +86,29 @@ def main() -> None:
                         help="serve each revision once with each number of worker processes")
     parser.add_argument("--sync", choices=["full", "normal"], help="CUREFLOW_DECISION_LOG_SYNC (default: as shipped)")
     parser.add_argument("--after-only", action="store_true", help="serve this tree only (to compare worker counts)")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="where each server's decision log lives")
     args = parser.parse_args()
+    if Path(args.model).exists():  # a file path: the other revision is served from another directory
+        args.model = str(Path(args.model).resolve())
+    with contextlib.ExitStack() as stack:
+        database = _databases(stack, args.database)
+        _compare(args, database)
+
+
+def _databases(stack: contextlib.ExitStack, kind: str):
+    """A function giving the n-th server's decision-log URL (in `tmp`): SQLite files, or PostgreSQL databases
+    on one throwaway server started here."""
+    if kind == "sqlite":
+        return lambda n, tmp: f"sqlite:///{Path(tmp) / f'{n}.db'}"
+    sys.path.insert(0, str(ROOT))
+    from tests.postgres import _create_database, throwaway_postgres
+
+    server = stack.enter_context(throwaway_postgres())
+    return lambda n, tmp: _create_database(server.url, f"serve_ab_{n}")
+
+
+def _compare(args: argparse.Namespace, database) -> None:
     from models.registry import load_bundle
 
     request, x = realistic_request(args.data, args.as_of, load_bundle(args.model).bundle)
@@ -109,7 +133,7 @@ def main() -> None:
                 name = tree if args.workers == [1] else f"{tree}, {workers} worker{'s' * (workers > 1)}"
                 port = _port()
                 own = {**env, "PYTHONPATH": str(cwd),
-                       "CUREFLOW_DATABASE_URL": f"sqlite:///{Path(tmp) / f'{len(servers)}.db'}"}
+                       "CUREFLOW_DATABASE_URL": database(len(servers), tmp)}
                 proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--workers", str(workers),
                                          "--port", str(port)],
                                         env=own, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -144,8 +168,8 @@ def main() -> None:
             for proc, *_ in servers.values():
                 proc.terminate()
                 proc.wait(timeout=30)
-    print(f"\n{args.rounds} rounds of {args.requests} requests, median over rounds; decision log sync "
-          f"{args.sync or 'as shipped'}\n")
+    print(f"\n{args.rounds} rounds of {args.requests} requests, median over rounds; decision log on "
+          f"{args.database}, sync {args.sync or 'as shipped'}\n")
     print("| server | concurrency | p50 | p99 | req/s |\n|---|---|---|---|---|")
     for (name, c), runs in results.items():
         p50, p99, rps = (statistics.median(r[k] for r in runs) for k in ("p50", "p99", "rps"))

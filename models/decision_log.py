@@ -151,6 +151,8 @@ chain_heads = sa.Table(
     sa.Column("anchor_hash", sa.String(), nullable=False),  # the prev_hash of the first record kept
 )
 GENESIS = ""  # the prev_hash of a partition's first record
+_MOVE_HEAD = (chain_heads.update().where(chain_heads.c.chain_partition == sa.bindparam("part"))
+              .values(last_seq=sa.bindparam("seq"), last_hash=sa.bindparam("hash")))
 RETENTION_YEARS = {"jp": 10, "us": 3}  # COMPLIANCE.md: 貸金業法 19条 (jp), Regulation F 1006.100 (us)
 HASHED_COLUMNS = ("decision_id", "request_id", "caller", "as_of", "account_id", "model_version", "run_id",
                   "policy_version", "features", "answer", "rules_evaluated", "propensity", "source",
@@ -263,10 +265,11 @@ def _engine_options(url: sa.URL, pool_size: int, connect_timeout_s: float, state
     """Pool and driver options so a dead database fails within seconds and a commit is durable (`sync` full:
     on disk before the commit returns; normal: survives a crash of the process or server, may lose the last
     commits on a power loss)."""
-    options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": pool_size, "pool_timeout": statement_timeout_s,
+    options: dict[str, Any] = {"pool_size": pool_size, "pool_timeout": statement_timeout_s,
                                "hide_parameters": True, "json_serializer": json_text}
     if url.get_backend_name() == "postgresql":
         statement_ms = int(statement_timeout_s * 1000)
+        options["pool_pre_ping"] = True  # a server restarted between requests: reconnect, not fail (SQLite: a file)
         options["max_overflow"] = pool_size
         options["connect_args"] = {
             "connect_timeout": max(2, math.ceil(connect_timeout_s)),  # libpq's minimum is 2 s
@@ -305,6 +308,7 @@ class DecisionLog:
         self._file_id: tuple[int, int] | None = None  # SQLite: (device, inode) of the file the engine opened
         self._made_directory = False
         self._lock = threading.Lock()
+        self._head_statement: sa.Insert | None = None  # _lock_head's, in this backend's dialect
 
     # -- connection ----------------------------------------------------------------------------------------
     def _ready_engine(self) -> Engine:
@@ -501,13 +505,17 @@ class DecisionLog:
         return insert(table)
 
     def _lock_head(self, conn: Connection, part: str) -> tuple[int, str]:
-        """The partition's (last_seq, last_hash), its head row created if new and locked to this transaction."""
-        conn.execute(self._dialect_insert(chain_heads).values(
-            chain_partition=part, last_seq=0, last_hash=GENESIS, anchor_seq=0, anchor_hash=GENESIS,
-        ).on_conflict_do_nothing(index_elements=["chain_partition"]))
-        head = conn.execute(sa.select(chain_heads.c.last_seq, chain_heads.c.last_hash)
-                            .where(chain_heads.c.chain_partition == part).with_for_update()).one()
-        return int(head[0]), head[1]
+        """The partition's (last_seq, last_hash), its head row created if new and locked to this transaction:
+        one statement, an insert that on conflict rewrites the row unchanged (PostgreSQL locks it; SQLite's
+        write lock is the database's) and returns it."""
+        if self._head_statement is None:  # built once: a statement's construction costs more than its run
+            self._head_statement = self._dialect_insert(chain_heads).values(
+                chain_partition=sa.bindparam("part"), last_seq=0, last_hash=GENESIS, anchor_seq=0,
+                anchor_hash=GENESIS,
+            ).on_conflict_do_update(index_elements=["chain_partition"], set_={"last_seq": chain_heads.c.last_seq},
+                                    ).returning(chain_heads.c.last_seq, chain_heads.c.last_hash)
+        seq, last = conn.execute(self._head_statement, {"part": part}).one()
+        return int(seq), last
 
     def _chained(self, conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows with their chain fields, in order, each partition's head locked and moved past them (in the
@@ -518,8 +526,7 @@ class DecisionLog:
                 seq += 1
                 row.update(chain_partition=part, chain_seq=seq, prev_hash=prev)
                 row["record_hash"] = prev = record_hash(row)
-            conn.execute(chain_heads.update().where(chain_heads.c.chain_partition == part)
-                         .values(last_seq=seq, last_hash=prev))
+            conn.execute(_MOVE_HEAD, {"part": part, "seq": seq, "hash": prev})
         return rows
 
     def _raise_conflict(self, records: list[DecisionRecord]) -> None:
