@@ -302,8 +302,13 @@ def serve(
     if insecure:
         os.environ["CUREFLOW_INSECURE"] = "true"
     require_keys(load_settings())
-    uvicorn.run("serving.api:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, log_config=uvicorn_log_config())
+    if workers > 1:  # one model loaded, then the workers forked from it (serving/prefork.py)
+        from serving.prefork import serve_forked
+
+        serve_forked(host, port, workers)
+        return
+    uvicorn.run("serving.api:app_from_env", factory=True, host=host, port=port, log_level="warning",
+                access_log=False, log_config=uvicorn_log_config())
 
 
 @app.command()

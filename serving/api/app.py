@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await asyncio.to_thread(holder.load_quietly)
+        if holder.loaded is None:  # a forked worker inherits the model its master loaded (serving/prefork.py)
+            await asyncio.to_thread(holder.load_quietly)
         retry = _background(_retry_until_loaded(holder), "load retry")
         watcher = _background(_watch_alias(holder, settings.reload_interval_s), "alias watcher")
         yield
@@ -72,6 +73,14 @@ def callers(settings: Settings) -> Callers:
     return Callers(scoring=scoring_caller(crm, admins, settings.insecure, ring_auditor=auditors),
                    reader=reader_caller(crm, admins, auditors, settings.insecure),
                    admin=admin_caller(admins, crm, settings.insecure, ring_auditor=auditors))
+
+
+def preloaded_app() -> FastAPI:
+    """The app with its model already loaded, for a master that forks its workers after (serving/prefork.py):
+    they share the model instead of loading one each. A failed load leaves it to each worker's start-up."""
+    app = create_app(load_settings())
+    app.state.holder.load_quietly()
+    return app
 
 
 def app_from_env() -> FastAPI:

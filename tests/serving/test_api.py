@@ -555,13 +555,35 @@ def test_a_slow_registry_does_not_stall_requests_while_the_alias_is_checked(trai
         assert not answered  # answered while the registry is still being asked (a state, not a time limit)
 
 
-def test_several_worker_processes_serve_behind_one_port(trained):
-    env = {"CUREFLOW_API_KEYS": KEY, "CUREFLOW_DATABASE_URL": f"sqlite:///{trained['root'] / 'workers-decisions.db'}"}
-    with _server(["--model", str(trained["bundle_path"]), "--workers", "2"], env) as base:
+def test_several_workers_are_forked_after_one_load_of_the_model_and_serve_behind_one_port(trained):
+    import psutil
+
+    from models.decision_log import DecisionLog
+
+    database = trained["root"] / "workers-decisions.db"
+    env = {**os.environ, "CUREFLOW_API_KEYS": KEY, "CUREFLOW_DATABASE_URL": f"sqlite:///{database}"}
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--model", str(trained["bundle_path"]),
+                             "--workers", "2", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, proc)
+        workers = psutil.Process(proc.pid).children()
         answers = [httpx.post(f"{base}/v1/score", json=example_request(), headers=HEADERS, timeout=30)
                    for _ in range(6)]
         assert all(a.status_code == 200 for a in answers)
         assert len({a.json()["decision_id"] for a in answers}) == 6  # random ids: one per decision
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=60)
+    assert len(workers) == 2 and proc.returncode == 0
+    assert not any(w.is_running() for w in workers)  # stopped with their master
+    loads = [line for line in output.splitlines() if "model loaded" in line]
+    assert len(loads) == 1, output[-2000:]  # loaded once, by the master, before it forked the workers
+    log = DecisionLog(f"sqlite:///{database}")
+    assert log.count("api") == 6
+    log.close()
 
 
 def test_real_server_sheds_load_past_its_concurrency_at_once_and_records_every_success(trained):
