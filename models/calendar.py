@@ -40,10 +40,14 @@ def _hhmm(text: str) -> time:
 
 def parse_windows(calendar_params: dict) -> tuple[Window, ...]:
     """The windows of params.yaml's `calendar.windows`, in their declared order."""
-    return tuple(
-        Window(name, spec["days"] == "weekend", _hhmm(spec["start"]), _hhmm(spec["end"]))
-        for name, spec in calendar_params["windows"].items()
-    )
+    return _windows(tuple((name, spec["days"], str(spec["start"]), str(spec["end"]))
+                          for name, spec in calendar_params["windows"].items()))
+
+
+@lru_cache(maxsize=32)
+def _windows(specs: tuple[tuple[str, str, str, str], ...]) -> tuple[Window, ...]:
+    """Parsed once per distinct set of windows: every scoring call reads them."""
+    return tuple(Window(name, days == "weekend", _hhmm(start), _hhmm(end)) for name, days, start, end in specs)
 
 
 # tz database keys that name no place: `localtime` is whatever zone the machine running the code is set to

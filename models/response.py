@@ -17,6 +17,7 @@ with no propensity is left out. With no propensity anywhere the model cannot be 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import lightgbm as lgb
 import numpy as np
@@ -55,12 +56,11 @@ class ActionSpace:
 
     @property
     def actions(self) -> list[tuple[str, str, str]]:
-        acts = [(c, w, o) for c in vocab.CONTACT_CHANNELS for w in self.windows for o in ARM_OFFERS]
-        return [*acts, ("none", "none", "none")]
+        return list(_actions(self.windows))
 
     @property
     def none_index(self) -> int:
-        return len(self.actions) - 1
+        return len(_actions(self.windows)) - 1
 
     def index(self, channel: np.ndarray, window: np.ndarray, offer: np.ndarray) -> np.ndarray:
         """Action index of each logged (channel, window, offer); -1 when not an action of the space."""
@@ -73,11 +73,23 @@ class ActionSpace:
 
     def codes(self) -> np.ndarray:
         """(actions, 3) integer codes of channel, window and offer, the model's action columns."""
-        chans = (*vocab.CONTACT_CHANNELS, "none")
-        wins = (*self.windows, "none")
-        offers = (*ARM_OFFERS, "none")
-        return np.array([[chans.index(c), wins.index(w), offers.index(o)] for c, w, o in self.actions],
-                        dtype=np.float64)
+        return _codes(self.windows).copy()
+
+
+@lru_cache(maxsize=8)
+def _actions(windows: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    """The action space of these windows (built once per windows: real-time scoring asks for it each request)."""
+    acts = [(c, w, o) for c in vocab.CONTACT_CHANNELS for w in windows for o in ARM_OFFERS]
+    return (*acts, ("none", "none", "none"))
+
+
+@lru_cache(maxsize=8)
+def _codes(windows: tuple[str, ...]) -> np.ndarray:
+    chans = (*vocab.CONTACT_CHANNELS, "none")
+    wins = (*windows, "none")
+    offers = (*ARM_OFFERS, "none")
+    return np.array([[chans.index(c), wins.index(w), offers.index(o)] for c, w, o in _actions(windows)],
+                    dtype=np.float64)
 
 
 class ResponseModel:
