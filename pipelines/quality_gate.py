@@ -39,7 +39,7 @@ def quality_gate(metrics: dict[str, float], gate: dict) -> tuple[bool, str]:
         n = metrics[f"{name}_n"]
         error, ece = metrics.get(f"{name}_{CALIBRATION}"), metrics.get(f"{name}_ece")
         if error is not None and error > float(gate["max_ece"]):
-            problems.append(f"{name} calibration error (debiased RMS) {error:.3f} > {gate['max_ece']} "
+            problems.append(f"{name} calibration error (debiased RMS) {error:.4f} > {gate['max_ece']} "
                             f"({n:,.0f} cases; plug-in ECE {_fmt(ece)})")
         elif error is None and ece is not None and ece > float(gate["max_ece"]):
             problems.append(f"{name} ece {ece:.3f} > {gate['max_ece']} ({n:,.0f} cases)")

@@ -30,7 +30,7 @@ def _holdout_metrics(gap: float, n: int = 250, seed: int = 0) -> dict[str, float
 def test_gate_judges_the_debiased_error_and_names_it():
     assert quality_gate(GOOD, GATE) == (True, "")   # plug-in ECE 0.07-0.09 is sampling noise here
     ok, why = quality_gate({**GOOD, "dpd_31-90_rmsce_debiased": 0.06}, GATE)
-    assert not ok and "dpd_31-90 calibration error (debiased RMS) 0.060 > 0.05" in why and "plug-in ECE 0.090" in why
+    assert not ok and "dpd_31-90 calibration error (debiased RMS) 0.0600 > 0.05" in why and "plug-in ECE 0.090" in why
     assert not quality_gate({**GOOD, "fresh_rmsce_debiased": 0.051}, GATE)[0]
     assert not quality_gate({**GOOD, "dpd_1-30_rmsce_debiased": 0.3}, GATE)[0]
     assert quality_gate({**GOOD, "dpd_31-90_rmsce_debiased": 0.3, "dpd_31-90_n": 199}, GATE) == (True, "")
