@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from models.config import load_params
-from models.metrics import DPD_BANDS, FRESH_DAYS_PAST_DUE, expected_calibration_error
+from models.metrics import DPD_BANDS, FRESH_DAYS_PAST_DUE, debiased_calibration_error, expected_calibration_error
 from pipelines import kiva, uci
 from pipelines.realdata import auc_difference
 from pipelines.train import fit
@@ -29,7 +29,8 @@ from pipelines.train import fit
 
 def band_comparison(holdout: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
     """Per days-past-due band, fresh arrears (1-90) and all curable rows: cases, cure rate, both AUCs, the
-    difference with its bootstrap interval over accounts, and each model's calibration error (ECE)."""
+    difference with its bootstrap interval over accounts, and each model's calibration error (the plug-in ECE,
+    and the debiased RMS calibration error the quality gate judges)."""
     dpd = holdout["days_past_due"].to_numpy(dtype=float)
     bands = [("fresh (1-90)", -np.inf, FRESH_DAYS_PAST_DUE), *DPD_BANDS, ("all curable", -np.inf, np.inf)]
     rows = []
@@ -37,10 +38,10 @@ def band_comparison(holdout: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFra
         part = holdout[(dpd > low) & (dpd <= high)]
         row = {"band": label, **(auc_difference(part, n_boot, seed) if len(part) else {"n": 0})}
         if len(part):
-            row.update(rate=float(part["label"].mean()),
-                       ece=expected_calibration_error(part["label"].to_numpy(), part["p"].to_numpy()),
-                       baseline_ece=expected_calibration_error(part["label"].to_numpy(),
-                                                               part["p_baseline"].to_numpy()))
+            y, p, q = (part[c].to_numpy() for c in ("label", "p", "p_baseline"))
+            row.update(rate=float(y.mean()), ece=expected_calibration_error(y, p),
+                       baseline_ece=expected_calibration_error(y, q), rmsce=debiased_calibration_error(y, p),
+                       baseline_rmsce=debiased_calibration_error(y, q))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -52,16 +53,18 @@ def _fmt(value, spec: str = ".3f") -> str:
 def markdown(table: pd.DataFrame) -> str:
     """The comparison as a README table."""
     lines = ["| band | cases (accounts) | cure rate | cureflow AUC | baseline AUC | difference [95% bootstrap] | "
-             "ECE cureflow / baseline |", "|---|---|---|---|---|---|---|"]
+             "ECE cureflow / baseline | debiased RMS calibration error cureflow / baseline |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in table.to_dict("records"):
         if not r.get("n"):
-            lines.append(f"| {r['band']} | 0 | | | | | |")
+            lines.append(f"| {r['band']} | 0 | | | | | | |")
             continue
         diff = (f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]" if r.get("difference") is not None
                 and not pd.isna(r["difference"]) else "one class only")
         lines.append(f"| {r['band']} | {int(r['n']):,} ({int(r['accounts']):,}) | {_fmt(r['rate'])} | "
                      f"{_fmt(r['roc_auc'])} | {_fmt(r['baseline_roc_auc'])} | {diff} | "
-                     f"{_fmt(r['ece'])} / {_fmt(r['baseline_ece'])} |")
+                     f"{_fmt(r['ece'])} / {_fmt(r['baseline_ece'])} | "
+                     f"{_fmt(r['rmsce'])} / {_fmt(r['baseline_rmsce'])} |")
     return "\n".join(lines)
 
 

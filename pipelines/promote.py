@@ -5,9 +5,10 @@
 same directory:
 
 - the cure model: every account overdue at the as-of dates of the later of the two models' time holdouts
-  (so neither saw them), each model with its own feature configuration; ROC AUC and ECE (calibration) on
-  fresh arrears (1-90 days past due, the accounts a collector works; the pooled figures are reported
-  beside them), and each model's ROC AUC lift over its own three-feature baseline (`models.baseline`);
+  (so neither saw them), each model with its own feature configuration; ROC AUC and calibration (the debiased
+  RMS calibration error the quality gate judges, the plug-in ECE beside it) on fresh arrears (1-90 days past
+  due, the accounts a collector works; the pooled figures are reported beside them), and each model's
+  ROC AUC lift over its own three-feature baseline (`models.baseline`);
 - the policy: the logged randomised decisions after the later of the two response holdout cut-offs; the
   doubly robust estimate of each policy's payment rate within 7 days (`pipelines.evaluate`), and their
   paired difference with a 95% interval (the same decisions score both). A model without a response model
@@ -161,7 +162,8 @@ def decide(cure: dict, policy: dict, margins: dict, gate_passed: bool = True,
            min_baseline_lift: float = 0.0) -> tuple[bool, list[dict]]:
     """Promote when the challenger passed its own quality gate, beats its three-feature baseline on fresh
     arrears by more than `min_baseline_lift` (checked when the challenger has a baseline), and is not worse
-    than the champion by more than the margins on fresh-arrears ROC AUC and ECE and on the policy's payment
+    than the champion by more than the margins on fresh-arrears ROC AUC and calibration (debiased RMS error;
+    ECE for figures without it) and on the policy's payment
     rate (that check is left out when no randomised decision is held out). Returns the verdict and every
     check (name, ok, text), failures first."""
     ch, cp = cure["metrics"]["challenger"], cure["metrics"]["champion"]
@@ -170,9 +172,7 @@ def decide(cure: dict, policy: dict, margins: dict, gate_passed: bool = True,
               {"name": "roc_auc", "ok": ch["roc_auc"] >= cp["roc_auc"] - float(margins["max_roc_auc_drop"]),
                "text": f"fresh-arrears ROC AUC {ch['roc_auc']:.4f} vs champion {cp['roc_auc']:.4f} "
                        f"(may drop {margins['max_roc_auc_drop']})"},
-              {"name": "ece", "ok": ch["ece"] <= cp["ece"] + float(margins["max_ece_rise"]),
-               "text": f"fresh-arrears ECE {ch['ece']:.4f} vs champion {cp['ece']:.4f} "
-                       f"(may rise {margins['max_ece_rise']})"}]
+              _calibration_check(ch, cp, float(margins["max_ece_rise"]))]
     if "auc_lift" in ch:
         checks.append({"name": "baseline_lift", "ok": ch["auc_lift"] > min_baseline_lift,
                        "text": f"fresh-arrears ROC AUC lift over the three-feature baseline {ch['auc_lift']:+.4f} "
@@ -186,6 +186,18 @@ def decide(cure: dict, policy: dict, margins: dict, gate_passed: bool = True,
                                f"(may drop {margins['max_policy_value_drop']})"})
     checks.sort(key=lambda c: c["ok"])
     return all(c["ok"] for c in checks), checks
+
+
+def _calibration_check(ch: dict, cp: dict, rise: float) -> dict:
+    """The challenger's fresh-arrears calibration against the champion's on the same holdout: the debiased RMS
+    calibration error (what the quality gate judges) when both have it, with the plug-in ECE beside it; the
+    ECE alone for figures from before the debiased one existed. The check keeps its name `ece` (its tag is
+    `promotion.ece`)."""
+    key = "rmsce_debiased" if ch.get("rmsce_debiased") is not None and cp.get("rmsce_debiased") is not None else "ece"
+    text = (f"fresh-arrears calibration error (debiased RMS) {ch[key]:.4f} vs champion {cp[key]:.4f} "
+            f"(may rise {rise}; plug-in ECE {ch['ece']:.4f} vs {cp['ece']:.4f})" if key != "ece" else
+            f"fresh-arrears ECE {ch['ece']:.4f} vs champion {cp['ece']:.4f} (may rise {rise})")
+    return {"name": "ece", "ok": ch[key] <= cp[key] + rise, "text": text}
 
 
 def _line(check: dict) -> str:

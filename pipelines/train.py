@@ -391,7 +391,8 @@ def _band_line(fresh: dict) -> str:
     def fmt(v):
         return "n/a" if v is None else f"{v:.3f}"
     return (f"fresh arrears (1-90 days past due, {fresh['n']:,} holdout cases): ROC AUC {fmt(fresh['roc_auc'])}, "
-            f"baseline {fmt(fresh['baseline_roc_auc'])}, lift {fmt(fresh['auc_lift'])}, ECE {fmt(fresh['ece'])}")
+            f"baseline {fmt(fresh['baseline_roc_auc'])}, lift {fmt(fresh['auc_lift'])}, ECE {fmt(fresh['ece'])}, "
+            f"calibration error (debiased RMS) {fmt(fresh.get('rmsce_debiased'))}")
 
 
 def training_reference(bundle: ScoringBundle, portfolio: Portfolio, train: pd.DataFrame, p_holdout: np.ndarray,

@@ -55,6 +55,15 @@ def test_policy_check_is_left_out_without_held_out_decisions():
     assert ok and {c["name"] for c in checks} == {"quality_gate", "roc_auc", "ece"}
 
 
+def test_calibration_check_reads_the_debiased_error_when_both_have_it():
+    champion = {"roc_auc": 0.77, "ece": 0.060, "rmsce_debiased": 0.020}
+    ok, checks = decide(_cure({"roc_auc": 0.77, "ece": 0.050, "rmsce_debiased": 0.030}, champion), {}, MARGINS)
+    check = next(c for c in checks if c["name"] == "ece")
+    assert not ok and not check["ok"] and "debiased RMS" in check["text"] and "plug-in ECE 0.0500" in check["text"]
+    ok, _ = decide(_cure({"roc_auc": 0.77, "ece": 0.080, "rmsce_debiased": 0.024}, champion), {}, MARGINS)
+    assert ok   # a plug-in ECE 0.02 above the champion's is noise when the debiased error is within the margin
+
+
 def test_promotion_needs_registry_uris():
     assert parse_model_uri("models:/cureflow@challenger") == ("cureflow", "challenger", None)
     assert parse_model_uri("models:/cureflow/7") == ("cureflow", None, "7")
