@@ -149,7 +149,14 @@ class ScoringBundle:
         `_features` column (the model inputs of each decision, for the decision log). `contested` names
         accounts with an open contest (R-CONTESTED: a person decides).
         """
-        prep = mark_contested(prepare(portfolio, self.feature_config), contested)
+        return self.score_prepared(prepare(portfolio, self.feature_config), as_of, history_unknown, explore,
+                                   keep_features, contested)
+
+    def score_prepared(self, prep: Prepared, as_of: pd.Timestamp, history_unknown: frozenset[str] = frozenset(),
+                       explore: float | None = None, keep_features: bool = False,
+                       contested: frozenset[str] = frozenset()) -> pd.DataFrame:
+        """`score` for a portfolio already prepared (`features.prepare` or `features.prepare_arrow`)."""
+        prep = mark_contested(prep, contested)
         known = ~np.isin(prep.account_id, list(history_unknown)) if history_unknown else np.ones(prep.n, bool)
         return self.decide(prep, as_of, known, explore).frame(keep_features)
 

@@ -87,8 +87,9 @@ def score_chunks(bundle, tables: dict, as_of: pd.Timestamp, explore: float | Non
         for chunk in itertools.chain([first] if first is not None else [], chunks):
             rows = parts.get(chunk.index, chunk.fingerprint)
             if rows is None:  # scored, kept, and read back: a resumed run sees exactly the same rows
-                fresh = with_feature_text(bundle.score(chunk.portfolio, as_of, explore=explore, keep_features=True,
-                                                       contested=contested))
+                fresh = with_feature_text(bundle.score_prepared(chunk.prepare(bundle.feature_config), as_of,
+                                                                explore=explore, keep_features=True,
+                                                                contested=contested))
                 parts.put(chunk.index, chunk.fingerprint, fresh)
                 rows = parts.get(chunk.index, chunk.fingerprint)
             else:
