@@ -349,12 +349,16 @@ class ScoringBundle:
     def _windows(self, zones: np.ndarray, verdict, win_idx: np.ndarray, channel: np.ndarray, conf: Configs):
         """R-HOURS: the chosen window's next occurrence in local time, from the rules' earliest instant."""
         windows = conf.windows
-        starts, ends = [], []
-        for i, w in enumerate(win_idx):
+        starts, ends, spans = [], [], {}  # one window per distinct (window, earliest instant, zone)
+        not_before = verdict.not_before.astype(np.int64)
+        for i, w in enumerate(win_idx.tolist()):
             span = None
             if channel[i] != "none" and w >= 0 and zones[i] is not None:  # no clock: no window (fail closed)
-                not_before = pd.Timestamp(int(verdict.not_before[i].astype(np.int64)), tz="UTC")
-                span = rules.contact_window(windows[w].name, not_before, zones[i], conf.rules, windows)
+                key = (w, int(not_before[i]), zones[i])
+                if key not in spans:
+                    spans[key] = rules.contact_window(windows[w].name, pd.Timestamp(key[1], tz="UTC"), zones[i],
+                                                      conf.rules, windows)
+                span = spans[key]
             starts.append(span[0] if span else None)
             ends.append(span[1] if span else None)
         return starts, ends

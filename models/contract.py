@@ -700,15 +700,22 @@ def _in_ns_range(ns: np.ndarray) -> bool:
     return bool(ns.min() >= first and ns.max() < past)
 
 
-def accepts_arrow(tables: Mapping[str, pa.Table]) -> bool:
+def accepts_arrow(tables: Mapping[str, pa.Table], account_rows: Mapping[str, np.ndarray] | None = None) -> bool:
     """True when `validate_tables(tables)` would return these Arrow tables with every value as it is: each
     table present, each column in the contract's own Arrow type (as parquet written by `write_dir` or the
     simulator holds them) and passing every check, keys unique, references and paired values in order. The
     nightly batch then prepares the tables straight from Arrow (`features.prepare_arrow`), never building
     the pandas frames. False is not an error: it means "validate the ordinary way", which either accepts
-    the tables (text in a CSV file, other types) or raises the ContractError naming table, column and rows."""
+    the tables (text in a CSV file, other types) or raises the ContractError naming table, column and rows.
+
+    `account_rows` (each child table's rows' positions in `accounts`, found by the caller with the key column
+    in the accounts' Arrow type) stands for the reference checks: a row with an account there has a key that
+    is present, not empty and known."""
     if any(not isinstance(tables.get(name), pa.Table) for name in TABLES):
         return False
+    resolved = {(table, column) for table, column, _, _ in REFERENCES
+                if account_rows is not None and len(account_rows.get(table, ())) == tables[table].num_rows
+                and tables[table][column].type == tables["accounts"]["account_id"].type}
     for name in TABLES:
         table, names = tables[name], tables[name].column_names
         if len(set(names)) != len(names):
@@ -718,11 +725,12 @@ def accepts_arrow(tables: Mapping[str, pa.Table]) -> bool:
                 if rule.required or rule.kind == "bool":
                     return False
                 continue
-            if not _arrow_column_ok(table[column], rule):
+            if (name, column) not in resolved and not _arrow_column_ok(table[column], rule):
                 return False
     for table, column, parent, parent_column in REFERENCES:
         child, keys = tables[table][column], tables[parent][parent_column]
-        if len(child) and (child.type != keys.type or pc.index_in(child, value_set=keys.combine_chunks()).null_count):
+        if (table, column) not in resolved and len(child) and (
+                child.type != keys.type or pc.index_in(child, value_set=keys.combine_chunks()).null_count):
             return False
     for table, column, value, other, other_value in PAIRED_VALUES:
         frame = tables[table]

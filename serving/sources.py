@@ -255,8 +255,8 @@ def chunks(tables: dict[str, pa.Table], size: int) -> Iterator[Chunk]:
     for k in range(count):
         positions = {name: order[name][bounds[name][k]:bounds[name][k + 1]] for name in TABLES}
         parts = {name: _rows(tables[name], positions[name]) for name in TABLES}
-        if accepts_arrow(parts):
-            rows = {name: account_of[name][positions[name]] - k * size for name in CHILD_TABLES}
+        rows = {name: account_of[name][positions[name]] - k * size for name in CHILD_TABLES}
+        if accepts_arrow(parts, rows):
             yield Chunk(k, parts, positions, fingerprint(parts), account_rows=rows)
             continue
         try:
