@@ -105,54 +105,53 @@ def end_to_end(data: Path, model: str, work: Path) -> dict:
 
 
 def stages(data: Path, model: str, work: Path) -> dict:
-    """The batch's stages in this process, with the code `cureflow score` runs (one run, no resume)."""
+    """The batch's stages in this process, one after another (no background thread), with the functions
+    `cureflow score` runs: model load, reading, the contract check and fingerprints, preparing the arrays,
+    features (every account), the decision of the overdue ones (models, rules, policy, reasons, answers), the
+    rows, capacity, the decision log, the work queue, summary and report."""
     import pandas as pd
 
-    from models.queue import capacity_step
+    from models.bundle import BATCH_COLUMNS
+    from models.features import feature_matrix
+    from models.queue import capacity_step, in_priority_order
     from models.registry import load_bundle
     from serving import sources
-    from serving.batch import morning_report
-    from serving.batch.records import decision_records
+    from serving.batch import morning_report, write_atomic
+    from serving.batch.records import record_decisions
     from serving.batch.rows import with_feature_text
 
     seconds: dict[str, float] = defaultdict(float)
-    t = time.perf_counter()
-    loaded = load_bundle(model)
-    bundle = loaded.bundle
-    seconds["load model"] = time.perf_counter() - t
-    as_of = pd.Timestamp(AS_OF)
-    t = time.perf_counter()
-    tables = sources.read_tables(data)
-    seconds["read (arrow)"] = time.perf_counter() - t
+
+    def timed(name: str, work, *args, **kwargs):
+        began = time.perf_counter()
+        result = work(*args, **kwargs)
+        seconds[name] += time.perf_counter() - began
+        return result
+
+    started = time.perf_counter()
+    loaded = timed("load the model", load_bundle, model)
+    bundle, as_of = loaded.bundle, pd.Timestamp(AS_OF)
+    config = bundle.feature_config
+    tables = timed("read (Arrow)", sources.read_tables, data)
     chunks, parts = sources.chunks(tables, 100_000), []
-    while True:
-        t = time.perf_counter()
-        chunk = next(chunks, None)
-        seconds["validate + fingerprint (chunks)"] += time.perf_counter() - t
-        if chunk is None:
-            break
-        t = time.perf_counter()
-        rows = bundle.score(chunk.portfolio, as_of, keep_features=True)
-        seconds["score (features, models, rules, policy, answers)"] += time.perf_counter() - t
-        t = time.perf_counter()
-        parts.append(with_feature_text(rows))
-        seconds["rows (features as JSON text)"] += time.perf_counter() - t
-    from models.queue import in_priority_order
-    t = time.perf_counter()
-    rows = in_priority_order(parts, ("_features",))
-    config = bundle.policy_config
-    rows, capacity_summary, values = capacity_step(rows, config.phone_capacity, config.calls_per_hour)
-    seconds["capacity"] = time.perf_counter() - t
-    t = time.perf_counter()
-    records = decision_records(rows, loaded, "run-bench")
-    seconds["decision records (built, not written)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    from models.bundle import BATCH_COLUMNS
+    while (chunk := timed("check the contract + fingerprint", next, chunks, None)) is not None:
+        prep = timed("prepare (arrays, local times, order)", chunk.prepare, config)
+        timed("features (every account)", feature_matrix, prep, as_of, config)
+        decisions = timed("decide (the features again, then models, rules, policy, reasons)",
+                          bundle.decide, prep, as_of, None, None)
+        parts.append(timed("rows (frame, features as JSON)", lambda d=decisions: with_feature_text(d.frame(True))))
+    rows = timed("capacity", lambda: capacity_step(in_priority_order(parts, ("_features",)),
+                                                   bundle.policy_config.phone_capacity,
+                                                   bundle.policy_config.calls_per_hour))
+    rows, capacity_summary, values = rows
+    timed("decision log (build and write the records)", record_decisions,
+          f"sqlite:///{work / 'stages.decisions.db'}", rows, loaded, "run-bench", 2000)
     queue = rows.loc[:, list(BATCH_COLUMNS)]
-    morning_report.write(work / "stages.parquet", queue, values, capacity_summary, {"accounts": len(rows)}, {},
-                         time.perf_counter())
-    seconds["summary + report"] = time.perf_counter() - t
-    del records
+    timed("write the work queue", write_atomic, queue, work / "stages.parquet")
+    timed("summary + report", morning_report.write, work / "stages.parquet", queue, values, capacity_summary,
+          {"run_id": "run-bench", "engine": "local", "source": str(data), "as_of": as_of.isoformat(),
+           "model_version": loaded.version, "accounts": tables["accounts"].num_rows, "chunk_size": 100_000,
+           "chunks": len(parts), "chunks_resumed": 0, "decision_records_new": len(rows)}, {}, started)
     return dict(seconds)
 
 

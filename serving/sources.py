@@ -32,7 +32,15 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from models.contract import SPEC, ContractError, Portfolio, accepts_arrow, read_dir_tables, validate_tables
+from models.contract import (
+    SPEC,
+    ContractError,
+    Portfolio,
+    accepts_arrow,
+    all_distinct,
+    read_dir_tables,
+    validate_tables,
+)
 from models.features import FeatureConfig, Prepared, prepare, prepare_arrow
 from models.registry import hide_password
 from models.vocab import CHILD_TABLES, TABLES
@@ -208,7 +216,7 @@ def _key_ok(table: pa.Table, column: str) -> bool:
     values = table[column]
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) or values.null_count:
         return False
-    return pc.count_distinct(values).as_py() == len(values)
+    return all_distinct(values)
 
 
 def _account_rows(tables: dict[str, pa.Table]) -> dict[str, np.ndarray] | None:
@@ -251,7 +259,9 @@ def chunks(tables: dict[str, pa.Table], size: int) -> Iterator[Chunk]:
     for name in TABLES:
         codes = account_of[name] // size
         order[name] = _stable_order(codes)
-        bounds[name] = np.searchsorted(codes[order[name]], np.arange(count + 1))
+        bounds[name] = np.searchsorted(codes if order[name] is None else codes[order[name]], np.arange(count + 1))
+        if order[name] is None:
+            order[name] = np.arange(len(codes))
     for k in range(count):
         positions = {name: order[name][bounds[name][k]:bounds[name][k + 1]] for name in TABLES}
         parts = {name: _rows(tables[name], positions[name]) for name in TABLES}
@@ -267,18 +277,18 @@ def chunks(tables: dict[str, pa.Table], size: int) -> Iterator[Chunk]:
         yield Chunk(k, parts, positions, fingerprint(parts), validated=portfolio)
 
 
-def _stable_order(codes: np.ndarray) -> np.ndarray:
-    """`np.argsort(codes, kind="stable")`, without the sort when the codes already ascend (rows grouped by
-    account in the accounts' order, as an export usually is)."""
-    if len(codes) < 2 or not (np.diff(codes) < 0).any():
-        return np.arange(len(codes))
+def _stable_order(codes: np.ndarray) -> np.ndarray | None:
+    """`np.argsort(codes, kind="stable")`, or None when the codes already ascend (rows grouped by account in
+    the accounts' order, as an export usually is): the stable sort would leave them as they are."""
+    if len(codes) < 2 or not (codes[1:] < codes[:-1]).any():
+        return None
     return np.argsort(codes, kind="stable")
 
 
 def _rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
-    """The table's rows at `positions`: a zero-copy slice when they are consecutive, else a take."""
-    if len(positions) and positions[-1] - positions[0] == len(positions) - 1 and (
-            len(positions) < 2 or not (np.diff(positions) != 1).any()):
+    """The table's rows at `positions` (ascending, from a stable sort): a zero-copy slice when they are
+    consecutive, else a take."""
+    if len(positions) and positions[-1] - positions[0] == len(positions) - 1:
         return table.slice(int(positions[0]), len(positions))
     return table.take(positions)
 
