@@ -83,6 +83,7 @@ class PredictTimer:
 
 def stages(data: Path, bundle, chunk_size: int) -> tuple[dict, np.ndarray]:
     """Seconds per stage over the whole portfolio, and the overdue accounts' feature matrix."""
+    from models.features import features_at
     from serving import sources
 
     as_of = pd.Timestamp(AS_OF)
@@ -100,12 +101,13 @@ def stages(data: Path, bundle, chunk_size: int) -> tuple[dict, np.ndarray]:
             if chunk is None:
                 break
             began = time.perf_counter()
-            feats = bundle.features(chunk.portfolio, as_of)
+            prep = chunk.prepare(bundle.feature_config)  # as the batch prepares it
+            feats = features_at(prep, as_of, bundle.feature_config)
             seconds["features"] += time.perf_counter() - began
             matrices.append(feats.loc[feats["arrears"] > 0, bundle.feature_names].to_numpy(dtype=np.float64))
             began = time.perf_counter()
-            bundle.score(chunk.portfolio, as_of, keep_features=True)
-            seconds["ScoringBundle.score (features again, predictions, rules, policy, answers)"] += \
+            bundle.score_prepared(chunk.prepare(bundle.feature_config), as_of, keep_features=True)
+            seconds["score_prepared (prepare, features again, predictions, rules, policy, answers)"] += \
                 time.perf_counter() - began
     for key, value in timer.seconds.items():
         seconds[f"  of which LightGBM {key} ({timer.rows[key]:,} rows)"] = value

@@ -149,7 +149,14 @@ class ScoringBundle:
         `_features` column (the model inputs of each decision, for the decision log). `contested` names
         accounts with an open contest (R-CONTESTED: a person decides).
         """
-        prep = mark_contested(prepare(portfolio, self.feature_config), contested)
+        return self.score_prepared(prepare(portfolio, self.feature_config), as_of, history_unknown, explore,
+                                   keep_features, contested)
+
+    def score_prepared(self, prep: Prepared, as_of: pd.Timestamp, history_unknown: frozenset[str] = frozenset(),
+                       explore: float | None = None, keep_features: bool = False,
+                       contested: frozenset[str] = frozenset()) -> pd.DataFrame:
+        """`score` for a portfolio already prepared (`features.prepare` or `features.prepare_arrow`)."""
+        prep = mark_contested(prep, contested)
         known = ~np.isin(prep.account_id, list(history_unknown)) if history_unknown else np.ones(prep.n, bool)
         return self.decide(prep, as_of, known, explore).frame(keep_features)
 
@@ -342,12 +349,16 @@ class ScoringBundle:
     def _windows(self, zones: np.ndarray, verdict, win_idx: np.ndarray, channel: np.ndarray, conf: Configs):
         """R-HOURS: the chosen window's next occurrence in local time, from the rules' earliest instant."""
         windows = conf.windows
-        starts, ends = [], []
-        for i, w in enumerate(win_idx):
+        starts, ends, spans = [], [], {}  # one window per distinct (window, earliest instant, zone)
+        not_before = verdict.not_before.astype(np.int64)
+        for i, w in enumerate(win_idx.tolist()):
             span = None
             if channel[i] != "none" and w >= 0 and zones[i] is not None:  # no clock: no window (fail closed)
-                not_before = pd.Timestamp(int(verdict.not_before[i].astype(np.int64)), tz="UTC")
-                span = rules.contact_window(windows[w].name, not_before, zones[i], conf.rules, windows)
+                key = (w, int(not_before[i]), zones[i])
+                if key not in spans:
+                    spans[key] = rules.contact_window(windows[w].name, pd.Timestamp(key[1], tz="UTC"), zones[i],
+                                                      conf.rules, windows)
+                span = spans[key]
             starts.append(span[0] if span else None)
             ends.append(span[1] if span else None)
         return starts, ends

@@ -635,6 +635,120 @@ def validate_tables(tables: Mapping[str, pa.Table]) -> Portfolio:
         raise
 
 
+# ---------------------------------------------------------------------------------------------- Arrow, checked in place
+
+
+def _texty(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _arrow_column_ok(values: pa.ChunkedArray, rule: Column) -> bool:
+    """Whether `validate` would accept this Arrow column as it is and read it without changing a value: the
+    column is in the contract's own Arrow type (text, bool, int64 or float64, date32 or timestamp[ns] for a
+    date, tz-aware timestamp[ns] for an instant) and passes the same checks. False means "not sure": the
+    caller then validates the ordinary way, which accepts it or names the rows."""
+    kind, n = values.type, len(values)
+    if rule.kind in ("string", "category"):
+        if not _texty(kind):
+            return False
+        if rule.required and (values.null_count or (n and pc.any(pc.equal(values, "")).as_py())):
+            return False
+        if rule.values and n and not pc.all(pc.or_(pc.is_null(values), pc.is_in(
+                values, value_set=pa.array([*rule.values, ""])))).as_py():
+            return False
+        return not rule.unique or (not values.null_count and all_distinct(values))
+    if rule.kind == "bool":
+        return pa.types.is_boolean(kind) and not values.null_count
+    if rule.kind in ("int", "float"):
+        if not (kind == pa.int64() or kind == pa.float64()):
+            return False
+        numbers = values.to_numpy() if not values.null_count else values.to_pandas()
+        try:
+            _numbers(pd.Series(np.asarray(numbers, dtype=np.float64)), rule)
+        except _Bad:
+            return False
+        return True
+    if rule.kind == "date":
+        if kind == pa.date32():
+            days = values.cast(pa.int32()).to_numpy(zero_copy_only=False)  # nulls as 0: checked apart
+            first, past = (int(d.astype("datetime64[D]").astype(np.int64)) for d in (_FIRST_DAY, _PAST_LAST_DAY))
+            return not (rule.required and values.null_count) and bool(((days >= first) & (days < past)).all())
+        if not (pa.types.is_timestamp(kind) and kind.tz is None and kind.unit == "ns"):
+            return False
+        ns = _arrow_ns(values)
+        return not (rule.required and values.null_count) and bool((ns % _DAY_NS == 0).all()) and _in_ns_range(ns)
+    if rule.kind == "timestamp":
+        if not (pa.types.is_timestamp(kind) and kind.tz is not None and kind.unit == "ns"):
+            return False
+        return not (rule.required and values.null_count) and _in_ns_range(_arrow_ns(values))
+    return False
+
+
+def all_distinct(values: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether no two values of a column without nulls are equal: at once when they strictly ascend (keys
+    exported in order), else by a hash set of them."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if len(values) < 2 or pc.all(pc.greater(values[1:], values[:-1])).as_py():
+        return True
+    return len(pc.unique(values)) == len(values)
+
+
+def _arrow_ns(values: pa.ChunkedArray) -> np.ndarray:
+    """A timestamp[ns] column's int64 values (UTC for an aware one), nulls as the first supported day."""
+    ns = values.cast(pa.int64())
+    if values.null_count:
+        ns = pc.fill_null(ns, int(_FIRST_DAY.astype("datetime64[ns]").astype(np.int64)))
+    return ns.to_numpy()
+
+
+def _in_ns_range(ns: np.ndarray) -> bool:
+    """Every instant inside the supported years (as `_as_ns` checks them)."""
+    if not len(ns):
+        return True
+    first, past = (int(d.astype("datetime64[ns]").astype(np.int64)) for d in (_FIRST_DAY, _PAST_LAST_DAY))
+    return bool(ns.min() >= first and ns.max() < past)
+
+
+def accepts_arrow(tables: Mapping[str, pa.Table], account_rows: Mapping[str, np.ndarray] | None = None) -> bool:
+    """True when `validate_tables(tables)` would return these Arrow tables with every value as it is: each
+    table present, each column in the contract's own Arrow type (as parquet written by `write_dir` or the
+    simulator holds them) and passing every check, keys unique, references and paired values in order. The
+    nightly batch then prepares the tables straight from Arrow (`features.prepare_arrow`), never building
+    the pandas frames. False is not an error: it means "validate the ordinary way", which either accepts
+    the tables (text in a CSV file, other types) or raises the ContractError naming table, column and rows.
+
+    `account_rows` (each child table's rows' positions in `accounts`, found by the caller with the key column
+    in the accounts' Arrow type) stands for the reference checks: a row with an account there has a key that
+    is present, not empty and known."""
+    if any(not isinstance(tables.get(name), pa.Table) for name in TABLES):
+        return False
+    resolved = {(table, column) for table, column, _, _ in REFERENCES
+                if account_rows is not None and len(account_rows.get(table, ())) == tables[table].num_rows
+                and tables[table][column].type == tables["accounts"]["account_id"].type}
+    for name in TABLES:
+        table, names = tables[name], tables[name].column_names
+        if len(set(names)) != len(names):
+            return False
+        for column, rule in SPEC[name].items():
+            if column not in names:
+                if rule.required or rule.kind == "bool":
+                    return False
+                continue
+            if (name, column) not in resolved and not _arrow_column_ok(table[column], rule):
+                return False
+    for table, column, parent, parent_column in REFERENCES:
+        child, keys = tables[table][column], tables[parent][parent_column]
+        if (table, column) not in resolved and len(child) and (
+                child.type != keys.type or pc.index_in(child, value_set=keys.combine_chunks()).null_count):
+            return False
+    for table, column, value, other, other_value in PAIRED_VALUES:
+        frame = tables[table]
+        if frame.num_rows and not pc.all(pc.equal(pc.equal(frame[column], value),
+                                                  pc.equal(frame[other], other_value))).as_py():
+            return False
+    return True
+
+
 def read_dir_tables(path: str | Path) -> dict[str, pa.Table]:
     """The four tables of a directory as read, not yet validated (Arrow, contract columns only); the nightly
     batch reads them so and validates them in chunks, `read_dir` all at once."""

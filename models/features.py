@@ -22,6 +22,8 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from models import calendar, vocab
 from models.contract import Portfolio
@@ -136,6 +138,12 @@ def _ns(series: pd.Series) -> np.ndarray:
 
 
 def _sorted_by(acc: np.ndarray, when: np.ndarray) -> np.ndarray:
+    """The stable order by (account, time): rows already in that order (as exports usually are) keep it
+    without a sort, which is what the stable sort would give."""
+    if len(acc) > 1:
+        step = np.diff(acc)
+        if not ((step < 0) | ((step == 0) & (np.diff(when) < 0))).any():
+            return np.arange(len(acc))
     return np.lexsort((when, acc))
 
 
@@ -182,6 +190,102 @@ def prepare(portfolio: Portfolio, config: FeatureConfig) -> Prepared:
         flags={name: acc[name].to_numpy(dtype=bool) for name in vocab.FLAG_COLUMNS},
         scale=config.money_scale,
     )
+
+
+def prepare_arrow(tables: Mapping[str, pa.Table], config: FeatureConfig,
+                  account_rows: Mapping[str, np.ndarray] | None = None) -> Prepared:
+    """`prepare(validate_tables(tables), config)` for Arrow tables `models.contract.accepts_arrow` accepts,
+    without building the pandas frames: the same arrays, value for value. `account_rows` may give each child
+    table's account positions in `accounts` (the batch has them from cutting chunks). Local midnights are
+    computed once per distinct (zone, date), the same function on fewer rows."""
+    acc = tables["accounts"]
+    n = acc.num_rows
+    tz = _optional_text(acc, "timezone")
+    zones = calendar.effective_timezones(tz).to_numpy()
+    ids = acc["account_id"].combine_chunks()
+    rows = dict(account_rows or {})
+    for name in ("installments", "payments", "contacts"):
+        if name not in rows:
+            rows[name] = pc.index_in(tables[name]["account_id"], value_set=ids).to_numpy(zero_copy_only=False)
+    inst, pay, con = tables["installments"], tables["payments"], tables["contacts"]
+    zone_code, zone_names = pd.factorize(zones)
+
+    def midnights(days: np.ndarray, accounts: np.ndarray) -> np.ndarray:
+        key = zone_code[accounts].astype(np.int64) * (1 << 20) + (days + (1 << 19))
+        codes, uniques = pd.factorize(key)
+        u_days, u_zone = uniques % (1 << 20) - (1 << 19), uniques // (1 << 20)
+        dates = pd.Series((u_days * DAY_NS).astype("datetime64[ns]"))
+        return _ns(calendar.local_midnight_utc(dates, pd.Series(zone_names[u_zone], dtype=object)))[codes]
+
+    i_acc = np.asarray(rows["installments"], dtype=np.int64)
+    i_days = _day_numbers(inst["due_date"])
+    i_due, i_end = midnights(i_days, i_acc), midnights(i_days + 1, i_acc)
+    i_order = _sorted_by(i_acc, i_due)
+    p_acc = np.asarray(rows["payments"], dtype=np.int64)
+    p_at = _instants(pay["paid_at"])
+    p_order = _sorted_by(p_acc, p_at)
+    c_acc = np.asarray(rows["contacts"], dtype=np.int64)
+    c_at = _instants(con["contacted_at"])
+    c_local = calendar.to_local(pd.Series(pd.DatetimeIndex(c_at.view("datetime64[ns]")).tz_localize("UTC")),
+                                pd.Series(zones[c_acc], dtype=object))
+    c_window = calendar.window_codes(c_local, config.windows)
+    c_order = _sorted_by(c_acc, c_at)
+    opened_days = _day_numbers(acc["opened_on"])
+    opened = _ns(calendar.local_midnight_utc(pd.Series((opened_days * DAY_NS).astype("datetime64[ns]")),
+                                             pd.Series(zones, dtype=object)))
+    return Prepared(
+        account_id=ids.to_numpy(zero_copy_only=False).astype(object),
+        opened=opened,
+        term=_floats(acc["term_months"]),
+        monthly=_floats(acc["monthly_amount"]),
+        birth_year=_floats(acc["birth_year"]) if "birth_year" in acc.column_names else np.full(n, np.nan),
+        employment=_arrow_codes(acc["employment"], vocab.EMPLOYMENT),
+        inst_acc=i_acc[i_order], inst_due=i_due[i_order], inst_end=i_end[i_order],
+        inst_units=to_units(_floats(inst["amount_due"]), config.money_scale)[i_order],
+        pay_acc=p_acc[p_order], pay_at=p_at[p_order],
+        pay_units=to_units(_floats(pay["amount"]), config.money_scale)[p_order],
+        pay_method=_arrow_codes(pay["method"], vocab.PAYMENT_METHODS)[p_order],
+        con_acc=c_acc[c_order], con_at=c_at[c_order],
+        con_channel=_arrow_codes(con["channel"], vocab.CHANNELS)[c_order],
+        con_outcome=_arrow_codes(con["outcome"], vocab.OUTCOMES)[c_order],
+        con_outbound=pc.equal(con["direction"], "outbound").to_numpy(zero_copy_only=False)[c_order],
+        con_window=c_window[c_order],
+        zone=zones.astype(object),
+        tz_valid=calendar.valid_timezones(tz),
+        flags={name: acc[name].to_numpy(zero_copy_only=False).astype(bool) for name in vocab.FLAG_COLUMNS},
+        scale=config.money_scale,
+    )
+
+
+def _optional_text(table: pa.Table, column: str) -> pd.Series:
+    """An optional text column as validated: object holding str, None where null or empty."""
+    if column not in table.column_names:
+        return pd.Series(np.full(table.num_rows, None, dtype=object), dtype=object)
+    values = table[column].to_numpy(zero_copy_only=False).astype(object)
+    values[pd.isna(values) | (values == "")] = None
+    return pd.Series(values, dtype=object)
+
+
+def _day_numbers(values: pa.ChunkedArray) -> np.ndarray:
+    """A validated date column (date32, or timestamp[ns] at midnight) as days since the epoch."""
+    if values.type == pa.date32():
+        return values.cast(pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64)
+    return values.cast(pa.int64()).to_numpy(zero_copy_only=False) // DAY_NS
+
+
+def _instants(values: pa.ChunkedArray) -> np.ndarray:
+    """A validated tz-aware timestamp[ns] column as int64 UTC nanoseconds."""
+    return values.cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _floats(values: pa.ChunkedArray) -> np.ndarray:
+    """A validated number column as float64, NaN for null."""
+    return np.asarray(values.to_pandas() if values.null_count else values.to_numpy(), dtype=np.float64)
+
+
+def _arrow_codes(values: pa.ChunkedArray, vocabulary: tuple[str, ...]) -> np.ndarray:
+    """A validated category column as int16 codes into `vocabulary` (as `_codes`)."""
+    return pc.index_in(values, value_set=pa.array(list(vocabulary))).to_numpy(zero_copy_only=False).astype(np.int16)
 
 
 def _count(acc: np.ndarray, mask: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,16 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from models.contract import SPEC, ContractError, Portfolio, read_dir_tables, validate_tables
+from models.contract import (
+    SPEC,
+    ContractError,
+    Portfolio,
+    accepts_arrow,
+    all_distinct,
+    read_dir_tables,
+    validate_tables,
+)
+from models.features import FeatureConfig, Prepared, prepare, prepare_arrow
 from models.registry import hide_password
 from models.vocab import CHILD_TABLES, TABLES
 
@@ -41,17 +51,31 @@ SQL_BATCH_ROWS = 100_000
 
 @dataclass(frozen=True)
 class Chunk:
-    """One chunk of accounts: its validated tables, where its rows sit in the tables as read, and the
-    fingerprint of its rows as read (the same rows in the same order give the same digest)."""
+    """One chunk of accounts: its tables as read (checked against the contract), where its rows sit in the
+    tables as read, and the fingerprint of its rows as read (the same rows in the same order give the same
+    digest). `portfolio` is the validated pandas form (built on first use when the Arrow tables were
+    accepted as they are); `prepare` gives the scoring arrays, straight from Arrow when it can."""
 
     index: int
-    portfolio: Portfolio
+    tables: dict[str, pa.Table]
     positions: dict[str, np.ndarray]
     fingerprint: str
+    account_rows: dict[str, np.ndarray] | None = None  # child rows' account positions in the chunk (Arrow path)
+    validated: Portfolio | None = None  # the pandas form, when the tables went the ordinary way
 
     @property
     def accounts(self) -> int:
-        return len(self.portfolio.accounts)
+        return self.tables["accounts"].num_rows
+
+    @cached_property
+    def portfolio(self) -> Portfolio:
+        return self.validated if self.validated is not None else validate_tables(self.tables)
+
+    def prepare(self, config: FeatureConfig) -> Prepared:
+        """`features.prepare(self.portfolio, config)`, from the Arrow tables when they were accepted as read."""
+        if self.validated is not None:
+            return prepare(self.validated, config)
+        return prepare_arrow(self.tables, config, self.account_rows)
 
 
 def is_url(location: str | Path) -> bool:
@@ -192,16 +216,17 @@ def _key_ok(table: pa.Table, column: str) -> bool:
     values = table[column]
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) or values.null_count:
         return False
-    return pc.count_distinct(values).as_py() == len(values)
+    return all_distinct(values)
 
 
-def _chunk_of_rows(tables: dict[str, pa.Table], size: int) -> dict[str, np.ndarray] | None:
-    """Each row's chunk number (accounts by position, child rows by their account), or None when a key is
-    missing, repeated or unknown (the caller then validates everything to name the fault)."""
+def _account_rows(tables: dict[str, pa.Table]) -> dict[str, np.ndarray] | None:
+    """Each row's account position in the accounts table (accounts by position, child rows by their
+    account), or None when a key is missing, repeated or unknown (the caller then validates everything to
+    name the fault)."""
     accounts = tables["accounts"]
     if not _key_ok(accounts, "account_id") or not _key_ok(tables["contacts"], "contact_id"):
         return None
-    out = {"accounts": (np.arange(accounts.num_rows) // size).astype(np.int32)}
+    out = {"accounts": np.arange(accounts.num_rows, dtype=np.int64)}
     ids = accounts["account_id"]
     for name in CHILD_TABLES:
         if "account_id" not in tables[name].column_names:
@@ -215,34 +240,57 @@ def _chunk_of_rows(tables: dict[str, pa.Table], size: int) -> dict[str, np.ndarr
         where = pc.index_in(child, value_set=ids.combine_chunks())
         if where.null_count:
             return None
-        out[name] = (where.to_numpy(zero_copy_only=False) // size).astype(np.int32)
+        out[name] = where.to_numpy(zero_copy_only=False).astype(np.int64)
     return out
 
 
 def chunks(tables: dict[str, pa.Table], size: int) -> Iterator[Chunk]:
     """The portfolio in validated chunks of at most `size` accounts; raises the ContractError `read_dir`
-    would raise when the input breaks the contract."""
+    would raise when the input breaks the contract. A chunk whose tables `accepts_arrow` takes as they are is
+    not converted to pandas; any other goes through `validate_tables`."""
     if size < 1:
         raise ValueError(f"chunk size must be at least 1, got {size}")
-    chunk_of = _chunk_of_rows(tables, size)
-    if chunk_of is None:
+    account_of = _account_rows(tables)
+    if account_of is None:
         validate_tables(tables)  # raises the exact error
         raise ContractError("accounts", "account_id", problem="keys could not be matched across tables")
     count = n_chunks(tables, size)
     order, bounds = {}, {}
     for name in TABLES:
-        codes = chunk_of.pop(name)
-        order[name] = np.argsort(codes, kind="stable")
-        bounds[name] = np.searchsorted(codes[order[name]], np.arange(count + 1))
+        codes = account_of[name] // size
+        order[name] = _stable_order(codes)
+        bounds[name] = np.searchsorted(codes if order[name] is None else codes[order[name]], np.arange(count + 1))
+        if order[name] is None:
+            order[name] = np.arange(len(codes))
     for k in range(count):
         positions = {name: order[name][bounds[name][k]:bounds[name][k + 1]] for name in TABLES}
-        parts = {name: tables[name].take(positions[name]) for name in TABLES}
+        parts = {name: _rows(tables[name], positions[name]) for name in TABLES}
+        rows = {name: account_of[name][positions[name]] - k * size for name in CHILD_TABLES}
+        if accepts_arrow(parts, rows):
+            yield Chunk(k, parts, positions, fingerprint(parts), account_rows=rows)
+            continue
         try:
             portfolio = validate_tables(parts)
         except ContractError:
             validate_tables(tables)  # the error with the whole input's counts and first rows
             raise
-        yield Chunk(k, portfolio, positions, fingerprint(parts))
+        yield Chunk(k, parts, positions, fingerprint(parts), validated=portfolio)
+
+
+def _stable_order(codes: np.ndarray) -> np.ndarray | None:
+    """`np.argsort(codes, kind="stable")`, or None when the codes already ascend (rows grouped by account in
+    the accounts' order, as an export usually is): the stable sort would leave them as they are."""
+    if len(codes) < 2 or not (codes[1:] < codes[:-1]).any():
+        return None
+    return np.argsort(codes, kind="stable")
+
+
+def _rows(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    """The table's rows at `positions` (ascending, from a stable sort): a zero-copy slice when they are
+    consecutive, else a take."""
+    if len(positions) and positions[-1] - positions[0] == len(positions) - 1:
+        return table.slice(int(positions[0]), len(positions))
+    return table.take(positions)
 
 
 def fingerprint(tables: dict[str, pa.Table]) -> str:

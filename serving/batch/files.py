@@ -56,6 +56,10 @@ class Parts:
     def _path(self, index: int, fingerprint: str) -> Path:
         return self.dir / f"part-{index:06d}-{fingerprint[:32]}.parquet"
 
+    def has(self, index: int, fingerprint: str) -> bool:
+        """Whether this chunk's part is there (a hint: `get` decides)."""
+        return self._path(index, fingerprint).exists()
+
     def get(self, index: int, fingerprint: str) -> pd.DataFrame | None:
         """The finished rows of this chunk, or None when it has to be scored."""
         path = self._path(index, fingerprint)

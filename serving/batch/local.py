@@ -76,19 +76,23 @@ def score_portfolio(bundle, portfolio: Portfolio, as_of: pd.Timestamp, chunk_siz
 def score_chunks(bundle, tables: dict, as_of: pd.Timestamp, explore: float | None, chunk_size: int,
                  parts: Parts, progress: bool = True, contested: frozenset[str] = frozenset()) -> Scored:
     """The local engine: every chunk validated, then taken from its part or scored and kept as a part. The
-    first chunk is read and validated before anything is shown or written, so bad input leaves nothing."""
-    chunks = prefetched(sources.chunks(tables, chunk_size))
+    first chunk is read and validated before anything is shown or written, so bad input leaves nothing. A
+    background thread checks, fingerprints and prepares the next chunk while this one is scored."""
+    config = bundle.feature_config
+    chunks = prefetched((chunk, None if parts.has(chunk.index, chunk.fingerprint) else chunk.prepare(config))
+                        for chunk in sources.chunks(tables, chunk_size))
     first = next(chunks, None)
     found = parts.open()
     scored, fingerprints, resumed = [], [], 0
     total = tables["accounts"].num_rows
     with progress_bar(progress) as bar:
         task = bar.add_task("scoring" + (f" (resuming, {found} parts)" if found else ""), total=total)
-        for chunk in itertools.chain([first] if first is not None else [], chunks):
+        for chunk, prep in itertools.chain([first] if first is not None else [], chunks):
             rows = parts.get(chunk.index, chunk.fingerprint)
             if rows is None:  # scored, kept, and read back: a resumed run sees exactly the same rows
-                fresh = with_feature_text(bundle.score(chunk.portfolio, as_of, explore=explore, keep_features=True,
-                                                       contested=contested))
+                prep = chunk.prepare(config) if prep is None else prep
+                fresh = with_feature_text(bundle.score_prepared(prep, as_of, explore=explore, keep_features=True,
+                                                                contested=contested))
                 parts.put(chunk.index, chunk.fingerprint, fresh)
                 rows = parts.get(chunk.index, chunk.fingerprint)
             else:
