@@ -232,8 +232,22 @@ class DecisionRecord:
                    profile=profile)
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})  # JSON as they are
+
+
 def _json_safe(value: Any) -> Any:
-    """JSON-ready values: numpy scalars as Python ones, NaN and infinities as null (PostgreSQL rejects them)."""
+    """JSON-ready values: numpy scalars as Python ones, NaN and infinities as null (PostgreSQL rejects them).
+    The exact built-in types come first (a record holds thousands of them; each walk of the batch's records
+    was most of the decision log's time), anything else takes the general path."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {k if type(k) is str else str(k): _json_safe(v) for k, v in value.items()}
+    if kind is list:
+        return [_json_safe(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

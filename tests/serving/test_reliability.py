@@ -75,10 +75,18 @@ def test_model_swap_under_load_fails_no_request(trained, tmp_path):
             while not stop.is_set():
                 codes.append(client.post("/v1/score", json=request).status_code)
 
+        def answered_more(than: int, deadline: float) -> None:  # the state, not a time: requests kept coming
+            while len(codes) < than + len(workers) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
         workers = [threading.Thread(target=hammer) for _ in range(4)]
         for w in workers:
             w.start()
-        swaps = [client.post("/v1/admin/reload", headers={"X-API-Key": ADMIN}).status_code for _ in range(5)]
+        swaps = []
+        for _ in range(5):  # each swap starts with requests in flight and is followed by more of them
+            answered_more(len(codes), time.monotonic() + 120)
+            swaps.append(client.post("/v1/admin/reload", headers={"X-API-Key": ADMIN}).status_code)
+        answered_more(len(codes), time.monotonic() + 120)
         stop.set()
         for w in workers:
             w.join()
