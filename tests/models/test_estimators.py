@@ -93,6 +93,20 @@ def test_path_contributions_sum_to_the_raw_score_with_missing_values_and_categor
     assert np.unique(contrib[:, -1]).size == 1  # the bias is one number, the trees' root values
 
 
+def test_path_contributions_are_the_same_gathered_at_once_or_tree_by_tree(monkeypatch):
+    import models.estimators as estimators
+
+    X, y = _data()
+    model = _model().fit(X, y)
+    paths = estimators.path_contributions(model.booster_)
+    rows = _data(seed=4)[0].to_numpy(dtype=np.float64)
+    for n in (1, 3, 40, len(rows)):
+        monkeypatch.setattr(estimators, "GATHER_AT_ONCE", 1 << 40)
+        gathered = paths(rows[:n])
+        monkeypatch.setattr(estimators, "GATHER_AT_ONCE", 0)
+        np.testing.assert_array_equal(paths(rows[:n]), gathered)  # bit for bit: the reasons never differ
+
+
 def test_path_contributions_name_the_same_top_reason_as_treeshap_for_most_rows():
     X, y = _data()
     model = _model().fit(X, y)
