@@ -60,18 +60,15 @@ def read_and_aggregate(data: Path, columns: dict[str, list[str]]) -> tuple[float
 
     out = {}
     inst, pay, con = tables["installments"], tables["payments"], tables["contacts"]
-    acc = codes("installments")
-    out["inst_count"] = np.bincount(acc, minlength=n)
-    out["inst_due"] = np.bincount(acc, weights=inst["amount_due"].to_numpy(), minlength=n)
-    latest = np.full(n, np.iinfo(np.int64).min)
-    np.maximum.at(latest, acc, _ns(inst["due_date"]))
-    out["inst_latest"] = latest
-    acc = codes("payments")
-    out["pay_count"] = np.bincount(acc, minlength=n)
-    out["pay_sum"] = np.bincount(acc, weights=pay["amount"].to_numpy(), minlength=n)
-    latest = np.full(n, np.iinfo(np.int64).min)
-    np.maximum.at(latest, acc, _ns(pay["paid_at"]))
-    out["pay_latest"] = latest
+    def count_sum_latest(prefix: str, acc: np.ndarray, amounts, instants) -> None:
+        out[f"{prefix}_count"] = np.bincount(acc, minlength=n)
+        out[f"{prefix}_sum"] = np.bincount(acc, weights=amounts.to_numpy(), minlength=n)
+        latest = np.full(n, np.iinfo(np.int64).min)
+        np.maximum.at(latest, acc, _ns(instants))
+        out[f"{prefix}_latest"] = latest
+
+    count_sum_latest("inst", codes("installments"), inst["amount_due"], inst["due_date"])
+    count_sum_latest("pay", codes("payments"), pay["amount"], pay["paid_at"])
     acc = codes("contacts")
     out["con_count"] = np.bincount(acc, minlength=n)
     outbound = pc.equal(con["direction"], "outbound").to_numpy(zero_copy_only=False)
@@ -84,7 +81,7 @@ def read_and_aggregate(data: Path, columns: dict[str, list[str]]) -> tuple[float
     seconds = time.perf_counter() - began
     rows = sum(t.num_rows for name, t in tables.items() if name != "accounts")
     return seconds, {"accounts": n, "history_rows": rows,
-                     "arrears_accounts": int((out["inst_due"] > out["pay_sum"]).sum())}
+                     "arrears_accounts": int((out["inst_sum"] > out["pay_sum"]).sum())}
 
 
 def end_to_end(data: Path, model: str, work: Path) -> dict:
