@@ -235,12 +235,35 @@ class DecisionRecord:
 _PLAIN = frozenset({str, int, bool, type(None)})  # JSON as they are
 
 
+class _Safe(dict):
+    """A mapping `_json_safe` made already: the record's hash and its JSON columns take it as it is, so a
+    record's features and answer are walked once, not once for the hash and once per column."""
+
+
+class _SafeList(list):
+    """A list `_json_safe` made already (see `_Safe`)."""
+
+
+def _row(record: DecisionRecord, created_at: datetime, position: int) -> dict[str, Any]:
+    """A record as the row inserted: its JSON fields made safe once, its instant and its place in the request."""
+    row = {c: getattr(record, c) for c in RECORD_COLUMNS}
+    row.update(features=_made_safe(record.features), answer=_made_safe(record.answer),
+               rules_evaluated=_made_safe(record.rules_evaluated), created_at=created_at,
+               propensity=_finite_or_none(record.propensity), request_position=position)
+    return row
+
+
+def _made_safe(value: Any) -> Any:
+    safe = _json_safe(value)
+    return _Safe(safe) if type(safe) is dict else _SafeList(safe) if type(safe) is list else safe
+
+
 def _json_safe(value: Any) -> Any:
     """JSON-ready values: numpy scalars as Python ones, NaN and infinities as null (PostgreSQL rejects them).
     The exact built-in types come first (a record holds thousands of them; each walk of the batch's records
     was most of the decision log's time), anything else takes the general path."""
     kind = type(value)
-    if kind in _PLAIN:
+    if kind in _PLAIN or kind is _Safe or kind is _SafeList:
         return value
     if kind is float:
         return value if math.isfinite(value) else None
@@ -454,9 +477,7 @@ class DecisionLog:
         group's records are numbered from 0 (`request_position`). Raises DecisionRejected on any refused
         record (the callers then retry alone to learn whose it was) and DecisionLogUnavailable."""
         created_at = datetime.now(UTC)
-        rows = [{**{c: getattr(r, c) for c in RECORD_COLUMNS}, "created_at": created_at,
-                 "propensity": _finite_or_none(r.propensity), "request_position": i}
-                for records in groups for i, r in enumerate(records)]
+        rows = [_row(r, created_at, i) for records in groups for i, r in enumerate(records)]
         if not rows:
             return
         try:
@@ -499,9 +520,7 @@ class DecisionLog:
             keys = sa.select(decisions.c.caller, decisions.c.idempotency_key).where(
                 decisions.c.idempotency_key.in_([r.idempotency_key for r in batch]), decisions.c.request_position == 0)
             seen = {tuple(row) for row in conn.execute(keys)}
-            rows = [{**{c: getattr(r, c) for c in RECORD_COLUMNS}, "created_at": created_at,
-                     "propensity": _finite_or_none(r.propensity), "request_position": 0}
-                    for r in batch if (r.caller, r.idempotency_key) not in seen]
+            rows = [_row(r, created_at, 0) for r in batch if (r.caller, r.idempotency_key) not in seen]
             if rows:
                 conn.execute(self._insert_ignoring_duplicates(), self._chained(conn, rows))
         return rows
