@@ -231,7 +231,8 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
     space = ActionSpace(windows)
     chosen = params["policy"].get("baseline", "auto")
     book = None if isinstance(chosen, dict) else Playbook.from_params(params["policy"].get("playbook"), windows)
-    evidence: dict = {"randomised_train": len(resp_train), "randomised_holdout": len(resp_holdout)}
+    evidence: dict = {"randomised_train": len(resp_train), "randomised_holdout": len(resp_holdout),
+                      "holdouts_train": int((resp_train["channel"] == "none").sum()) if len(resp_train) else 0}
     base = safe.SafePolicy(_fixed_baseline(chosen, space, windows), playbook=book)
     evidence.update(_baseline_words(base, space, "params policy.playbook (the team's playbook)" if book else
                                     "params policy.baseline (the team's rule)" if isinstance(chosen, dict) else
