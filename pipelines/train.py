@@ -142,7 +142,8 @@ def fit_response_model(decisions: pd.DataFrame, names: list[str], params: dict, 
         response = fit_response(learn, names, params, space)
         response.business_as_usual_ = bau
         log(f"response model: {len(resp_train):,} randomised decisions before {resp_cut.isoformat()[:10]}"
-            + (f" and {bau['used']:,} business-as-usual ones" if bau else "") + f", {len(resp_holdout):,} held out")
+            + (f" and {bau['used']:,} business-as-usual ones" if bau else "") + f", {len(resp_holdout):,} held out; "
+            f"the chance with no contact learned on {response.p0_from_}")
         log(_unreached_line(choose_unreached(response, resp_holdout, names, params)))
     except ValueError as err:
         response = None
