@@ -64,7 +64,8 @@ def _log_url(workdir: Path) -> str:
 def _retrain_counts(result) -> dict:
     """What the week's retrain learned from (whether or not it passed the gate): the logged decisions with a
     propensity the examples hold, those the response model trained on (and the hold-outs among them), those
-    held out for the safe policy, whether it fitted a response model and found a departure margin."""
+    held out for the safe policy, whether it fitted a response model, the most held-out departures the log took
+    under any margin tried (models.safe.observed) and the margin it found."""
     bundle, fed = result.bundle, result.bundle.metadata.get("feedback") or {}
     evidence = bundle.safe.evidence if bundle.safe is not None else {}
     return {"contacts_naming_a_decision": int(fed.get("contacts_naming_a_decision", 0)),
@@ -73,6 +74,7 @@ def _retrain_counts(result) -> dict:
             "holdouts_train": int(evidence.get("holdouts_train", 0)),
             "randomised_holdout": int(evidence.get("randomised_holdout", 0)),
             "retrain_response_model": bundle.response is not None,
+            "observed_departures": max((t.get("observed", 0) for t in evidence.get("trials", [])), default=0),
             "retrain_margin": (float(bundle.safe.margin) if bundle.safe is not None and np.isfinite(bundle.safe.margin)
                                else None)}
 
@@ -207,7 +209,7 @@ def verdicts(weeks: pd.DataFrame) -> pd.DataFrame:
 
 
 COUNTS = ("promoted", "propensity_from_log", "randomised_train", "holdouts_train", "randomised_holdout",
-          "retrain_response_model", "retrain_margin", "response_model", "departures_possible")
+          "retrain_response_model", "observed_departures", "retrain_margin", "response_model", "departures_possible")
 
 
 def counts(weeks: pd.DataFrame) -> pd.DataFrame:

@@ -22,7 +22,7 @@ action the policy departs to. Elsewhere the doubly robust score of a departure i
 (no residual corrects it), so a bound on departures no experiment ever drew measures how much the model's
 values vary, not how wrong they are (positivity): a response model fitted on 199 decisions, 30 points too
 high on held-out contacts, once "certified" a single action none of 318 decisions had taken, +3,900 JPY a
-decision at the lower bound, and served 21 weeks at 0.67x the playbook (docs/benchmarks.md, closed loop).
+decision at the lower bound, and served weeks 5 to 25 at 0.70x the playbook (docs/benchmarks.md, closed loop).
 
 Pure numpy: `dr_matrix` turns logged decisions and the model's values into per-decision, per-action doubly
 robust scores; `best_single` and `select_margin` read them; `SafePolicy.apply` is what `policy.choose` calls.
