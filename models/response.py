@@ -171,7 +171,7 @@ class ResponseModel:
         none = action == self.space.none_index
         # Under "none" an unreached attempt is a no contact, so p0 can be d: the gains r (c - d) never read p0
         # (it only fills the no-contact column), and a playbook that contacts everyone draws few hold-outs
-        # (a 5,000-account book's experiments draw about one a week: 50 would take a year).
+        # (a 5,000-account book's experiments draw about one a week: 50 take over a year).
         p0_unreached = observed and self.unreached == "none" and none.sum() < MIN_ROWS
         for rows, what in ((none, "hold-outs (channel none)"), (~none & reached, "contacts that reached"),
                            (~none & ~reached, "contacts that did not reach")):

@@ -254,7 +254,7 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
                                             base.baseline, z, least, base.fallback, prefs,
                                             taken=logs["action"].to_numpy()[held])
     evidence.update(trials=trials, margin=margin)
-    best = max(trials, key=lambda t: t["lcb"], default=None)
+    best = next((t for t in trials if t["margin"] == margin), None)  # the margin chosen (enough observed)
     log(f"safe policy: baseline {evidence['baseline_text']}; "
         + (f"departs where the models expect > JPY {margin:,.0f} more (held-out DR improvement "
            f"{best['improvement']:,.0f} per decision, lower bound {best['lcb']:,.0f}, {best['departures']:,} of "
