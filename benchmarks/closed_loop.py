@@ -46,18 +46,37 @@ def _portfolio(live):
     return validate(live.tables(crm_export=True))
 
 
-def _fit(live, params: dict, workdir: Path):
+def _fit(live, params: dict, workdir: Path, week: int = 0):
     from models.contract import write_dir
     from pipelines.train import fit
 
     data = workdir / "data"
     write_dir(_portfolio(live), data)
-    return fit(data, params, history_end_at=live.as_of.isoformat(), log=lambda *_: None,
-               decision_log=_log_url(workdir))
+    with (workdir / "train.log").open("a") as f:  # each week's training log, for the counts behind the figures
+        return fit(data, params, history_end_at=live.as_of.isoformat(),
+                   log=lambda line, *_: f.write(f"week {week}: {line}\n"), decision_log=_log_url(workdir))
 
 
 def _log_url(workdir: Path) -> str:
     return f"sqlite:///{workdir / 'decisions.db'}"
+
+
+def _retrain_counts(result) -> dict:
+    """What the week's retrain learned from (whether or not it passed the gate): the logged decisions with a
+    propensity the examples hold, those the response model trained on (and the hold-outs among them), those
+    held out for the safe policy, whether it fitted a response model, the most held-out departures the log took
+    under any margin tried (models.safe.observed) and the margin it found."""
+    bundle, fed = result.bundle, result.bundle.metadata.get("feedback") or {}
+    evidence = bundle.safe.evidence if bundle.safe is not None else {}
+    return {"contacts_naming_a_decision": int(fed.get("contacts_naming_a_decision", 0)),
+            "propensity_from_log": int(fed.get("propensity_from_log", 0)),
+            "randomised_train": int(evidence.get("randomised_train", 0)),
+            "holdouts_train": int(evidence.get("holdouts_train", 0)),
+            "randomised_holdout": int(evidence.get("randomised_holdout", 0)),
+            "retrain_response_model": bundle.response is not None,
+            "observed_departures": max((t.get("observed", 0) for t in evidence.get("trials", [])), default=0),
+            "retrain_margin": (float(bundle.safe.margin) if bundle.safe is not None and np.isfinite(bundle.safe.margin)
+                               else None)}
 
 
 def _record(rows: pd.DataFrame, bundle, week: int, workdir: Path) -> None:
@@ -116,6 +135,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     live = Live(accounts, 12, seed, params)
     here = workdir / f"{preset}_{seed}"
     (here / "decisions.db").unlink(missing_ok=True)  # a world run again starts with an empty decision log
+    (here / "train.log").unlink(missing_ok=True)
     day_one = bundle = _fit(live, params, here).bundle
     space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
     rng = np.random.default_rng(seed)
@@ -123,10 +143,11 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     for week in range(weeks):
         started = time.perf_counter()
         portfolio, as_of = _portfolio(live), live.as_of
-        promoted = None
+        promoted, retrained = None, {}
         if week > 0:
-            result = _fit(live, params, here)
+            result = _fit(live, params, here, week)
             promoted, _ = quality_gate(result.metrics, params["train"]["quality_gate"])
+            retrained = _retrain_counts(result)
             bundle = result.bundle if promoted else bundle
         tv = TrueValues.of(bundle, portfolio, live.truth(), as_of)
         rows, _ = day_queue(bundle, portfolio, as_of)
@@ -139,7 +160,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
                   "playbook": tv.value_of(tv.chosen(playbook, day_one)), "uniform A/B": tv.value_of(uniform)}
         common = {"preset": preset, "seed": seed, "week": week, "as_of": as_of.isoformat(),
                   "overdue": len(tv.account_id), "oracle": tv.oracle(), "response_model": bundle.response is not None,
-                  "promoted": promoted,
+                  "promoted": promoted, **retrained,
                   "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
                   "seconds": round(time.perf_counter() - started, 1)}
         out += [{**common, "team": team, "value": value} for team, value in values.items()]
@@ -185,6 +206,17 @@ def verdicts(weeks: pd.DataFrame) -> pd.DataFrame:
                      "vs uniform A/B, last week": f"{diff.mean():+,.0f} [{diff.mean() - half:+,.0f}, "
                                                   f"{diff.mean() + half:+,.0f}]"})
     return pd.DataFrame(rows)
+
+
+COUNTS = ("promoted", "propensity_from_log", "randomised_train", "holdouts_train", "randomised_holdout",
+          "retrain_response_model", "observed_departures", "retrain_margin", "response_model", "departures_possible")
+
+
+def counts(weeks: pd.DataFrame) -> pd.DataFrame:
+    """Per preset, seed and week: what each retrain learned from and whether it reached the decisions (the
+    retrain's own response model and margin, then the serving bundle's after the gate)."""
+    mine = weeks[weeks["team"] == "cureflow"]
+    return mine.set_index(["preset", "seed", "week"])[[c for c in COUNTS if c in mine.columns]]
 
 
 def plot(weeks: pd.DataFrame, out: Path) -> None:
@@ -236,6 +268,7 @@ def main() -> None:
     pd.set_option("display.width", 200)
     shown = table(weeks)
     print(shown[shown.index.get_level_values("week").isin([0, 1, 2, 4, 8, 13, 20, 25])].round(3).to_string())
+    print(counts(weeks).to_string())
     print(verdicts(weeks).to_string(index=False))
     plot(weeks, Path("benchmarks/figures/closed_loop.png"))
 

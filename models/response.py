@@ -106,7 +106,11 @@ class ResponseModel:
           gain(x, a) = r(x, a) * (c(x, a) - d(x)),
       with d learned on the unreached attempts (pooled over actions) and P(pay | x, none) = p0(x) on the
       hold-outs for the answer's baseline. Measured on the simulator where it holds, per-action d models,
-      or d taken as p0, let two models' noise pick the action and lost 3 to 25% of the policy's value.
+      or d taken as p0 in the gain, let two models' noise pick the action and lost 3 to 25% of the policy's
+      value. With fewer than MIN_ROWS hold-outs p0 is d itself (`p0_from_` says which): under this
+      structure an unreached attempt is a no contact, and the gains, hence the decisions, never read p0. A
+      playbook that contacts every overdue account draws hold-outs only in its experiments (about one a
+      week on a 5,000-account book), so requiring 50 kept the closed loop from ever fitting the model.
     - "per_channel": an unreached attempt may still work (an unanswered text is read, a voicemail heard),
       by channel: P(pay | x, a) = r(x, a) * c(x, a) + (1 - r(x, a)) * d(x, channel), the total
       probability with d learned on the unreached attempts with their channel (shared over windows and
@@ -129,6 +133,7 @@ class ResponseModel:
     unreached_: str = "none"  # the structure in use (bundles from before the choice existed: "none")
     missed_channel_: lgb.Booster | None = None  # d(x, channel), for "per_channel"
     unreached_evidence_: dict | None = None  # choose_unreached's test (None: not tested)
+    p0_from_: str = "the hold-outs"  # what p0(x), the chance with no contact, was learned on
 
     def __init__(self, lgbm_params: dict, space: ActionSpace, categorical: tuple[str, ...] = (),
                  random_state: int = 0, unreached: str = "none"):
@@ -164,17 +169,26 @@ class ResponseModel:
         self.feature_names_ = list(X.columns)
         Xa, codes = X.to_numpy(dtype=np.float64), self.space.codes()[action]
         none = action == self.space.none_index
+        # Under "none" an unreached attempt is a no contact, so p0 can be d: the gains r (c - d) never read p0
+        # (it only fills the no-contact column), and a playbook that contacts everyone draws few hold-outs
+        # (a 5,000-account book's experiments draw about one a week: 50 take over a year).
+        p0_unreached = observed and self.unreached == "none" and none.sum() < MIN_ROWS
         for rows, what in ((none, "hold-outs (channel none)"), (~none & reached, "contacts that reached"),
                            (~none & ~reached, "contacts that did not reach")):
-            if rows.sum() < MIN_ROWS and (observed or what != "contacts that did not reach"):
+            needed = observed or what != "contacts that did not reach"
+            if what.startswith("hold-outs") and p0_unreached:
+                needed = False
+            if rows.sum() < MIN_ROWS and needed:
                 raise ValueError(f"the response model needs at least {MIN_ROWS} randomised {what}; "
                                  f"the logs hold {int(rows.sum())}")
-        self.base_ = self._train(Xa[none], None, y[none], w[none])
         contact = ~none
         self.reach_ = self._train(Xa[contact], codes[contact], reached[contact], w[contact]) if observed else None
         hit, miss = contact & reached, contact & ~reached
         self.reached_ = self._train(Xa[hit], codes[hit], y[hit], w[hit])
         self.missed_ = self._train(Xa[miss], None, y[miss], w[miss]) if observed else None
+        self.base_ = self.missed_ if p0_unreached else self._train(Xa[none], None, y[none], w[none])
+        self.p0_from_ = (f"the {int(miss.sum()):,} unreached contacts ({int(none.sum())} hold-outs, fewer than "
+                         f"{MIN_ROWS})" if p0_unreached else f"the {int(none.sum()):,} hold-outs")
         per_channel = observed and self.unreached != "none"
         self.missed_channel_ = (self._train(Xa[miss], codes[miss][:, :1], y[miss], w[miss], ACTION_COLUMNS[:1])
                                 if per_channel else None)

@@ -17,6 +17,13 @@ confidence policy improvement"; the doubly robust scores of Dudik et al. 2011):
    estimate of (policy - baseline) and its standard error; the margin with the highest lower confidence
    bound wins, and when no lower bound is above zero the margin is infinite: the policy is its baseline.
 
+Both tests count only with enough **observed** departures (`observed`): decisions where the log took the
+action the policy departs to. Elsewhere the doubly robust score of a departure is the model's own value
+(no residual corrects it), so a bound on departures no experiment ever drew measures how much the model's
+values vary, not how wrong they are (positivity): a response model fitted on 199 decisions, 30 points too
+high on held-out contacts, once "certified" a single action none of 318 decisions had taken, +3,900 JPY a
+decision at the lower bound, and served weeks 5 to 25 at 0.70x the playbook (docs/benchmarks.md, closed loop).
+
 Pure numpy: `dr_matrix` turns logged decisions and the model's values into per-decision, per-action doubly
 robust scores; `best_single` and `select_margin` read them; `SafePolicy.apply` is what `policy.choose` calls.
 """
@@ -138,13 +145,27 @@ def best_single(scores: np.ndarray, allowed: np.ndarray, design: np.ndarray | No
     return (best if len(means) and means[best] > 0 else NO_CONTACT), means
 
 
-def lower_bound(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, z: float) -> dict:
+def lower_bound(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, z: float,
+                taken: np.ndarray | None = None) -> dict:
     """The doubly robust improvement of `chosen` over `base` per decision, its standard error and its
-    one-sided lower confidence bound (mean - z x se)."""
+    one-sided lower confidence bound (mean - z x se). With `taken` (each decision's logged column of
+    `scores`), also `observed`: the decisions where `chosen` departs from `base` and the log took `chosen`."""
     d = _improvement(scores, chosen, base)
     mean = float(d.mean()) if len(d) else 0.0
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.inf
-    return {"improvement": mean, "se": se, "lcb": mean - z * se}
+    out = {"improvement": mean, "se": se, "lcb": mean - z * se}
+    if taken is not None:
+        out["observed"] = observed(scores, chosen, base, taken)
+    return out
+
+
+def observed(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, taken: np.ndarray) -> int:
+    """How many decisions depart (`chosen` is not `base`) with the departure's action logged: the only ones
+    whose outcome says anything of the departure. Elsewhere a departure's doubly robust score is the
+    model's own value, with no residual, so its spread says nothing of the model's error: a bound on
+    departures the logs never took (an action no experiment drew) certifies the model's opinion."""
+    col = lambda a: np.where(a >= 0, a, scores.shape[1] - 1)  # noqa: E731 - no contact is the last column
+    return int(((col(chosen) != col(base)) & (col(chosen) == np.asarray(taken))).sum())
 
 
 def _improvement(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -154,13 +175,15 @@ def _improvement(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray) -> np
 
 
 def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, baseline: int, z: float,
-                  min_departures: int = 30, fallback: int = NO_CONTACT, prefs: np.ndarray | None = None
-                  ) -> tuple[float, list[dict]]:
+                  min_departures: int = 30, fallback: int = NO_CONTACT, prefs: np.ndarray | None = None,
+                  taken: np.ndarray | None = None) -> tuple[float, list[dict]]:
     """The departure margin with the highest lower confidence bound of (policy - baseline), on held-out
     decisions; infinite when no bound is above zero. `value` (n, actions) is -inf where a rule forbids,
     `greedy` the model's best action (-1: no contact). Candidate margins: 0 and the deciles of the
-    model's positive edges; a margin leaving fewer than `min_departures` departures is not tried. `prefs`
-    (per decision, the baseline actions in order of preference: the playbook's) replaces baseline/fallback."""
+    model's positive edges; a margin leaving fewer than `min_departures` departures is not tried, nor, with
+    `taken` (each decision's logged column of `scores`), one with fewer than `min_departures` departures
+    the log took (`observed`): without them the bound rests on the model's values alone. `prefs` (per
+    decision, the baseline actions in order of preference: the playbook's) replaces baseline/fallback."""
     policy = SafePolicy(baseline, fallback=fallback)
     base = policy.base(value, prefs)
     departing = greedy != base
@@ -171,8 +194,10 @@ def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, bas
         chosen, go = dataclasses.replace(policy, margin=float(margin)).apply(value, greedy, prefs)  # as served
         if go.sum() < min_departures:
             continue
-        trial = {"margin": float(margin), "departures": int(go.sum()), **lower_bound(scores, chosen, base, z)}
+        trial = {"margin": float(margin), "departures": int(go.sum()), **lower_bound(scores, chosen, base, z, taken)}
         trials.append(trial)
+        if trial.get("observed", min_departures) < min_departures:
+            continue
         if trial["lcb"] > best_lcb:
             best_margin, best_lcb = float(margin), trial["lcb"]
     return best_margin, trials

@@ -142,7 +142,8 @@ def fit_response_model(decisions: pd.DataFrame, names: list[str], params: dict, 
         response = fit_response(learn, names, params, space)
         response.business_as_usual_ = bau
         log(f"response model: {len(resp_train):,} randomised decisions before {resp_cut.isoformat()[:10]}"
-            + (f" and {bau['used']:,} business-as-usual ones" if bau else "") + f", {len(resp_holdout):,} held out")
+            + (f" and {bau['used']:,} business-as-usual ones" if bau else "") + f", {len(resp_holdout):,} held out; "
+            f"the chance with no contact learned on {response.p0_from_}")
         log(_unreached_line(choose_unreached(response, resp_holdout, names, params)))
     except ValueError as err:
         response = None
@@ -231,7 +232,8 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
     space = ActionSpace(windows)
     chosen = params["policy"].get("baseline", "auto")
     book = None if isinstance(chosen, dict) else Playbook.from_params(params["policy"].get("playbook"), windows)
-    evidence: dict = {"randomised_train": len(resp_train), "randomised_holdout": len(resp_holdout)}
+    evidence: dict = {"randomised_train": len(resp_train), "randomised_holdout": len(resp_holdout),
+                      "holdouts_train": int((resp_train["channel"] == "none").sum()) if len(resp_train) else 0}
     base = safe.SafePolicy(_fixed_baseline(chosen, space, windows), playbook=book)
     evidence.update(_baseline_words(base, space, "params policy.playbook (the team's playbook)" if book else
                                     "params policy.baseline (the team's rule)" if isinstance(chosen, dict) else
@@ -241,22 +243,25 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
         return dataclasses.replace(base, evidence=evidence)
     logs = pd.concat([resp_train, resp_holdout], ignore_index=True)
     value, scores, allowed = _logged_values(response, logs, names, params, portfolio)
+    least = int(conf.get("min_departures", 30))
     if chosen == "auto":
-        base = _learned_baseline(base, value, scores, allowed, logs, space, z, evidence)
+        base = _learned_baseline(base, value, scores, allowed, logs, space, z, evidence, least)
     held = slice(len(logs) - len(resp_holdout), None)  # the held-out decisions are the last rows of `logs`
     margin, trials = math.inf, []
     if len(resp_holdout):
         prefs = _prefs(base, logs.iloc[held], windows)
         margin, trials = safe.select_margin(scores[held], value[held, :-1], policy.greedy(value[held, :-1]),
-                                            base.baseline, z, int(conf.get("min_departures", 30)), base.fallback,
-                                            prefs)
+                                            base.baseline, z, least, base.fallback, prefs,
+                                            taken=logs["action"].to_numpy()[held])
     evidence.update(trials=trials, margin=margin)
-    best = max(trials, key=lambda t: t["lcb"], default=None)
+    best = next((t for t in trials if t["margin"] == margin), None)  # the margin chosen (enough observed)
     log(f"safe policy: baseline {evidence['baseline_text']}; "
         + (f"departs where the models expect > JPY {margin:,.0f} more (held-out DR improvement "
            f"{best['improvement']:,.0f} per decision, lower bound {best['lcb']:,.0f}, {best['departures']:,} of "
            f"{len(resp_holdout):,} held-out decisions)" if math.isfinite(margin) else
-           f"no departure yet: no margin's lower bound is above zero on {len(resp_holdout):,} held-out decisions"))
+           f"no departure yet: no margin's lower bound is above zero with {least} departures the log took, on "
+           f"{len(resp_holdout):,} held-out decisions (at most "
+           f"{max((t.get('observed', 0) for t in trials), default=0)} observed)"))
     return dataclasses.replace(base, margin=margin, evidence=evidence)
 
 
@@ -282,9 +287,12 @@ def _prefs(base: safe.SafePolicy, logs: pd.DataFrame, windows: tuple[str, ...]) 
 
 
 def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarray, allowed: np.ndarray,
-                      logs: pd.DataFrame, space: ActionSpace, z: float, evidence: dict) -> safe.SafePolicy:
+                      logs: pd.DataFrame, space: ActionSpace, z: float, evidence: dict, least: int = 30
+                      ) -> safe.SafePolicy:
     """The best single action for everyone, where it beats the configured baseline (the playbook) with a
-    positive lower confidence bound on the randomised decisions; else the configured baseline."""
+    positive lower confidence bound on the randomised decisions, at least `least` of which took it where
+    the two differ (models.safe.observed: else the bound is the model's opinion); else the configured
+    baseline."""
     single, means = safe.best_single(scores, allowed, safe.action_design(space.actions[:-1]))
     fallback = safe.fallback_of(single, means, np.array([c for c, _, _ in space.actions[:-1]]))
     learned = safe.SafePolicy(single, fallback=fallback)
@@ -293,9 +301,9 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
     windows = space.windows
     if base.playbook is not None or base.baseline >= 0:
         current = base.base(value[:, :-1], _prefs(base, logs, windows))
-        test = safe.lower_bound(scores, learned.base(value[:, :-1]), current, z)
+        test = safe.lower_bound(scores, learned.base(value[:, :-1]), current, z, logs["action"].to_numpy())
         evidence["best_single_vs_configured"] = test
-        if test["lcb"] <= 0:
+        if test["lcb"] <= 0 or test["observed"] < least:
             return base
     evidence.update(_baseline_words(learned, space, f"best single action by doubly robust value on {len(logs):,} "
                                                     f"randomised decisions, smoothed over channel, window and offer"))

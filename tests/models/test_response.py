@@ -170,3 +170,23 @@ def test_a_configured_structure_is_kept_without_a_test():
         X.to_numpy(), action, y, prop)["why"]
     with pytest.raises(ValueError, match="response.unreached"):
         ResponseModel(params, SPACE, unreached="sometimes")
+
+
+def test_few_hold_outs_do_not_stop_the_model_when_an_unreached_attempt_changes_nothing():
+    """A playbook that contacts everyone draws hold-outs only in its experiments (about one a week on a
+    5,000-account book): under "none" the no-contact chance is the unreached attempts', and the gains stand."""
+    X, action, y, prop, reached = _logs()
+    none = np.flatnonzero(action == SPACE.none_index)
+    keep = np.ones(len(y), dtype=bool)
+    keep[none[10:]] = False  # 10 hold-outs left
+    X, action, y, prop, reached = X[keep].reset_index(drop=True), action[keep], y[keep], prop[keep], reached[keep]
+    params = {"n_estimators": 120, "learning_rate": 0.1, "num_leaves": 15, "min_child_samples": 50}
+    model = ResponseModel(params, SPACE, random_state=0).fit(X, action, y, prop, reached)
+    assert "unreached" in model.p0_from_ and "10 hold-outs" in model.p0_from_
+    p = model.predict_matrix(np.array([[0.0, 0.0], [1.0, 0.0]]))
+    assert p[:, SPACE.none_index] == pytest.approx([0.15, 0.15], abs=0.03)
+    gain = p[:, _idx("phone", "weekday_evening")] - p[:, SPACE.none_index]
+    assert gain == pytest.approx([0.7 * 0.45, 0.1 * 0.45], abs=0.05)
+    for unreached in ("per_channel", "auto"):  # there the gains read p0: the hold-outs are still needed
+        with pytest.raises(ValueError, match="hold-outs"):
+            ResponseModel(params, SPACE, random_state=0, unreached=unreached).fit(X, action, y, prop, reached)

@@ -74,3 +74,32 @@ def test_where_the_baseline_is_forbidden_the_fallback_on_another_channel_stands_
     assert chosen.tolist() == [0, 1, safe.NO_CONTACT] and not departed.any()
     estimates = np.array([5.0, 4.0, 3.0, 2.0])
     assert safe.fallback_of(0, estimates, np.array(["phone", "phone", "sms", "letter"])) == 2
+
+
+def test_a_departure_no_decision_took_is_not_certified_by_the_models_own_values():
+    """Positivity: the model says action 2 pays 400 more than the baseline for everyone, but no logged decision
+    took it (the experiments never drew it) and it truly pays nothing. Its doubly robust score is then the
+    model's value alone, whose spread is not its error: the bound must not certify it."""
+    rng = np.random.default_rng(0)
+    n = 2_000
+    truth = np.column_stack([np.full(n, 100.0), np.full(n, 50.0), np.zeros(n), np.zeros(n)])
+    value = truth.copy()
+    value[:, 2] = 500.0 + rng.normal(0, 20, n)  # the model's ghost, a little different for everyone
+    taken = rng.choice([0, 1, 3], n)  # action 2 never drawn
+    reward = truth[np.arange(n), taken] + rng.normal(0, 300, n)
+    scores = safe.dr_matrix(value, taken, np.full(n, 1 / 3), reward)
+    greedy = value[:, :-1].argmax(axis=1)
+    blind, _ = safe.select_margin(scores, value[:, :-1], greedy, baseline=0, z=1.645)
+    assert math.isfinite(blind)  # what the bound alone would do
+    margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=0, z=1.645, taken=taken)
+    assert math.isinf(margin)
+    assert trials and all(t["observed"] == 0 and t["lcb"] > 0 for t in trials)
+    assert safe.lower_bound(scores, np.full(n, 2), np.zeros(n, dtype=int), 1.645, taken)["observed"] == 0
+
+
+def test_observed_departures_keep_a_real_improvement():
+    value, scores = _logs(20_000, effect=400.0)
+    taken = np.argmax(scores != value, axis=1)  # the logged action is the one column the residual moved
+    greedy = np.where(value[:, :-1].max(axis=1) > 0, value[:, :-1].argmax(axis=1), -1)
+    margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=0, z=1.645, taken=taken)
+    assert math.isfinite(margin) and min(t["observed"] for t in trials) >= 30
