@@ -376,11 +376,11 @@ class DecisionLog:
         for attempt in range(CREATE_TRIES):
             try:
                 metadata.create_all(engine)
+                self._add_missing_columns(engine)  # its check-then-create races the same way
                 break
             except exc.DBAPIError as err:
                 if not _lost_create_race(err) or attempt == CREATE_TRIES - 1:
                     raise
-        self._add_missing_columns(engine)
 
     def _add_missing_columns(self, engine: Engine) -> None:
         """The migrations so far: tables from an older release get the columns added since (nullable); an
@@ -900,7 +900,8 @@ def _lost_create_race(err: exc.DBAPIError) -> bool:
     """Whether CREATE TABLE failed because another process created the table first (not a dead database)."""
     if isinstance(err, exc.IntegrityError | exc.ProgrammingError):  # PostgreSQL: duplicate table / pg_type row
         return True
-    return "already exists" in str(err.orig)  # SQLite reports it as an OperationalError
+    text = str(err.orig)  # SQLite reports it as an OperationalError
+    return "already exists" in text or "duplicate column" in text
 
 
 def _finite_or_none(value: float | None) -> float | None:
