@@ -31,6 +31,7 @@ TOLERANCES = {
               "baseline_is"),
     "absolute": {"roc_auc": 0.01, "pr_auc": 0.01, "brier": 0.005, "ece": 0.01, "ks": 0.02, "base_rate": 0.005,
                  "fresh_roc_auc": 0.01, "fresh_baseline_roc_auc": 0.01, "fresh_ece": 0.01, "worst_band_ece": 0.01,
+                 "worst_band_rmsce": 0.01,
                  "truth_mae": 0.01, "share_of_oracle": 0.02, "times_best_single": 0.03},
     "relative": {"holdout_n": 0.02, "fresh_n": 0.02, "policy": 0.03, "best_single": 0.03, "oracle": 0.03,
                  "calls_proposed": 0.05, "holdout_decisions": 0.05},
@@ -49,9 +50,10 @@ def collect(data: Path, outputs: Path, params_path: Path | None = None) -> dict:
     truth = json.loads((outputs / "evaluation.json").read_text())
     summary = json.loads((outputs / "work_queue.parquet.summary.json").read_text())
     params = load_params(params_path) if params_path else load_params()
-    bands = [(band, metrics[f"dpd_{band}_ece"], int(metrics[f"dpd_{band}_n"])) for band in GATED_BANDS
-             if metrics.get(f"dpd_{band}_n", 0) >= MIN_BAND]
-    worst = max(bands, key=lambda band: band[1]) if bands else ("none", float("nan"), 0)
+    # the gate judges the debiased RMS calibration error (pipelines/quality_gate.py); the plug-in ECE beside it
+    bands = [(band, metrics[f"dpd_{band}_rmsce_debiased"], int(metrics[f"dpd_{band}_n"]), metrics[f"dpd_{band}_ece"])
+             for band in GATED_BANDS if metrics.get(f"dpd_{band}_n", 0) >= MIN_BAND]
+    worst = max(bands, key=lambda band: band[1]) if bands else ("none", float("nan"), 0, float("nan"))
     passed, why = quality_gate(metrics, params["train"]["quality_gate"])
     held_out = [e for e in truth.get("off_policy", []) if e.get("estimator") == "logging policy"]
     t = truth["truth"]
@@ -62,7 +64,7 @@ def collect(data: Path, outputs: Path, params_path: Path | None = None) -> dict:
         "ks": metrics["ks"], "base_rate": metrics["base_rate"], "holdout_n": int(metrics["n"]),
         "fresh_n": int(metrics["fresh_n"]), "fresh_roc_auc": metrics["fresh_roc_auc"],
         "fresh_baseline_roc_auc": metrics["fresh_baseline_roc_auc"], "fresh_ece": metrics["fresh_ece"],
-        "worst_band": worst[0], "worst_band_ece": worst[1], "worst_band_n": worst[2],
+        "worst_band": worst[0], "worst_band_rmsce": worst[1], "worst_band_n": worst[2], "worst_band_ece": worst[3],
         "gate_max_ece": float(params["train"]["quality_gate"]["max_ece"]), "gate_passed": bool(passed),
         "gate_why": why, "truth_mae": metrics.get("truth_mae"),
         "policy": t["policy"], "best_single": t["best_single_action"], "best_single_is": t["best_single_action_is"],
@@ -96,8 +98,9 @@ def render(f: dict) -> str:
         "",
         f"On fresh arrears (1-90 days past due, {f['fresh_n']:,} holdout cases) ROC AUC {f['fresh_roc_auc']:.3f} "
         f"against {f['fresh_baseline_roc_auc']:.3f} for the three-feature baseline, ECE {f['fresh_ece']:.3f}; the "
-        f"worst fresh band's calibration error is {f['worst_band_ece']:.3f} ({f['worst_band']} days past due, "
-        f"{f['worst_band_n']:,} cases; the gate allows {f['gate_max_ece']:.2f}), so the version {gate}.",
+        f"worst fresh band's calibration error, debiased as the gate judges it, is {f['worst_band_rmsce']:.3f} "
+        f"({f['worst_band']} days past due, {f['worst_band_n']:,} cases, ECE {f['worst_band_ece']:.3f}; the gate "
+        f"allows {f['gate_max_ece']:.2f}), so the version {gate}.",
         "",
         f"Against the simulator's exact truth at the end of the history: mean |predicted - true cure chance| = "
         f"**{f['truth_mae']:.3f}** over the {f['overdue']:,} overdue accounts.",
