@@ -394,12 +394,13 @@ class DecisionLog:
         present = {column["name"] for column in inspector.get_columns("decision_events")}
         for name, kind in ADDED_EVENT_COLUMNS.items():
             if name not in present:
-                with engine.begin() as conn:
+                with engine.begin() as conn:  # the column, its values and its index, or none of them
                     conn.execute(sa.text(f"ALTER TABLE decision_events ADD COLUMN {name} {kind}"))
                     conn.execute(decision_events.update().where(decision_events.c.account_id.is_(None))
                                  .values(account_id=_account_of(decision_events.c.decision_id)))
-        for index in decision_events.indexes:
-            index.create(engine, checkfirst=True)
+                    for index in decision_events.indexes:
+                        if name in index.columns:
+                            index.create(conn)
 
     @contextmanager
     def _connection(self, what: str, *, write: bool) -> Iterator[Connection]:
@@ -875,9 +876,6 @@ class GroupCommit:
         except BaseException as err:
             for pending in group:
                 pending.error = err
-
-    def close(self) -> None:
-        """Nothing runs in the background: every caller's records are committed before its append returns."""
 
 
 def _partition(row: Mapping[str, Any]) -> str:

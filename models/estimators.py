@@ -106,10 +106,11 @@ class PathContributions:
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """(rows, features + 1) contributions, the bias last."""
         leaves = predict(self.booster, X, pred_leaf=True).astype(np.int64).reshape(len(X), -1) + self.offsets
-        contrib = np.zeros((len(X), self.table.shape[1]))
-        if leaves.size * self.table.shape[1] <= GATHER_AT_ONCE:  # a few rows (real time): one gather and sum
-            contrib = self.table[leaves].sum(axis=1) if leaves.shape[1] else contrib
-        elif leaves.shape[1]:  # tree by tree, in order: the same sums, bit for bit, without the gather's
+        if not leaves.shape[1]:
+            contrib = np.zeros((len(X), self.table.shape[1]))
+        elif leaves.size * self.table.shape[1] <= GATHER_AT_ONCE:  # a few rows (real time): one gather and sum
+            contrib = self.table[leaves].sum(axis=1)
+        else:  # tree by tree, in order: the same sums, bit for bit, without the gather's
             contrib = self.table[leaves[:, 0]]  # (rows x trees x features) temporary (400 MB for 3,000 rows)
             for tree in range(1, leaves.shape[1]):
                 contrib += self.table[leaves[:, tree]]

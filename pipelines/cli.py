@@ -303,9 +303,9 @@ def serve(
         os.environ["CUREFLOW_INSECURE"] = "true"
     require_keys(load_settings())
     if workers > 1:  # one model loaded, then the workers forked from it (serving/prefork.py)
-        from serving.prefork import serve_forked
+        from serving.prefork import PreforkServer
 
-        serve_forked(host, port, workers)
+        PreforkServer(host, port, workers).run()  # until SIGTERM or SIGINT to the master
         return
     uvicorn.run("serving.api:app_from_env", factory=True, host=host, port=port, log_level="warning",
                 access_log=False, log_config=uvicorn_log_config())

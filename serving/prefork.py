@@ -17,6 +17,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from uvicorn_worker import UvicornWorker
 
+from serving.api.app import preloaded_app
 from serving.observability import uvicorn_log_config
 
 GRACEFUL_S = 30  # what a worker has to finish the requests in flight when told to stop
@@ -43,11 +44,4 @@ class PreforkServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from serving.api.app import preloaded_app
-
         return preloaded_app()
-
-
-def serve_forked(host: str, port: int, workers: int) -> None:
-    """Run until stopped (SIGTERM or SIGINT to the master)."""
-    PreforkServer(host, port, workers).run()

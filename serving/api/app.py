@@ -39,7 +39,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         retry.cancel()
         watcher.cancel()
-        writer.close()
         decisions.close()
 
     # Swagger UI and ReDoc served from the package's own files (fastapi-offline), not a CDN: /docs works on a

@@ -422,7 +422,6 @@ def test_group_commit_records_every_concurrent_caller_before_it_returns(log):
         t.start()
     for t in threads:
         t.join()
-    writer.close()
     assert not errors and all(seen.values()) and len(seen) == 24 and log.count("api") == 24
 
 
@@ -443,7 +442,6 @@ def test_group_commit_gives_one_winner_per_idempotency_key_and_the_others_its_an
         t.start()
     for t in threads:
         t.join()
-    writer.close()
     winners = [n for what, n in outcomes if what == "won"]
     assert len(winners) == 1 and log.count() == 1
     assert {text for what, text in outcomes if what == "lost"} == {f"overdue 35 days (m{winners[0]})"}
