@@ -67,13 +67,23 @@ def test_the_best_single_action_is_smoothed_over_channel_window_and_offer():
     assert none == safe.NO_CONTACT  # nothing beats doing nothing
 
 
-def test_where_the_baseline_is_forbidden_the_fallback_on_another_channel_stands_in():
+def test_where_the_baseline_is_forbidden_the_fallback_stands_in_in_bundles_from_before_the_ranking():
     value = np.array([[100.0, 80.0, 30.0], [-np.inf, 80.0, 30.0], [-np.inf, -np.inf, 30.0]])
     policy = safe.SafePolicy(baseline=0, margin=math.inf, fallback=1)
     chosen, departed = policy.apply(value, value.argmax(axis=1))
     assert chosen.tolist() == [0, 1, safe.NO_CONTACT] and not departed.any()
-    estimates = np.array([5.0, 4.0, 3.0, 2.0])
-    assert safe.fallback_of(0, estimates, np.array(["phone", "phone", "sms", "letter"])) == 2
+
+
+def test_where_the_rules_forbid_the_best_single_action_the_next_best_they_allow_stands_in():
+    estimates = np.array([3.0, 5.0, -1.0, 4.0, 0.0])
+    order = safe.ranking(estimates)
+    assert order == (1, 3, 0)  # best first; actions that do not beat no contact are never a stand-in
+    policy = safe.SafePolicy(baseline=order[0], ranking=order)
+    allowed = np.array([[1, 1, 1, 1, 1], [1, 0, 1, 1, 1], [1, 0, 1, 0, 1], [0, 0, 1, 0, 1]], dtype=bool)
+    value = np.where(allowed, 10.0, -np.inf)
+    assert policy.base(value).tolist() == [1, 3, 0, safe.NO_CONTACT]
+    prefs = policy.preferences(np.zeros(4), np.zeros(4), ("w",))
+    assert prefs.shape == (4, 3) and policy.base(value, prefs).tolist() == [1, 3, 0, safe.NO_CONTACT]
 
 
 def test_a_departure_no_decision_took_is_not_certified_by_the_models_own_values():
