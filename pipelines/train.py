@@ -224,8 +224,9 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
     The baseline is the team's playbook (params policy.playbook, models.playbook); with `policy.baseline:
     auto` the best single action (by its doubly robust value on every randomised decision, with the ranking
     of the others where the rules forbid it) replaces it where it is estimated to do better
-    (`_learned_baseline`); `{channel, window, offer}` names one fixed action instead. The margin is chosen on the held-out randomised decisions. Without a
-    response model the policy is its baseline: on day one, the playbook."""
+    (`_learned_baseline`); `{channel, window, offer}` names one fixed action instead. The margin is chosen on
+    the held-out randomised decisions. Without a response model the policy is its baseline: on day one, the
+    playbook."""
     conf = params["policy"].get("safe", {})
     z = float(conf.get("z", 1.645))
     windows = tuple(w.name for w in FeatureConfig.from_params(params).windows)
