@@ -290,8 +290,14 @@ def table(cells: pd.DataFrame) -> pd.DataFrame:
                      "policy / oracle": interval(g["vs_oracle"]),
                      "policy - best single (JPY)": interval(g["gain_jpy"]),
                      "departures": interval(g["departures"].astype(float)) if "departures" in g else "-",
+                     "learned baseline": f"{sum(_learned(s) for s in g['safe'])} of {len(g)}" if "safe" in g else "-",
                      "violations": int(g["violations"].sum()), "cure gap": interval(g["cure_gap"])})
     return pd.DataFrame(rows)
+
+
+def _learned(evidence) -> bool:
+    """Whether a cell's baseline was the learned best single action (not the playbook it replaces)."""
+    return isinstance(evidence, dict) and evidence.get("baseline_text", "the playbook") != "the playbook"
 
 
 def plot(cells: pd.DataFrame, out: Path) -> None:

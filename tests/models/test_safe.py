@@ -113,3 +113,26 @@ def test_observed_departures_keep_a_real_improvement():
     greedy = np.where(value[:, :-1].max(axis=1) > 0, value[:, :-1].argmax(axis=1), -1)
     margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=0, z=1.645, taken=taken)
     assert math.isfinite(margin) and min(t["observed"] for t in trials) >= 30
+
+
+def test_the_cross_fitted_test_does_not_reward_the_luckiest_of_forty_equal_actions():
+    """The winner's curse: where no action beats the current one, the best of 40 estimates judged on the
+    decisions it was picked on looks better than the current action; judged fold by fold, it does not."""
+    actions, n, in_sample, honest = 40, 2_000, [], []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        taken = rng.integers(0, actions + 1, n)
+        reward = rng.normal(0, 1.0, n)  # every action, and no contact, is worth the same
+        scores = safe.dr_matrix(np.zeros((n, actions + 1)), taken, np.full(n, 1 / (actions + 1)), reward)
+        allowed = np.ones((n, actions + 1), dtype=bool)
+        value = np.zeros((n, actions))
+        current = np.zeros(n, dtype=np.int64)  # the team's rule: action 0 for everyone
+        _, means = safe.best_single(scores, allowed)
+        picked = safe.SafePolicy(ranking=safe.ranking(means)).base(value)
+        in_sample.append(safe.lower_bound(scores, picked, current, 0.0)["improvement"])
+        honest.append(safe.honest_improvement(scores, allowed, None, current, value, np.arange(n) % 2, 0.0,
+                                              taken)["improvement"])
+    in_sample, honest = np.array(in_sample), np.array(honest)
+    assert (in_sample > 0).mean() >= 0.9  # the luckiest action nearly always looks better on its own data
+    assert abs(honest.mean()) < 2.5 * honest.std(ddof=1) / np.sqrt(len(honest))  # cross-fitted: no bias
+    assert in_sample.mean() > honest.mean() + 3 * honest.std(ddof=1) / np.sqrt(len(honest))

@@ -26,7 +26,8 @@ def _logs(effect: float, noise: float, n: int = 6_000, seed: int = 3):
     reward = truth[taken] + rng.normal(0, noise, n)
     value = np.zeros((n, k))
     scores = safe.dr_matrix(value, taken, np.full(n, 1.0 / k), reward)
-    logs = pd.DataFrame({"days_past_due": rng.integers(1, 20, n).astype(float),
+    logs = pd.DataFrame({"account_id": [f"a{i % (n // 3)}" for i in range(n)],
+                         "days_past_due": rng.integers(1, 20, n).astype(float), "arrears": np.full(n, 50_000.0),
                          "arrears_instalments": np.ones(n), "action": taken})
     return space, value, scores, np.ones((n, k), dtype=bool), logs, best
 
@@ -39,7 +40,8 @@ def test_the_best_single_action_replaces_the_playbook_where_estimated_better_and
     evidence: dict = {}
     learned = _learned_baseline(playbook, value, scores, allowed, logs, space, 0.0, evidence)
     assert learned.playbook is None and learned.baseline == best and learned.ranking[0] == best
-    assert evidence["best_single_vs_configured"]["improvement"] > 0
+    test = evidence["best_single_vs_configured"]
+    assert test["improvement"] > 0 and test["folds"] == 2 and test["unit"] == "share of the arrears"
     assert "where the rules forbid it" in evidence["baseline_text"]
     # a customer who may not get that action gets the next of the ranking the rules allow
     forbid = np.where(np.arange(len(space.actions)) == best, -np.inf, 0.0)[None, :]
