@@ -257,6 +257,12 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
                                             taken=logs["action"].to_numpy()[held])
     evidence.update(trials=trials, margin=margin)
     best = next((t for t in trials if t["margin"] == margin), None)  # the margin chosen (enough observed)
+    test = evidence.get("best_single_vs_configured")
+    if test is not None:
+        log(f"learned baseline: {evidence['best_single_text']} against the playbook, cross-fitted improvement "
+            f"{test['improvement']:+.3f} (se {test['se']:.3f}) of the arrears per decision, {test['observed']} "
+            f"decisions took it where the two differ (at least {least}): "
+            + ("it replaces the playbook" if base.playbook is None else "the playbook stays"))
     log(f"safe policy: baseline {evidence['baseline_text']}; "
         + (f"departs where the models expect > JPY {margin:,.0f} more (held-out DR improvement "
            f"{best['improvement']:,.0f} per decision, lower bound {best['lcb']:,.0f}, {best['departures']:,} of "
