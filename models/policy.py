@@ -232,11 +232,15 @@ def greedy(value: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(best) & (best > 0), flat, -1)
 
 
-def designed_arms(served: np.ndarray, value: np.ndarray, config: PolicyConfig) -> np.ndarray:
+def designed_arms(served: np.ndarray, value: np.ndarray, config: PolicyConfig,
+                  contenders: np.ndarray | None = None) -> np.ndarray:
     """(n, k) the arms of each account's experiment, as flat action indices (-1 = no contact, -2 = no arm):
     the served action itself, its one-factor variants the rules allow (another channel of
-    `config.try_channels` at the same window and offer, another window, the other offer) and, with
-    `config.holdout`, no contact. An account served no contact has no experiment (its only arm is itself)."""
+    `config.try_channels` at the same window and offer, another window, the other offer), the `contenders`
+    (n, m) the rules allow that are not already arms (what could replace the served action: the learned
+    best single action the evidence has not yet adopted, the response model's own best action; a call only
+    where the served action is a call) and, with `config.holdout`, no contact. An account served no contact
+    has no experiment (its only arm is itself)."""
     n, n_arm = len(served), 2
     n_win = value.shape[1] // (len(vocab.CONTACT_CHANNELS) * n_arm) if value.shape[1] else 0
     channel, rest = np.divmod(np.maximum(served, 0), max(n_win, 1) * n_arm)
@@ -251,6 +255,14 @@ def designed_arms(served: np.ndarray, value: np.ndarray, config: PolicyConfig) -
     ok = (variants >= 0) & (served[:, None] >= 0)
     ok[ok] = np.isfinite(value[np.broadcast_to(rows, variants.shape)[ok], variants[ok]])
     arms = [served[:, None], np.where(ok, variants, -2)]
+    if contenders is not None and contenders.shape[1] and n_win:
+        phone = vocab.CONTACT_CHANNELS.index("phone")
+        for col in np.asarray(contenders, dtype=np.int64).T:
+            taken = np.column_stack(arms)
+            fresh = (col >= 0) & (served >= 0) & ~(taken == col[:, None]).any(axis=1)
+            fresh &= (col // (n_win * n_arm) != phone) | (channel == phone)  # experiments never add a call
+            fresh[fresh] = np.isfinite(value[np.flatnonzero(fresh), col[fresh]])
+            arms.append(np.where(fresh, col, -2)[:, None])
     if config.holdout:
         arms.append(np.where(served >= 0, -1, -2)[:, None])
     return np.column_stack(arms)
@@ -279,13 +291,23 @@ def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm
     shape = gain.shape
     value = action_values(gain, stake, channel_allowed, arm_allowed, config)
     greedy, departed = _safe_greedy(value, safe, prefs)
-    flat, propensity, explored = _explore(greedy, designed_arms(greedy, value, config), u, v, eps)
+    arms = designed_arms(greedy, value, config, _contenders(value, safe)) if eps > 0 else greedy[:, None]
+    flat, propensity, explored = _explore(greedy, arms, u, v, eps)
     no_phone = channel_allowed.copy()
     no_phone[:, vocab.CONTACT_CHANNELS.index("phone")] = False
     alt_value = action_values(gain, stake, no_phone, arm_allowed, config)
     return Choice(*_unflatten(flat, value, gain, shape), propensity=propensity, explored=explored,
                   alt=tuple(_unflatten(_safe_greedy(alt_value, safe, prefs)[0], alt_value, gain, shape)),
                   departed=departed)
+
+
+def _contenders(value: np.ndarray, safe: SafePolicy | None) -> np.ndarray:
+    """(n, 2) what could replace each account's served action, for its experiment: the learned best single
+    action the safe policy has not yet adopted (the first of its ranking the rules allow; models.safe
+    `contender`) and the response model's own best action (the departure the margin waits to certify)."""
+    contender = np.full(len(value), -1) if safe is None or not safe.contender else \
+        SafePolicy(ranking=safe.contender).base(value)
+    return np.column_stack([contender, greedy(value)])
 
 
 def _safe_greedy(value: np.ndarray, safe: SafePolicy | None, prefs: np.ndarray | None = None

@@ -63,6 +63,7 @@ class SafePolicy:
     fallback: int = NO_CONTACT  # bundles before the ranking: one stand-in, where the baseline's is forbidden
     playbook: Playbook | None = None  # when set, the baseline is the playbook's step (the others unused)
     ranking: tuple[int, ...] = ()  # the learned baseline: actions best first (`ranking`); its first is `baseline`
+    contender: tuple[int, ...] = ()  # the learned ranking the evidence has not yet adopted: an experiment arm
 
     def preferences(self, days_past_due: np.ndarray, arrears_instalments: np.ndarray,
                     windows: tuple[str, ...]) -> np.ndarray:

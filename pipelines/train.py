@@ -327,7 +327,7 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
                                        logs["action"].to_numpy())
         evidence["best_single_vs_configured"] = {**test, "z": z, "unit": "share of the arrears"}
         if test["lcb"] <= 0 or test["observed"] < least:
-            return base
+            return dataclasses.replace(base, contender=learned.ranking)  # tried in the experiments meanwhile
     evidence.update(_baseline_words(learned, space, f"best single action by doubly robust value on {len(logs):,} "
                                                     f"randomised decisions, smoothed over channel, window and offer"))
     return learned

@@ -180,3 +180,21 @@ def test_holds_and_human_review_outrank_contact_tiers():
 def test_priority_grows_with_money_at_risk():
     p = priority(np.array([0.9, 0.5, 0.5]), np.array([40000.0, 40000.0, 80000.0]), np.zeros(3))
     assert p[0] < p[1] < p[2]
+
+
+def test_a_contender_is_an_experiment_arm_once_and_never_adds_a_call():
+    from models.policy import action_values, designed_arms
+    n = 3
+    value = action_values(_gain(n), np.full(n, 40000.0), np.ones((n, 5), bool), np.ones((n, 2), bool), CONFIG)
+    flat = lambda c, w, a: (c * 4 + w) * 2 + a  # noqa: E731 - channel, window, arm; 4 windows, 2 arms
+    served = np.array([flat(1, 2, 0), flat(1, 2, 0), flat(0, 2, 0)])  # sms, sms, phone; weekday evening reminders
+    contenders = np.array([[flat(2, 3, 1), flat(1, 2, 1)],    # e-mail on weekends with a plan: new; the other offer
+                           [flat(0, 3, 1), -1],               # a call for an account served a text: not an arm
+                           [flat(0, 3, 1), flat(0, 2, 0)]])   # a call for an account served a call; itself
+    before = designed_arms(served, value, CONFIG)
+    after = designed_arms(served, value, CONFIG, contenders)
+    arms = [set(row[row != -2].tolist()) for row in after]
+    assert arms[0] == set(before[0][before[0] != -2].tolist()) | {flat(2, 3, 1)}  # one new arm, no duplicate
+    assert (after[0] == flat(1, 2, 1)).sum() == 1
+    assert arms[1] == set(before[1][before[1] != -2].tolist())                      # no call added
+    assert flat(0, 3, 1) in arms[2] and (after[2] == flat(0, 2, 0)).sum() == 1

@@ -55,4 +55,13 @@ def test_a_stricter_bound_keeps_the_playbook_when_the_evidence_is_thin():
     evidence: dict = {}
     kept = _learned_baseline(playbook, value, scores, allowed, logs, space, 4.0, evidence)
     test = evidence["best_single_vs_configured"]
-    assert kept is playbook and test["lcb"] <= 0 and test["z"] == 4.0
+    assert kept.playbook is playbook.playbook and test["lcb"] <= 0 and test["z"] == 4.0
+    assert kept.contender and kept.contender[0] == kept_best(evidence, space)  # tried in the experiments meanwhile
+
+
+def kept_best(evidence: dict, space: ActionSpace) -> int:
+    """The flat action the evidence names as the best single action."""
+    words = evidence["best_single_text"]
+    return next(i for i, (c, w, o) in enumerate(space.actions[:-1])
+                if words == f"{c} on {w.replace('_', ' ')}s with {'an' if o[0] in 'aeiou' else 'a'} "
+                             f"{o.replace('_', ' ')}")
