@@ -40,6 +40,7 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
     from models.config import load_params
     from models.contract import read_dir
     from models.features import FeatureConfig, feature_names
+    from models.playbook import Playbook
     from pipelines.evaluate import TrueValues
     from pipelines.features import build_examples
     from pipelines.train import _learned_baseline, _logged_values, _prefs, fit, fit_response_model
@@ -55,12 +56,12 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
     response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, params, config,
                                                                log=lambda *_: None)
     out = {"preset": preset, "share": share, "seed": seed}
-    playbook = safe.SafePolicy(playbook=bundle.safe.playbook if bundle.safe else None)
+    windows = tuple(w.name for w in config.windows)
+    playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], windows))
     rules = {"playbook": playbook}
     if response is not None:
         logs = pd.concat([resp_train, resp_holdout], ignore_index=True)
         value, scores, allowed = _logged_values(response, logs, names, params, portfolio)
-        windows = response.space.windows
         current = playbook.base(value[:, :-1], _prefs(playbook, logs, windows))
         single, means = safe.best_single(scores, allowed, safe.action_design(response.space.actions[:-1]))
         money = safe.SafePolicy(single, ranking=safe.ranking(means))
@@ -89,7 +90,7 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
     best_single = float(np.where(ok, T, 0.0).mean(axis=0).max())
     for rule, policy in rules.items():
         prefs = policy.preferences(X[:, fnames.index("days_past_due")], X[:, fnames.index("arrears_instalments")],
-                                   tuple(w.name for w in config.windows))
+                                   windows)
         action = policy.base(mask, prefs)
         worth = np.where(action >= 0, T[np.arange(n), np.maximum(action, 0)], 0.0).mean()
         out[rule] = float(worth / best_single) if best_single > 0 else float("nan")
