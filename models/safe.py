@@ -178,9 +178,10 @@ def honest_improvement(scores: np.ndarray, allowed: np.ndarray, design: np.ndarr
         chosen = SafePolicy(ranking=ranking(means)).base(value[test])
         d[test] = _improvement(scores[test], chosen, current[test])
         seen += observed(scores[test], chosen, current[test], taken[test])
-    mean = float(d.mean()) if len(d) else 0.0
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 and len(folds) > 1 else math.inf
-    return {"improvement": mean, "se": se, "lcb": mean - z * se, "observed": seen, "folds": int(len(folds))}
+    out = _bound(d, z)
+    if len(folds) < 2:  # no decision was judged out of fold: nothing is known of the improvement's spread
+        out.update(se=math.inf, lcb=out["improvement"] - z * math.inf)
+    return {**out, "observed": seen, "folds": int(len(folds))}
 
 
 def lower_bound(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, z: float,
@@ -188,13 +189,17 @@ def lower_bound(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, z: flo
     """The doubly robust improvement of `chosen` over `base` per decision, its standard error and its
     one-sided lower confidence bound (mean - z x se). With `taken` (each decision's logged column of
     `scores`), also `observed`: the decisions where `chosen` departs from `base` and the log took `chosen`."""
-    d = _improvement(scores, chosen, base)
-    mean = float(d.mean()) if len(d) else 0.0
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.inf
-    out = {"improvement": mean, "se": se, "lcb": mean - z * se}
+    out = _bound(_improvement(scores, chosen, base), z)
     if taken is not None:
         out["observed"] = observed(scores, chosen, base, taken)
     return out
+
+
+def _bound(d: np.ndarray, z: float) -> dict:
+    """Per-decision improvements `d`: their mean, its standard error and the lower bound mean - z x se."""
+    mean = float(d.mean()) if len(d) else 0.0
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else math.inf
+    return {"improvement": mean, "se": se, "lcb": mean - z * se}
 
 
 def observed(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, taken: np.ndarray) -> int:
@@ -212,24 +217,24 @@ def _improvement(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray) -> np
     return scores[rows, col(chosen)] - scores[rows, col(base)]
 
 
-def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, baseline: int, z: float,
-                  min_departures: int = 30, fallback: int = NO_CONTACT, prefs: np.ndarray | None = None,
+def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, baseline: SafePolicy, z: float,
+                  min_departures: int = 30, prefs: np.ndarray | None = None,
                   taken: np.ndarray | None = None) -> tuple[float, list[dict]]:
     """The departure margin with the highest lower confidence bound of (policy - baseline), on held-out
     decisions; infinite when no bound is above zero. `value` (n, actions) is -inf where a rule forbids,
     `greedy` the model's best action (-1: no contact). Candidate margins: 0 and the deciles of the
     model's positive edges; a margin leaving fewer than `min_departures` departures is not tried, nor, with
     `taken` (each decision's logged column of `scores`), one with fewer than `min_departures` departures
-    the log took (`observed`): without them the bound rests on the model's values alone. `prefs` (per
-    decision, the baseline actions in order of preference: the playbook's) replaces baseline/fallback."""
-    policy = SafePolicy(baseline, fallback=fallback)
-    base = policy.base(value, prefs)
+    the log took (`observed`): without them the bound rests on the model's values alone. `baseline` is the
+    policy departed from (its margin unused); `prefs` (per decision, its actions in order of preference:
+    `SafePolicy.preferences`) is required for a playbook, whose order depends on each decision's stage."""
+    base = baseline.base(value, prefs)
     departing = greedy != base
     edge = worth(value, greedy) - worth(value, base)
     candidates = [0.0, *np.unique(np.quantile(edge[departing], np.linspace(0.1, 0.9, 9)))] if departing.any() else []
     trials, best_margin, best_lcb = [], math.inf, 0.0
     for margin in candidates:
-        chosen, go = dataclasses.replace(policy, margin=float(margin)).apply(value, greedy, prefs)  # as served
+        chosen, go = dataclasses.replace(baseline, margin=float(margin)).apply(value, greedy, prefs)  # as served
         if go.sum() < min_departures:
             continue
         trial = {"margin": float(margin), "departures": int(go.sum()), **lower_bound(scores, chosen, base, z, taken)}

@@ -291,8 +291,8 @@ def safe_choice(train: pd.DataFrame, test: pd.DataFrame, propensity: np.ndarray,
     scores = safe.dr_matrix(value, taken, propensity[taken], check["visit"].to_numpy() - q0)
     baseline, _ = safe.best_single(scores, np.ones_like(scores, dtype=bool))
     conf = params["policy"]["safe"]
-    margin, _ = safe.select_margin(scores, value[:, :-1], policy.greedy(value[:, :-1]), baseline, float(conf["z"]),
-                                   int(conf["min_departures"]), taken=taken)
+    margin, _ = safe.select_margin(scores, value[:, :-1], policy.greedy(value[:, :-1]), safe.SafePolicy(baseline),
+                                   float(conf["z"]), int(conf["min_departures"]), taken=taken)
     chosen = safe.SafePolicy(baseline, margin)
     test_value = uplift(test)[0][:, :-1]
     arm, _ = chosen.apply(test_value, policy.greedy(test_value))

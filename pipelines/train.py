@@ -253,8 +253,7 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
     if len(resp_holdout):
         prefs = _prefs(base, logs.iloc[held], windows)
         margin, trials = safe.select_margin(scores[held], value[held, :-1], policy.greedy(value[held, :-1]),
-                                            base.baseline, z, least, base.fallback, prefs,
-                                            taken=logs["action"].to_numpy()[held])
+                                            base, z, least, prefs, taken=logs["action"].to_numpy()[held])
     evidence.update(trials=trials, margin=margin)
     best = next((t for t in trials if t["margin"] == margin), None)  # the margin chosen (enough observed)
     test = evidence.get("best_single_vs_configured")
@@ -339,7 +338,7 @@ def _baseline_words(base: safe.SafePolicy, space: ActionSpace, source: str) -> d
         return {"baseline_source": source, "baseline_text": "the playbook",
                 "playbook": [step.text() for step in base.playbook.steps]}
     text = _action_text(space, base.baseline)
-    stand_ins = [a for a in base.ranking[1:3]] or ([base.fallback] if base.fallback >= 0 else [])
+    stand_ins = list(base.ranking[1:3]) or ([base.fallback] if base.fallback >= 0 else [])
     if stand_ins:
         text += (f" (where the rules forbid it: {', then '.join(_action_text(space, a) for a in stand_ins)}"
                  + (", and so on" if len(base.ranking) > 3 else "") + ")")

@@ -40,12 +40,12 @@ def test_dr_scores_are_the_model_plus_the_weighted_residual_on_the_logged_action
 def test_a_real_improvement_is_found_and_noise_is_not():
     value, scores = _logs(20_000, effect=400.0)
     greedy = np.where(value[:, :-1].max(axis=1) > 0, value[:, :-1].argmax(axis=1), -1)
-    margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=0, z=1.645)
+    margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=safe.SafePolicy(0), z=1.645)
     assert math.isfinite(margin) and trials and max(t["lcb"] for t in trials) > 0
     flat, flat_scores = _logs(20_000, effect=0.0, seed=1)
     noisy = flat[:, :-1] + np.random.default_rng(2).normal(0, 50, flat[:, :-1].shape)  # the model sees ghosts
     greedy = noisy.argmax(axis=1)
-    margin, _ = safe.select_margin(flat_scores, noisy, greedy, baseline=0, z=1.645)
+    margin, _ = safe.select_margin(flat_scores, noisy, greedy, baseline=safe.SafePolicy(0), z=1.645)
     assert math.isinf(margin)
 
 
@@ -99,9 +99,10 @@ def test_a_departure_no_decision_took_is_not_certified_by_the_models_own_values(
     reward = truth[np.arange(n), taken] + rng.normal(0, 300, n)
     scores = safe.dr_matrix(value, taken, np.full(n, 1 / 3), reward)
     greedy = value[:, :-1].argmax(axis=1)
-    blind, _ = safe.select_margin(scores, value[:, :-1], greedy, baseline=0, z=1.645)
+    blind, _ = safe.select_margin(scores, value[:, :-1], greedy, baseline=safe.SafePolicy(0), z=1.645)
     assert math.isfinite(blind)  # what the bound alone would do
-    margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=0, z=1.645, taken=taken)
+    margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=safe.SafePolicy(0), z=1.645,
+                                        taken=taken)
     assert math.isinf(margin)
     assert trials and all(t["observed"] == 0 and t["lcb"] > 0 for t in trials)
     assert safe.lower_bound(scores, np.full(n, 2), np.zeros(n, dtype=int), 1.645, taken)["observed"] == 0
@@ -111,7 +112,8 @@ def test_observed_departures_keep_a_real_improvement():
     value, scores = _logs(20_000, effect=400.0)
     taken = np.argmax(scores != value, axis=1)  # the logged action is the one column the residual moved
     greedy = np.where(value[:, :-1].max(axis=1) > 0, value[:, :-1].argmax(axis=1), -1)
-    margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=0, z=1.645, taken=taken)
+    margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=safe.SafePolicy(0), z=1.645,
+                                        taken=taken)
     assert math.isfinite(margin) and min(t["observed"] for t in trials) >= 30
 
 
