@@ -47,9 +47,9 @@ def _unit(digest: bytes) -> float:
 
 
 def uniforms(account_ids: np.ndarray, as_of: pd.Timestamp, seed: int) -> tuple[np.ndarray, ...]:
-    """Three uniforms per account (experiment or not, its arm, the wording variant), seeded by account,
-    as-of time and the params seed (reruns agree, and one account gets the same draws alone or in a
-    portfolio)."""
+    """Three uniforms per account (an experiment, the challenger or neither; the experiment's arm; the
+    wording variant), seeded by account, as-of time and the params seed (reruns agree, and one account gets
+    the same draws alone or in a portfolio)."""
     key = f"{seed}|{pd.Timestamp(as_of).isoformat()}|".encode()
     digests = [hashlib.blake2b(key + str(a).encode(), digest_size=24).digest() for a in account_ids]
     return tuple(np.array([_unit(d[i:i + 8]) for d in digests], dtype=np.float64) for i in (0, 8, 16))
@@ -325,6 +325,12 @@ class ScoringBundle:
         """Why the action is the baseline's or the model's own (None without a safe policy)."""
         if self.safe is None or choice.departed is None or choice.explored[i]:
             return None
+        if choice.challenged is not None and choice.challenged[i]:
+            return (f"the challenger: {self.safe.evidence.get('best_single_text', 'the learned best single action')}"
+                    f" for everyone (the best single action the data favour so far), served at random to "
+                    f"{self.policy_config.challenger:.0%} of the accounts instead of "
+                    f"{self.safe.evidence.get('baseline_text', 'the baseline')} until the evidence decides "
+                    f"between them (propensity recorded)")
         if choice.departed[i]:
             return f"the models expect it to beat the baseline by more than JPY {self.safe.margin:,.0f}"
         if step is not None:

@@ -32,6 +32,7 @@ class PolicyConfig:
     calls_per_hour: float = 12.0
     try_channels: tuple[str, ...] = ("sms", "email", "letter", "ivr")  # channels an experiment may try instead
     holdout: bool = True  # experiments keep a no-contact arm (the hold-out every lift is measured against)
+    challenger: float = 0.0  # share of the other decisions served the challenger (the learned ranking not yet adopted)
     templates: tuple[tuple[str, tuple[str, ...]], ...] = ()  # wording variants per channel (default: v1)
     currency: str = "JPY"
     min_arrears: float = 0.0              # materiality: less than this (in the currency) is not overdue ...
@@ -95,6 +96,11 @@ def _experiment_config(raw: dict) -> dict:
         out["try_channels"] = tuple(raw["try_channels"])
     if "holdout" in raw:
         out["holdout"] = bool(raw["holdout"])
+    if "challenger" in raw:
+        share = raw["challenger"]
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= float(share) < 1.0:
+            raise ValueError(f"params.yaml policy.experiments.challenger must be a share in [0, 1), not {share!r}")
+        out["challenger"] = float(share)
     return out
 
 
@@ -211,6 +217,7 @@ class Choice:
     explored: np.ndarray
     alt: tuple[np.ndarray, ...] = ()
     departed: np.ndarray | None = None  # the model's action replaced the baseline (None: no safe policy)
+    challenged: np.ndarray | None = None  # served the challenger (policy.experiments.challenger), not the baseline
 
 
 def action_values(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm_allowed: np.ndarray,
@@ -268,17 +275,26 @@ def designed_arms(served: np.ndarray, value: np.ndarray, config: PolicyConfig,
     return np.column_stack(arms)
 
 
-def _explore(served: np.ndarray, arms: np.ndarray, u: np.ndarray, v: np.ndarray, eps: float):
-    """With probability eps one of the account's experiment arms drawn uniformly (`designed_arms`); returns
-    the flat index, the probability the policy gave the action it took, and whether it was drawn."""
+def _explore(served: np.ndarray, arms: np.ndarray, u: np.ndarray, v: np.ndarray, eps: float,
+             challenger: np.ndarray | None = None, share: float = 0.0):
+    """With probability `eps` one of the account's experiment arms drawn uniformly (`designed_arms`); else,
+    with probability `share`, the account's `challenger` action where it has one other than the served action
+    (champion/challenger: the strategy the evidence has not yet adopted, served to a random share of the
+    accounts so the comparison gets data fast); else the served action. Returns the flat index, the
+    probability the policy gave the action it took, whether it was drawn for an experiment, and whether it is
+    the challenger's."""
     valid = arms != -2
     k = valid.sum(axis=1)
     pick = np.minimum((v * k).astype(np.int64), k - 1)
     drawn = arms[np.arange(len(arms)), (np.cumsum(valid, axis=1) > pick[:, None]).argmax(axis=1)]
     explored = u < eps
-    chosen = np.where(explored, drawn, served)
-    propensity = np.where(chosen == served, 1.0 - eps, 0.0) + eps / k
-    return chosen, propensity, explored
+    rival = served if challenger is None else challenger
+    c = np.where((rival >= 0) & (rival != served), share, 0.0)  # no challenger, or the same action: 0
+    challenged = ~explored & (u < eps + (1.0 - eps) * c)
+    chosen = np.where(explored, drawn, np.where(challenged, rival, served))
+    in_arms = (valid & (arms == chosen[:, None])).any(axis=1)
+    propensity = eps / k * in_arms + (1.0 - eps) * ((1.0 - c) * (chosen == served) + c * (chosen == rival))
+    return chosen, propensity, explored, challenged
 
 
 def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm_allowed: np.ndarray,
@@ -291,14 +307,16 @@ def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm
     shape = gain.shape
     value = action_values(gain, stake, channel_allowed, arm_allowed, config)
     greedy, departed = _safe_greedy(value, safe, prefs)
-    arms = designed_arms(greedy, value, config, _contenders(value, safe)) if eps > 0 else greedy[:, None]
-    flat, propensity, explored = _explore(greedy, arms, u, v, eps)
+    contenders = _contenders(value, safe) if eps > 0 else None
+    arms = designed_arms(greedy, value, config, contenders) if contenders is not None else greedy[:, None]
+    challenger = contenders[:, 0] if contenders is not None and config.challenger > 0 else None
+    flat, propensity, explored, challenged = _explore(greedy, arms, u, v, eps, challenger, config.challenger)
     no_phone = channel_allowed.copy()
     no_phone[:, vocab.CONTACT_CHANNELS.index("phone")] = False
     alt_value = action_values(gain, stake, no_phone, arm_allowed, config)
     return Choice(*_unflatten(flat, value, gain, shape), propensity=propensity, explored=explored,
                   alt=tuple(_unflatten(_safe_greedy(alt_value, safe, prefs)[0], alt_value, gain, shape)),
-                  departed=departed)
+                  departed=departed, challenged=challenged)
 
 
 def _contenders(value: np.ndarray, safe: SafePolicy | None) -> np.ndarray:

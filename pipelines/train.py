@@ -247,7 +247,7 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
     least = int(conf.get("min_departures", 30))
     if chosen == "auto":
         base = _learned_baseline(base, value, scores, allowed, logs, space, float(conf.get("baseline_z", 0.0)),
-                                 evidence, least, int(conf.get("baseline_folds", 2)))
+                                 evidence, least, int(conf.get("baseline_folds", 2)), retire_z=z)
     held = slice(len(logs) - len(resp_holdout), None)  # the held-out decisions are the last rows of `logs`
     margin, trials = math.inf, []
     if len(resp_holdout):
@@ -261,7 +261,8 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
         log(f"learned baseline: {evidence['best_single_text']} against the playbook, cross-fitted improvement "
             f"{test['improvement']:+.3f} (se {test['se']:.3f}) of the arrears per decision, {test['observed']} "
             f"decisions took it where the two differ (at least {least}): "
-            + ("it replaces the playbook" if base.playbook is None else "the playbook stays"))
+            + ("it replaces the playbook" if base.playbook is None else
+               f"the playbook stays; the challenger is {evidence.get('challenger', 'in trial')}"))
     log(f"safe policy: baseline {evidence['baseline_text']}; "
         + (f"departs where the models expect > JPY {margin:,.0f} more (held-out DR improvement "
            f"{best['improvement']:,.0f} per decision, lower bound {best['lcb']:,.0f}, {best['departures']:,} of "
@@ -295,7 +296,7 @@ def _prefs(base: safe.SafePolicy, logs: pd.DataFrame, windows: tuple[str, ...]) 
 
 def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarray, allowed: np.ndarray,
                       logs: pd.DataFrame, space: ActionSpace, z: float, evidence: dict, least: int = 30,
-                      folds: int = 2) -> safe.SafePolicy:
+                      folds: int = 2, retire_z: float = 1.645) -> safe.SafePolicy:
     """The best single action for everyone (with the ranking of the others, what stands in where the rules
     forbid it), where it beats the configured baseline (the playbook) on the randomised decisions; else the
     configured baseline.
@@ -305,7 +306,9 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
     by the ranking learned on the others, `folds` of them). It replaces the playbook where that improvement
     `z` standard errors below its mean (params policy.safe.baseline_z, default 0) is above zero, with at
     least `least` decisions that took the ranking's action where the two differ (models.safe.observed: else
-    the estimate is the model's opinion).
+    the estimate is the model's opinion). Until then the ranking is the `contender`: an experiment arm, and
+    the challenger a share of the accounts is served (policy.experiments.challenger), unless it has lost:
+    its improvement `retire_z` standard errors above the mean is below zero, on at least `least` decisions.
 
     Why not a 95% bound, as for the departures: the shipped playbook is a guess about a portfolio nobody
     here has seen, not a rule a team has proven, and the best single action is what the product promises
@@ -326,7 +329,10 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
                                        logs["action"].to_numpy())
         evidence["best_single_vs_configured"] = {**test, "z": z, "unit": "share of the arrears"}
         if test["lcb"] <= 0 or test["observed"] < least:
-            return dataclasses.replace(base, contender=learned.ranking)  # tried in the experiments meanwhile
+            lost = test["observed"] >= least and test["improvement"] + retire_z * test["se"] < 0
+            evidence["challenger"] = ("retired: it does worse than the playbook" if lost else "in trial"
+                                      if learned.ranking else "none: no contact action is estimated to pay")
+            return dataclasses.replace(base, contender=() if lost else learned.ranking)
     evidence.update(_baseline_words(learned, space, f"best single action by doubly robust value on {len(logs):,} "
                                                     f"randomised decisions, smoothed over channel, window and offer"))
     return learned

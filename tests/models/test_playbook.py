@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from models import vocab
+from models.bundle import uniforms
 from models.config import load_params
 from models.contract import read_dir
 from models.playbook import Playbook, flat_action
@@ -206,3 +207,40 @@ def test_each_variant_gets_an_equal_share_of_the_unit_interval():
     w = (np.arange(3000) + 0.5) / 3000
     drawn = pd.Series([variant(names, "sms", x) for x in w]).value_counts()
     assert drawn.to_dict() == {"a": 1000, "b": 1000, "c": 1000}
+
+
+def test_the_challenger_is_served_to_its_share_of_the_accounts_and_says_so(trained):
+    """While the learned ranking has not replaced the playbook (a contender), experiments on: about
+    policy.experiments.challenger of the decisions that are not experiments get its action instead of the
+    playbook's, with the chance of it recorded and the reason in words; experiments off: the playbook."""
+    import copy
+    import math
+
+    import joblib
+
+    from models.safe import SafePolicy
+
+    bundle = copy.deepcopy(joblib.load(trained["bundle_path"]))
+    assert bundle.response is not None
+    windows = tuple(w.name for w in bundle.configs().windows)
+    space = bundle.response.space
+    rival = space.actions.index(("email", "weekend", "instalment_plan"))
+    book = Playbook.from_params(load_params()["policy"]["playbook"], windows)
+    bundle.safe = SafePolicy(playbook=book, margin=math.inf, contender=(rival,),
+                             evidence={"best_single_text": "email on weekends with an instalment plan",
+                                       "baseline_text": "the playbook"})
+    portfolio = read_dir(trained["data"])
+    plan = bundle.score(portfolio, AS_OF, explore=0.0).set_index("account_id")
+    rows = bundle.score(portfolio, AS_OF, explore=0.05).set_index("account_id")
+    said = rows["reasons"].str.contains("the challenger: email on weekends")
+    assert not plan["reasons"].str.contains("challenger").any()
+    share = bundle.policy_config.challenger
+    draws = uniforms(rows.index.to_numpy(), AS_OF.tz_convert("UTC"), int(bundle.params["seed"]))
+    u = pd.Series(draws[0], index=rows.index)
+    inside = (u >= 0.05) & (u < 0.05 + 0.95 * share)       # the account's draw falls in the challenger's share
+    differs = ~plan.loc[rows.index, "channel"].isin(["email", "none"])
+    assert said.sum() >= 3 and not (said & ~inside).any()
+    assert said[inside & differs].mean() > 0.5             # unless the rules forbid the challenger's action
+    assert (rows.loc[said, "channel"] == "email").all()
+    assert (rows.loc[said, "propensity"] >= 0.95 * share - 1e-6).all()
+    assert (rows.loc[said, "propensity"] < 0.95 * share + 0.05).all()

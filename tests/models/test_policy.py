@@ -198,3 +198,50 @@ def test_a_contender_is_an_experiment_arm_once_and_never_adds_a_call():
     assert (after[0] == flat(1, 2, 1)).sum() == 1
     assert arms[1] == set(before[1][before[1] != -2].tolist())                      # no call added
     assert flat(0, 3, 1) in arms[2] and (after[2] == flat(0, 2, 0)).sum() == 1
+
+
+def _champion_challenger(n: int, eps: float, u: np.ndarray, v: np.ndarray, share: float = 0.2):
+    """n accounts in one state: the baseline is sms on weekday mornings with a plan, the challenger (the learned
+    ranking not yet adopted) e-mail on weekends with a plan."""
+    import dataclasses
+
+    from models.safe import SafePolicy
+    flat = lambda c, w, a: (c * 4 + w) * 2 + a  # noqa: E731
+    base, rival = flat(1, 0, 1), flat(2, 3, 1)
+    safe = SafePolicy(base, ranking=(base,), contender=(rival,))
+    config = dataclasses.replace(CONFIG, challenger=share)
+    c = choose(_gain(n), np.full(n, 40000.0), np.ones((n, 5), bool), np.ones((n, 2), bool), config, u, v, eps,
+               safe)
+    return c, (c.channel * 4 + c.window) * 2 + c.arm, base, rival
+
+
+def test_the_challenger_is_served_to_its_share_and_every_propensity_is_the_chance_of_what_was_done():
+    rng = np.random.default_rng(7)
+    n = 40_000
+    c, taken, base, rival = _champion_challenger(n, 0.1, rng.random(n), rng.random(n))
+    assert c.challenged.mean() == pytest.approx(0.9 * 0.2, abs=0.01)
+    assert (taken[c.challenged] == rival).all() and not (c.challenged & c.explored).any()
+    assert (taken[~c.challenged & ~c.explored] == base).all()
+    # the recorded propensity of each action is how often it was taken (every account is in the same state)
+    for action in np.unique(taken):
+        rows = taken == action
+        assert np.unique(c.propensity[rows]).size == 1
+        assert c.propensity[rows][0] == pytest.approx(rows.mean(), abs=0.01)
+    assert c.propensity[taken == rival][0] > 0.9 * 0.2                       # the challenger is also an arm
+
+
+def test_no_challenger_without_experiments_or_with_a_share_of_zero():
+    n = 1000
+    u, v = np.linspace(0, 1, n, endpoint=False), np.zeros(n)
+    for eps, share in ((0.0, 0.2), (0.1, 0.0)):
+        c, taken, base, rival = _champion_challenger(n, eps, u, v, share)
+        assert not c.challenged.any()
+        assert (taken[~c.explored] == base).all()
+
+
+def test_the_challenger_share_is_checked_naming_the_option():
+    for bad in (1.0, -0.1, "a fifth", True):
+        params = load_params()["policy"]
+        params["experiments"] = {**params["experiments"], "challenger": bad}
+        with pytest.raises(ValueError, match="policy.experiments.challenger"):
+            PolicyConfig.from_params(params)

@@ -65,3 +65,35 @@ def kept_best(evidence: dict, space: ActionSpace) -> int:
     return next(i for i, (c, w, o) in enumerate(space.actions[:-1])
                 if words == f"{c} on {w.replace('_', ' ')}s with {'an' if o[0] in 'aeiou' else 'a'} "
                              f"{o.replace('_', ' ')}")
+
+
+def test_a_challenger_that_does_worse_than_the_playbook_is_retired():
+    """The playbook's two steps each take the action that pays in their stage (sms reminders at 1-6 days past
+    due, calls from 7 on); any single action for everyone does worse, and with the evidence clear it is no
+    longer a contender (nor the challenger served to a share of the accounts)."""
+    params = load_params()
+    space = ActionSpace(WINDOWS)
+    k, n = len(space.actions), 12_000
+    sms = space.actions.index(("sms", "weekday_evening", "reminder"))
+    call = space.actions.index(("phone", "weekday_evening", "reminder"))
+    rng = np.random.default_rng(5)
+    days = rng.integers(1, 14, n).astype(float)
+    taken = rng.integers(0, k, n)
+    pays = np.where(days < 7, sms, call)
+    reward = np.where(taken == pays, 3_000.0, 0.0) + rng.normal(0, 1_000.0, n)
+    scores = safe.dr_matrix(np.zeros((n, k)), taken, np.full(n, 1.0 / k), reward)
+    logs = pd.DataFrame({"account_id": [f"a{i % (n // 3)}" for i in range(n)], "days_past_due": days,
+                         "arrears": np.full(n, 50_000.0), "arrears_instalments": np.ones(n), "action": taken})
+    playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], WINDOWS))
+    evidence: dict = {}
+    kept = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool), logs, space, 0.0,
+                             evidence, retire_z=1.645)
+    test = evidence["best_single_vs_configured"]
+    assert test["improvement"] + 1.645 * test["se"] < 0 and test["observed"] >= 30
+    assert kept.playbook is playbook.playbook and kept.contender == ()
+    assert evidence["challenger"].startswith("retired")
+    # the same evidence under a bound no estimate can clear keeps it in trial
+    evidence = {}
+    trial = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool), logs, space, 0.0,
+                              evidence, retire_z=1e9)
+    assert trial.contender and evidence["challenger"] == "in trial"
