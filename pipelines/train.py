@@ -204,17 +204,18 @@ def _bau_line(summary: dict) -> str:
 
 
 def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str], params: dict,
-                   portfolio: Portfolio) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   portfolio: Portfolio) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For logged decisions: (n, actions + 1) the model's money of each action against no contact (-inf
-    where the consent and legal flags forbade it; no contact last, 0), the doubly robust scores, and the
-    allowed mask."""
+    where the consent and legal flags forbade it; no contact last, 0), the doubly robust scores, the allowed
+    mask, and the outcome-only scores (`safe.ipw_matrix`: what a candidate's side of a test is read on)."""
     costs = params["policy"]["costs"]
     q, value, allowed = logged_money(response, names, costs, portfolio, logs)
     stake = logs["arrears"].to_numpy(dtype=np.float64)
     taken = logs["action"].to_numpy()
     reward = logs["label"].to_numpy(dtype=float) * stake - action_costs(costs, response.space)[taken] - q[:, -1] * stake
-    scores = safe.dr_matrix(value, taken, logs["propensity"].to_numpy(dtype=float), reward)
-    return np.where(allowed, value, -np.inf), scores, allowed
+    propensity = logs["propensity"].to_numpy(dtype=float)
+    scores = safe.dr_matrix(value, taken, propensity, reward)
+    return np.where(allowed, value, -np.inf), scores, allowed, safe.ipw_matrix(value, taken, propensity, reward)
 
 
 def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, resp_holdout: pd.DataFrame,
@@ -243,7 +244,7 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
         log(f"safe policy: no response model; the policy is its baseline ({evidence['baseline_text']})")
         return dataclasses.replace(base, evidence=evidence)
     logs = pd.concat([resp_train, resp_holdout], ignore_index=True)
-    value, scores, allowed = _logged_values(response, logs, names, params, portfolio)
+    value, scores, allowed, outcomes = _logged_values(response, logs, names, params, portfolio)
     least = int(conf.get("min_departures", 30))
     if chosen == "auto":
         base = _learned_baseline(base, value, scores, allowed, logs, space, float(conf.get("baseline_z", 0.0)),
@@ -253,7 +254,8 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
     if len(resp_holdout):
         prefs = _prefs(base, logs.iloc[held], windows)
         margin, trials = safe.select_margin(scores[held], value[held, :-1], policy.greedy(value[held, :-1]),
-                                            base, z, least, prefs, taken=logs["action"].to_numpy()[held])
+                                            base, z, least, prefs, taken=logs["action"].to_numpy()[held],
+                                            outcomes=outcomes[held])
     evidence.update(trials=trials, margin=margin)
     best = next((t for t in trials if t["margin"] == margin), None)  # the margin chosen (enough observed)
     test = evidence.get("best_single_vs_configured")
