@@ -207,14 +207,18 @@ def honest_improvement(scores: np.ndarray, allowed: np.ndarray, design: np.ndarr
 
 
 def lower_bound(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, z: float,
-                taken: np.ndarray | None = None, outcomes: np.ndarray | None = None) -> dict:
+                taken: np.ndarray | None = None, outcomes: np.ndarray | None = None,
+                propensity: np.ndarray | None = None) -> dict:
     """The improvement of `chosen` over `base` per decision, its standard error and its one-sided lower
     confidence bound (mean - z x se): where the two differ, `chosen` read on `outcomes` (`ipw_matrix`; default
     `scores`, doubly robust) less `base` read on `scores`. With `taken` (each decision's logged column of
-    `scores`), also `observed`: the decisions where `chosen` departs from `base` and the log took `chosen`."""
+    `scores`), also `observed`: the decisions where `chosen` departs from `base` and the log took `chosen`;
+    with their `propensity` too, `effective`: that count by weight (`effective`)."""
     out = _bound(_improvement(scores, chosen, base, outcomes), z)
     if taken is not None:
         out["observed"] = observed(scores, chosen, base, taken)
+        if propensity is not None:
+            out["effective"] = round(effective(scores, chosen, base, taken, propensity), 1)
     return out
 
 
@@ -234,6 +238,20 @@ def observed(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, taken: np
     return int(((col(chosen) != col(base)) & (col(chosen) == np.asarray(taken))).sum())
 
 
+def effective(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, taken: np.ndarray,
+              propensity: np.ndarray) -> float:
+    """The observed departures (`observed`) counted by their weight: Kish's effective sample size
+    (sum w)^2 / sum w^2 of their inverse propensities w = 1 / p. Equal to the count when every departure
+    was equally likely (a uniform experiment); far below it when a few rare draws carry the estimate: in the
+    closed loop a margin was certified (lower bound +49 JPY a decision) on 49 observed departures, most drawn
+    as the challenger (p about 0.19) and a few as one arm of twelve in a 5% experiment (p about 0.004,
+    weight 240), whose lucky payments made the mean; it served 0.69x the playbook that week."""
+    col = lambda a: np.where(a >= 0, a, scores.shape[1] - 1)  # noqa: E731 - no contact is the last column
+    took = (col(chosen) != col(base)) & (col(chosen) == np.asarray(taken))
+    w = 1.0 / np.asarray(propensity, dtype=np.float64)[took]
+    return float(w.sum() ** 2 / (w ** 2).sum()) if len(w) else 0.0
+
+
 def _improvement(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray,
                  outcomes: np.ndarray | None = None) -> np.ndarray:
     """Per decision, `chosen`'s score (on `outcomes` when given) less `base`'s; 0 where they are the same."""
@@ -246,7 +264,8 @@ def _improvement(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray,
 
 def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, baseline: SafePolicy, z: float,
                   min_departures: int = 30, prefs: np.ndarray | None = None,
-                  taken: np.ndarray | None = None, outcomes: np.ndarray | None = None) -> tuple[float, list[dict]]:
+                  taken: np.ndarray | None = None, outcomes: np.ndarray | None = None,
+                  propensity: np.ndarray | None = None) -> tuple[float, list[dict]]:
     """The departure margin with the highest lower confidence bound of (policy - baseline), on held-out
     decisions; infinite when no bound is above zero. `value` (n, actions) is -inf where a rule forbids,
     `greedy` the model's best action (-1: no contact). Candidate margins: 0 and the deciles of the
@@ -255,7 +274,8 @@ def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, bas
     the log took (`observed`): without them the bound rests on the model's values alone. `baseline` is the
     policy departed from (its margin unused); `prefs` (per decision, its actions in order of preference:
     `SafePolicy.preferences`) is required for a playbook, whose order depends on each decision's stage;
-    `outcomes` (`ipw_matrix`) is what the departures are read on (`lower_bound`)."""
+    `outcomes` (`ipw_matrix`) is what the departures are read on (`lower_bound`); with each decision's logged
+    `propensity`, the observed departures are counted by weight (`effective`)."""
     base = baseline.base(value, prefs)
     departing = greedy != base
     edge = worth(value, greedy) - worth(value, base)
@@ -266,9 +286,9 @@ def select_margin(scores: np.ndarray, value: np.ndarray, greedy: np.ndarray, bas
         if go.sum() < min_departures:
             continue
         trial = {"margin": float(margin), "departures": int(go.sum()),
-                 **lower_bound(scores, chosen, base, z, taken, outcomes)}
+                 **lower_bound(scores, chosen, base, z, taken, outcomes, propensity)}
         trials.append(trial)
-        if trial.get("observed", min_departures) < min_departures:
+        if trial.get("effective", trial.get("observed", min_departures)) < min_departures:
             continue
         if trial["lcb"] > best_lcb:
             best_margin, best_lcb = float(margin), trial["lcb"]

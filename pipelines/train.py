@@ -255,7 +255,8 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
         prefs = _prefs(base, logs.iloc[held], windows)
         margin, trials = safe.select_margin(scores[held], value[held, :-1], policy.greedy(value[held, :-1]),
                                             base, z, least, prefs, taken=logs["action"].to_numpy()[held],
-                                            outcomes=outcomes[held])
+                                            outcomes=outcomes[held],
+                                            propensity=logs["propensity"].to_numpy(dtype=float)[held])
     evidence.update(trials=trials, margin=margin)
     best = next((t for t in trials if t["margin"] == margin), None)  # the margin chosen (enough observed)
     test = evidence.get("best_single_vs_configured")
@@ -266,12 +267,15 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
             + ("it replaces the playbook" if base.playbook is None else
                f"the playbook stays; the challenger is {evidence.get('challenger', 'in trial')}"))
     log(f"safe policy: baseline {evidence['baseline_text']}; "
-        + (f"departs where the models expect > JPY {margin:,.0f} more (held-out DR improvement "
+        + (f"departs where the models expect > JPY {margin:,.0f} more (held-out improvement, departures read on "
+           f"outcomes, "
            f"{best['improvement']:,.0f} per decision, lower bound {best['lcb']:,.0f}, {best['departures']:,} of "
            f"{len(resp_holdout):,} held-out decisions)" if math.isfinite(margin) else
-           f"no departure yet: no margin's lower bound is above zero with {least} departures the log took, on "
+           f"no departure yet: no margin's lower bound is above zero with {least} departures the log took "
+           f"(by weight), on "
            f"{len(resp_holdout):,} held-out decisions (at most "
-           f"{max((t.get('observed', 0) for t in trials), default=0)} observed)"))
+           f"{max((t.get('observed', 0) for t in trials), default=0)} observed, "
+           f"{max((t.get('effective', 0) for t in trials), default=0):.0f} by weight)"))
     return dataclasses.replace(base, margin=margin, evidence=evidence)
 
 

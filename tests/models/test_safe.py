@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from models import safe
 
@@ -175,3 +176,27 @@ def test_read_on_outcomes_a_real_improvement_the_log_could_always_take_is_still_
     margin, trials = safe.select_margin(scores, value[:, :-1], greedy, baseline=safe.SafePolicy(0), z=1.645,
                                         taken=taken, outcomes=outcomes)
     assert math.isfinite(margin) and max(t["lcb"] for t in trials) > 0
+
+
+def test_a_few_rare_draws_do_not_count_as_many_observed_departures():
+    """49 decisions took the departure's action: 46 as a challenger served to a fifth of the accounts, 3 as one
+    arm of a rare experiment (p = 0.004, weight 250) whose customers happened to pay. The rare three make the
+    mean and its bound; counted by weight the observed departures are far fewer than 30, so no margin."""
+    n = 800
+    value = np.column_stack([np.full(n, 100.0), np.full(n, 0.0), np.full(n, 300.0), np.zeros(n)])
+    taken = np.zeros(n, dtype=int)
+    propensity = np.full(n, 0.8)
+    taken[:46], propensity[:46] = 2, 0.2
+    taken[46:49], propensity[46:49] = 2, 0.004
+    reward = np.where(taken == 2, 0.0, 100.0)
+    reward[46:49] = 40_000.0                       # the lucky few
+    scores = safe.dr_matrix(value, taken, propensity, reward)
+    outcomes = safe.ipw_matrix(value, taken, propensity, reward)
+    greedy = np.full(n, 2)
+    test = safe.lower_bound(scores, greedy, np.zeros(n, dtype=int), 1.645, taken, outcomes, propensity)
+    assert test["lcb"] > 0 and test["observed"] == 49 and test["effective"] < 10
+    margin, _ = safe.select_margin(scores, value[:, :-1], greedy, safe.SafePolicy(0), 1.645, taken=taken,
+                                   outcomes=outcomes, propensity=propensity)
+    assert math.isinf(margin)
+    even = safe.effective(scores, greedy, np.zeros(n, dtype=int), taken, np.full(n, 0.25))
+    assert even == pytest.approx(49.0)             # equal chances: the count itself
