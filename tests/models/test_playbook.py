@@ -210,7 +210,8 @@ def test_each_variant_gets_an_equal_share_of_the_unit_interval():
 
 
 def test_the_challenger_is_served_to_its_share_of_the_accounts_and_says_so(trained):
-    """While the learned ranking has not replaced the playbook (a contender), experiments on: about
+    """A team that runs a challenger (policy.experiments.challenger; off by default): while the learned ranking
+    has not replaced the playbook (a contender), experiments on, about
     policy.experiments.challenger of the decisions that are not experiments get its action instead of the
     playbook's, with the chance of it recorded and the reason in words; experiments off: the playbook."""
     import copy
@@ -222,6 +223,8 @@ def test_the_challenger_is_served_to_its_share_of_the_accounts_and_says_so(train
 
     bundle = copy.deepcopy(joblib.load(trained["bundle_path"]))
     assert bundle.response is not None
+    share = 0.2
+    bundle.params["policy"]["experiments"]["challenger"] = share   # a team that runs one (the default is off)
     windows = tuple(w.name for w in bundle.configs().windows)
     space = bundle.response.space
     rival = space.actions.index(("email", "weekend", "instalment_plan"))
@@ -233,8 +236,10 @@ def test_the_challenger_is_served_to_its_share_of_the_accounts_and_says_so(train
     plan = bundle.score(portfolio, AS_OF, explore=0.0).set_index("account_id")
     rows = bundle.score(portfolio, AS_OF, explore=0.05).set_index("account_id")
     said = rows["reasons"].str.contains("the challenger: email on weekends")
+    bundle.params["policy"]["experiments"]["challenger"] = 0.0
+    off = bundle.score(portfolio, AS_OF, explore=0.05)
+    assert not off["reasons"].str.contains("challenger").any()
     assert not plan["reasons"].str.contains("challenger").any()
-    share = bundle.policy_config.challenger
     draws = uniforms(rows.index.to_numpy(), AS_OF.tz_convert("UTC"), int(bundle.params["seed"]))
     u = pd.Series(draws[0], index=rows.index)
     inside = (u >= 0.05) & (u < 0.05 + 0.95 * share)       # the account's draw falls in the challenger's share
