@@ -302,7 +302,8 @@ class ScoringBundle:
         for i, items in enumerate(reasons):
             items.append(action_reason(channel[i], windows[choice.window[i]] if choice.window[i] >= 0 else None,
                                        float(choice.gain[i]), bool(choice.explored[i]), drivers[i],
-                                       self._basis(choice, i, steps[i]), self.response is not None))
+                                       self._basis(choice, i, steps[i], conf.policy.challenger),
+                                       self.response is not None))
         n = len(ids)
         return {
             "account_id": ids.tolist(), "as_of": [as_of.isoformat()] * n, "model_version": [self.model_version] * n,
@@ -321,14 +322,15 @@ class ScoringBundle:
         step = book.step_of(cols["days_past_due"], cols["arrears_instalments"])
         return [f"step '{book.steps[s].name}'" if s >= 0 else None for s in step.tolist()]
 
-    def _basis(self, choice, i: int, step: str | None = None) -> str | None:
-        """Why the action is the baseline's or the model's own (None without a safe policy)."""
+    def _basis(self, choice, i: int, step: str | None = None, challenger: float = 0.0) -> str | None:
+        """Why the action is the baseline's, the challenger's (served to the share `challenger`) or the model's
+        own (None without a safe policy)."""
         if self.safe is None or choice.departed is None or choice.explored[i]:
             return None
         if choice.challenged is not None and choice.challenged[i]:
             return (f"the challenger: {self.safe.evidence.get('best_single_text', 'the learned best single action')}"
                     f" for everyone (the best single action the data favour so far), served at random to "
-                    f"{self.policy_config.challenger:.0%} of the accounts instead of "
+                    f"{challenger:.0%} of the accounts instead of "
                     f"{self.safe.evidence.get('baseline_text', 'the baseline')} until the evidence decides "
                     f"between them (propensity recorded)")
         if choice.departed[i]:

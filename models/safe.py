@@ -229,13 +229,23 @@ def _bound(d: np.ndarray, z: float) -> dict:
     return {"improvement": mean, "se": se, "lcb": mean - z * se}
 
 
+def _column(action: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Flat actions as columns of `scores`: no contact (-1) is the last column."""
+    return np.where(action >= 0, action, scores.shape[1] - 1)
+
+
+def _took(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Per decision: `chosen` departs from `base` and the log took `chosen`."""
+    c = _column(chosen, scores)
+    return (c != _column(base, scores)) & (c == np.asarray(taken))
+
+
 def observed(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, taken: np.ndarray) -> int:
     """How many decisions depart (`chosen` is not `base`) with the departure's action logged: the only ones
     whose outcome says anything of the departure. Elsewhere a departure's doubly robust score is the
     model's own value, with no residual, so its spread says nothing of the model's error: a bound on
     departures the logs never took (an action no experiment drew) certifies the model's opinion."""
-    col = lambda a: np.where(a >= 0, a, scores.shape[1] - 1)  # noqa: E731 - no contact is the last column
-    return int(((col(chosen) != col(base)) & (col(chosen) == np.asarray(taken))).sum())
+    return int(_took(scores, chosen, base, taken).sum())
 
 
 def effective(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, taken: np.ndarray,
@@ -246,9 +256,7 @@ def effective(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray, taken: n
     closed loop a margin was certified (lower bound +49 JPY a decision) on 49 observed departures, most drawn
     as the challenger (p about 0.19) and a few as one arm of twelve in a 5% experiment (p about 0.004,
     weight 240), whose lucky payments made the mean; it served 0.69x the playbook that week."""
-    col = lambda a: np.where(a >= 0, a, scores.shape[1] - 1)  # noqa: E731 - no contact is the last column
-    took = (col(chosen) != col(base)) & (col(chosen) == np.asarray(taken))
-    w = 1.0 / np.asarray(propensity, dtype=np.float64)[took]
+    w = 1.0 / np.asarray(propensity, dtype=np.float64)[_took(scores, chosen, base, taken)]
     return float(w.sum() ** 2 / (w ** 2).sum()) if len(w) else 0.0
 
 
@@ -256,8 +264,7 @@ def _improvement(scores: np.ndarray, chosen: np.ndarray, base: np.ndarray,
                  outcomes: np.ndarray | None = None) -> np.ndarray:
     """Per decision, `chosen`'s score (on `outcomes` when given) less `base`'s; 0 where they are the same."""
     rows = np.arange(len(scores))
-    col = lambda a: np.where(a >= 0, a, scores.shape[1] - 1)  # noqa: E731 - no contact is the last column
-    c, b = col(chosen), col(base)
+    c, b = _column(chosen, scores), _column(base, scores)
     gain = (scores if outcomes is None else outcomes)[rows, c] - scores[rows, b]
     return np.where(c != b, gain, 0.0)
 
