@@ -34,7 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from serve_latency import _load, _port, _start, freeze_client_heap, realistic_request  # noqa: E402
+from serve_latency import _load, _port, _start, freeze_client_heap, realistic_requests  # noqa: E402
 
 
 def _probes(request: dict) -> list[tuple[str, bytes, dict]]:
@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--as-of", default="2026-11-01T00:00:00+09:00")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--accounts", type=int, default=1,
+                        help="different accounts the requests cycle over (1: the same account every time)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
     parser.add_argument("--workers", type=int, nargs="+", default=[1],
                         help="serve each revision once with each number of worker processes")
@@ -111,8 +113,9 @@ def _databases(stack: contextlib.ExitStack, kind: str):
 def _compare(args: argparse.Namespace, database) -> None:
     from models.registry import load_bundle
 
-    request, x = realistic_request(args.data, args.as_of, load_bundle(args.model).bundle)
-    body = json.dumps(request).encode()
+    asked = realistic_requests(args.data, args.as_of, load_bundle(args.model).bundle, args.accounts)
+    request, x = asked[0]
+    body = [json.dumps(r).encode() for r, _ in asked]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "CUREFLOW_MODEL_URI": args.model, "CUREFLOW_INSECURE": "true", "CUREFLOW_MAX_CONCURRENCY": "256"}
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
@@ -168,8 +171,8 @@ def _compare(args: argparse.Namespace, database) -> None:
             for proc, *_ in servers.values():
                 proc.terminate()
                 proc.wait(timeout=30)
-    print(f"\n{args.rounds} rounds of {args.requests} requests, median over rounds; decision log on "
-          f"{args.database}, sync {args.sync or 'as shipped'}\n")
+    print(f"\n{args.rounds} rounds of {args.requests} requests over {args.accounts} account(s), median over "
+          f"rounds; decision log on {args.database}, sync {args.sync or 'as shipped'}\n")
     print("| server | concurrency | p50 | p99 | req/s |\n|---|---|---|---|---|")
     for (name, c), runs in results.items():
         p50, p99, rps = (statistics.median(r[k] for r in runs) for k in ("p50", "p99", "rps"))

@@ -44,7 +44,6 @@ import socket
 import threading
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -55,6 +54,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine, make_url
+
+from models.grouping import Combiner
 
 log = logging.getLogger("cureflow.decisions")
 
@@ -808,74 +809,40 @@ def _years_before(now: datetime, years: int) -> datetime:
         return now.replace(year=now.year - years, day=28)
 
 
-@dataclass
-class _Pending:
-    """One caller's records waiting for the group commit, and what became of them."""
-
-    records: list[DecisionRecord]
-    woken: threading.Event
-    committed: bool = False  # its group's commit ended (error or not); otherwise it was woken to lead
-    error: BaseException | None = None
-
-
 class GroupCommit:
     """The API's writer: records of concurrent requests share one transaction, so one disk sync covers them all.
 
-    Leader and followers, with no thread of its own: a caller that finds no commit under way leads, and
-    commits its records (with any that queued meanwhile) on its own thread, so a request that comes alone
-    commits at once, with no hand-off. Callers that arrive during a commit queue; when it ends, the leader
-    wakes the first of them to lead the next group (of at most `max_callers`). Each caller blocks until its
-    own records are committed (written before answered). A group the database refuses is retried one
-    caller at a time, so each gets its own outcome (IdempotencyConflict, DecisionRejected); when the
-    database is unreachable every caller of the group gets that error at once.
+    Leader and followers (`models.grouping.Combiner`), with no thread of its own: a caller that finds no commit
+    under way commits its records (with any that queued meanwhile, at most `max_callers` callers) on its own
+    thread, so a request that comes alone commits at once. Each caller blocks until its own records are
+    committed (written before answered). A group the database refuses is retried one caller at a time, so
+    each gets its own outcome (IdempotencyConflict, DecisionRejected); when the database is unreachable every
+    caller of the group gets that error at once.
     """
 
     def __init__(self, log: DecisionLog, max_callers: int = 64):
         self.log, self.max_callers = log, max_callers
-        self._lock = threading.Lock()
-        self._queue: deque[_Pending] = deque()  # not empty only while a leader is active
-        self._leading = False
+        self._combiner: Combiner[list[DecisionRecord], None] = Combiner(self.commit, max_items=max_callers)
 
     def append(self, records: list[DecisionRecord]) -> None:
         """Commit `records` (with whatever else is waiting); raises what `DecisionLog.append` raises."""
-        pending = _Pending(records, threading.Event())
-        with self._lock:
-            self._queue.append(pending)
-            lead, self._leading = not self._leading, True
-        if not lead:
-            pending.woken.wait()  # set when its group is committed, or when it is its turn to lead
-        if not pending.committed:
-            self._lead()  # this caller is first in the queue: its records are in the group it commits
-        if pending.error is not None:
-            raise pending.error
+        self._combiner.submit(records)
 
-    def _lead(self) -> None:
-        with self._lock:
-            group = [self._queue.popleft() for _ in range(min(len(self._queue), self.max_callers))]
+    def commit(self, groups: list[list[DecisionRecord]]) -> list[BaseException | None]:
+        """Several callers' records in one transaction; on a refusal, each caller's alone. One outcome per
+        caller (None: committed); raises DecisionLogUnavailable for all of them."""
         try:
-            self._commit(group)
-        finally:
-            for pending in group:
-                pending.committed = True
-                pending.woken.set()
-            with self._lock:  # hand on: the first caller still queued leads the next group
-                if self._queue:
-                    self._queue[0].woken.set()
-                else:
-                    self._leading = False
-
-    def _commit(self, group: list[_Pending]) -> None:
-        try:
-            self.log.append_groups([p.records for p in group])
+            self.log.append_groups(groups)
+            return [None] * len(groups)
         except DecisionRejected:
-            for pending in group:
+            outcomes: list[BaseException | None] = []
+            for records in groups:
                 try:
-                    self.log.append(pending.records)
+                    self.log.append(records)
+                    outcomes.append(None)
                 except BaseException as err:  # handed to the waiting caller, who raises it
-                    pending.error = err
-        except BaseException as err:
-            for pending in group:
-                pending.error = err
+                    outcomes.append(err)
+            return outcomes
 
 
 def _partition(row: Mapping[str, Any]) -> str:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from models.decision_log import DecisionLog, GroupCommit
+from models.scoring import GroupScorer
 from serving.api.deps import Callers
 from serving.api.errors import add_exception_handlers
 from serving.api.holder import ModelHolder, _background, _retry_until_loaded, _watch_alias
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(title="cureflow", version="0.2.0", lifespan=lifespan,
                   description="Delinquency risk and next-best-action for collections (see CONTRACT.md).")
     app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
-    app.state.writer, app.state.callers = writer, callers(settings)
+    app.state.writer, app.state.scorer, app.state.callers = writer, GroupScorer(), callers(settings)
     # the last added runs first: observer, then the body guard, then the shedder (a slow body takes no slot)
     app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency, on_count=metrics.in_flight.set,
                        on_shed=lambda reason: metrics.shed_total.labels(reason=reason).inc())

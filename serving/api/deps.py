@@ -8,6 +8,7 @@ from fastapi import Depends, Header, HTTPException, Request, Security
 
 from models.decision_log import DecisionLog, GroupCommit
 from models.registry import LoadedModel
+from models.scoring import GroupScorer
 from serving.api.holder import ModelHolder
 from serving.observability import Metrics
 from serving.security import API_KEY_SCHEME, CallerDependency
@@ -50,6 +51,11 @@ async def writer(request: Request) -> GroupCommit:
     return request.app.state.writer
 
 
+async def scorer(request: Request) -> GroupScorer:
+    """The grouped scorer (concurrent score requests decided in one vectorised call)."""
+    return request.app.state.scorer
+
+
 async def metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
@@ -70,5 +76,6 @@ Loaded = Annotated[LoadedModel, Depends(loaded_model)]
 Holder = Annotated[ModelHolder, Depends(holder)]
 Decisions = Annotated[DecisionLog, Depends(decision_log)]
 Writer = Annotated[GroupCommit, Depends(writer)]
+Scorer = Annotated[GroupScorer, Depends(scorer)]
 MetricsDep = Annotated[Metrics, Depends(metrics)]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]

@@ -3,6 +3,7 @@ the same contract; one decision path behind both."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import fields
 from datetime import date, datetime, timedelta
 
@@ -19,7 +20,7 @@ from models.contract import ContractError, read_dir
 from models.features import FeatureConfig, prepare, prepare_requests
 from models.registry import load_bundle
 from models.schemas import ScoreRequest
-from models.scoring import score_requests
+from models.scoring import GroupScorer, _Ask, score_requests, score_requests_with_features
 from tests.conftest import account, portfolio
 
 CONFIG = FeatureConfig.from_params(load_params())
@@ -131,3 +132,50 @@ def test_bad_requests_name_the_table_column_and_rows(trained, case, table, colum
     with pytest.raises(ContractError) as err:
         score_requests(bundle, requests)
     assert (err.value.table, err.value.column, list(err.value.rows)) == (table, column, rows)
+
+
+def test_a_group_of_requests_decided_together_gives_each_the_answer_it_gets_alone(trained):
+    """GroupScorer decides concurrent callers' requests in one call: each account's answer (decision id,
+    reasons, window, propensity and all) and model inputs are those it gets when it is decided alone."""
+    bundle = load_bundle(str(trained["bundle_path"])).bundle
+    p = read_dir(trained["data"])
+    overdue = bundle.score(p, AS_OF)["account_id"].tolist()[:11]
+    current = next(a for a in p.accounts["account_id"] if a not in set(overdue) and a not in
+                   set(bundle.score(p, AS_OF)["account_id"]))
+    requests = parsed(requests_from_portfolio(p, AS_OF, [*overdue[:5], current, *overdue[5:]]))
+    contested = frozenset(overdue[3:4])
+    alone = [score_requests_with_features(bundle, [r], contested) for r in requests]
+    asks = [_Ask(bundle, requests[i:i + 3], contested) for i in range(0, 12, 3)]  # four callers of three accounts
+    together = GroupScorer._run(asks)
+    assert [pair for outcome in together for pair in outcome] == [pair for pairs in alone for pair in pairs]
+    assert any(b["rule"] == "R-CONTESTED" for b in alone[3][0][0]["blocked"])  # the contested one is blocked
+    assert alone[5][0][0]["tier"] == "not overdue"
+
+    scorer, results = GroupScorer(), {}
+
+    def call(i: int) -> None:
+        results[i] = scorer.score(bundle, [requests[i]], contested)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert [results[i] for i in range(len(requests))] == alone
+
+
+def test_a_group_holds_one_bundle_each_account_once_and_checks_each_caller_on_its_own(trained):
+    bundle = load_bundle(str(trained["bundle_path"])).bundle
+    other = load_bundle(str(trained["bundle_path"])).bundle
+    scorer = GroupScorer(max_accounts=4)
+    a1, a2, b1 = ({"account": {"account_id": a}} for a in ("A1", "A2", "B1"))
+    group = [_Ask(bundle, [a1, b1], frozenset())]
+    assert scorer._fits(group, _Ask(bundle, [a2], frozenset()))
+    assert not scorer._fits(group, _Ask(bundle, [a1], frozenset()))  # A1 again: the next group
+    assert not scorer._fits(group, _Ask(other, [a2], frozenset()))  # another bundle (a reload)
+    assert not scorer._fits(group, _Ask(bundle, [a2, a2, a2], frozenset()))  # five accounts
+    bad = _one(contacts=[{"contact_id": "C1", "contacted_at": "2026-10-01T10:00:00+09:00", "channel": "phone",
+                          "direction": "outbound", "outcome": "held_out"}])
+    with pytest.raises(ContractError) as err:
+        scorer.score(bundle, bad)
+    assert (err.value.table, err.value.column, list(err.value.rows)) == ("contacts", "outcome", [0])

@@ -20,8 +20,8 @@ from models.decision_log import (
 from models.registry import LoadedModel
 from models.rules import RULE_IDS
 from models.schemas import Answer, BatchAnswer, BatchRequest, ScoreRequest
-from models.scoring import score_requests_with_features
-from serving.api.deps import Caller, Decisions, IdemKey, Loaded, MetricsDep, Writer
+from models.scoring import GroupScorer
+from serving.api.deps import Caller, Decisions, IdemKey, Loaded, MetricsDep, Scorer, Writer
 from serving.api.errors import BODY_PROBLEMS, problems
 from serving.limits import PARSED_KEY
 from serving.observability import Metrics, current_request_id
@@ -73,16 +73,15 @@ def _fingerprint(requests: list[ScoreRequest]) -> str:
 
 
 def decide(loaded: LoadedModel, requests: list[ScoreRequest], caller: str, tenant: str, key: str | None,
-           decisions: DecisionLog, writer: GroupCommit, metrics: Metrics) -> list[dict]:
-    """Score, record, then answer: a replayed Idempotency-Key returns the recorded answers unchanged, the
-    same key with another request is a 422."""
+           decisions: DecisionLog, scorer: GroupScorer, writer: GroupCommit, metrics: Metrics) -> list[dict]:
+    """Score (with concurrent requests, `GroupScorer`), record (in a group commit), then answer: a replayed
+    Idempotency-Key returns the recorded answers unchanged, the same key with another request is a 422."""
     fingerprint = _fingerprint(requests) if key else None
     try:
         if key and (replay := decisions.find_idempotent(caller, key, fingerprint)) is not None:
             return replay
         contested = decisions.contested([r.account.account_id for r in requests], tenant)  # R-CONTESTED
-        pairs = _random_ids(score_requests_with_features(loaded.bundle, [r.model_dump() for r in requests],
-                                                         contested))
+        pairs = _random_ids(scorer.score(loaded.bundle, [r.model_dump() for r in requests], contested))
         writer.append(_records(pairs, loaded, caller, tenant, key, fingerprint))
     except IdempotencyConflict as race:
         return race.answers
@@ -102,13 +101,14 @@ def decide(loaded: LoadedModel, requests: list[ScoreRequest], caller: str, tenan
 @router.post("/v1/score", response_model=Answer, summary="Score one overdue account",
              responses=problems(*BODY_PROBLEMS))
 def score(body: ScoreRequest, caller: Caller, loaded: Loaded, request: Request, decisions: Decisions,
-          writer: Writer, metrics: MetricsDep, idempotency_key: IdemKey = None) -> dict:
-    return decide(loaded, [body], caller, request.state.tenant, idempotency_key, decisions, writer, metrics)[0]
+          scorer: Scorer, writer: Writer, metrics: MetricsDep, idempotency_key: IdemKey = None) -> dict:
+    return decide(loaded, [body], caller, request.state.tenant, idempotency_key, decisions, scorer, writer,
+                  metrics)[0]
 
 
 @router.post("/v1/score/batch", response_model=BatchAnswer, summary="Score several accounts",
              responses=problems(*BODY_PROBLEMS))
 def score_batch(body: BatchRequest, caller: Caller, loaded: Loaded, request: Request, decisions: Decisions,
-                writer: Writer, metrics: MetricsDep, idempotency_key: IdemKey = None) -> dict:
+                scorer: Scorer, writer: Writer, metrics: MetricsDep, idempotency_key: IdemKey = None) -> dict:
     return {"answers": decide(loaded, body.requests, caller, request.state.tenant, idempotency_key, decisions,
-                              writer, metrics)}
+                              scorer, writer, metrics)}
