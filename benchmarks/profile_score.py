@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from serve_latency import _load, _port, _start, freeze_client_heap, realistic_request  # noqa: E402
+from serve_latency import _load, _port, _start, freeze_client_heap, realistic_requests  # noqa: E402
 
 # (stage, pattern on one frame "function (file:line)"); a sample goes to the stage of its deepest frame that
 # matches one, so a json.loads inside the JSON guard is the guard's, one inside FastAPI's body read is FastAPI's.
@@ -69,8 +69,9 @@ STAGES: list[tuple[str, str]] = [
     ("decision ids (uuid5, uuid4)", r"_decision_ids \(|^uniforms \(|_random_ids \(|\(uuid\.py"),
     ("answers: dicts from arrays", r"^Decisions\.answers \(|^Decisions\.inputs \(|^_take \("),
     ("decision record: build (DecisionRecord.from_answer)", r"^_records \(|from_answer"),
+    ("grouping: leader and followers (models/grouping.py)", r"\(models/grouping\.py"),
     ("decision record: hand to the writer (GroupCommit.append)", r"^GroupCommit\.append \("),
-    ("decision record: SQL insert", r"GroupCommit\._commit|append_groups|^DecisionLog\.append \("),
+    ("decision record: SQL insert", r"GroupCommit\.commit|append_groups|^DecisionLog\.append \("),
     ("decision record: commit + fsync", r"do_commit \(|^Transaction\.commit \(|_commit_impl \("),
     ("response: validate and encode JSON (pydantic dump_json)", r"serialize_response|dump_json|jsonable_encoder"),
     ("response: JSON encoding (stdlib)", r"^JSONResponse\.render|\(json/encoder"),
@@ -121,15 +122,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000,
                         help="requests sampled, and as many unsampled before and after (after 200 of warm-up)")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples a second")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="requests in flight (above 1 the stages add up to CPU per request, not latency)")
+    parser.add_argument("--accounts", type=int, default=1, help="different accounts the requests cycle over")
     parser.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks here")
     parser.add_argument("--py-spy", default=str(Path(sys.executable).parent / "py-spy"))
     args = parser.parse_args()
     from models.registry import load_bundle
 
-    request, _ = realistic_request(args.data, args.as_of, load_bundle(args.model).bundle)
-    body = json.dumps(request).encode()
+    asked = realistic_requests(args.data, args.as_of, load_bundle(args.model).bundle, args.accounts)
+    request, body = asked[0][0], [json.dumps(r).encode() for r, _ in asked]
     print(f"request: {len(request['installments'])} instalments, {len(request['payments'])} payments, "
-          f"{len(request['contacts'])} contacts, {len(body):,} bytes")
+          f"{len(request['contacts'])} contacts, {len(body[0]):,} bytes; {args.accounts} account(s), "
+          f"concurrency {args.concurrency}")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "CUREFLOW_MODEL_URI": args.model, "CUREFLOW_INSECURE": "true", "CUREFLOW_MAX_CONCURRENCY": "256"}
     env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
@@ -144,14 +149,14 @@ def main() -> None:
         try:
             freeze_client_heap()
             asyncio.run(_load(url, body, headers, 1, 200))  # warm-up
-            plain = asyncio.run(_load(url, body, headers, 1, args.requests))
+            plain = asyncio.run(_load(url, body, headers, args.concurrency, args.requests))
             spy = subprocess.Popen([args.py_spy, "record", "--pid", str(server.pid), "--idle", "--threads",
                                     "--nonblocking", "--rate", str(args.rate), "--format", "raw", "-o", str(raw)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             spy_started = time.perf_counter()
             time.sleep(1.0)  # py-spy attached
             started = time.perf_counter()
-            sampled = asyncio.run(_load(url, body, headers, 1, args.requests))
+            sampled = asyncio.run(_load(url, body, headers, args.concurrency, args.requests))
             wall = time.perf_counter() - started
             time.sleep(0.2)
             spy.send_signal(signal.SIGINT)
@@ -159,7 +164,7 @@ def main() -> None:
             _, err = spy.communicate(timeout=60)
             if spy.returncode not in (0, -signal.SIGINT) or not raw.exists():
                 raise RuntimeError(f"py-spy failed: {err.decode()[-2000:]}")
-            after = asyncio.run(_load(url, body, headers, 1, args.requests))
+            after = asyncio.run(_load(url, body, headers, args.concurrency, args.requests))
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -135,32 +135,38 @@ def _decided(bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]], conte
 
 @dataclass(frozen=True)
 class _Ask:
-    """One caller's part of a group: its checked requests and the accounts of them that are contested."""
+    """One caller's part of a group: its checked requests and its tenant (whose contests count for them)."""
 
     bundle: ScoringBundle
     requests: list[Mapping[str, Any]]
-    contested: frozenset[str]
+    tenant: str | None = None
+
+
+Contested = Callable[[list[str], str | None], frozenset[str]]  # (account ids, tenant) -> the contested ones
 
 
 class GroupScorer:
     """Concurrent real-time requests decided together (`models.grouping.Combiner`): a request that comes alone
     is decided at once on its own thread; requests that arrive while a decision runs are decided in the next
     one, as one vectorised call of the batch's path (`ScoringBundle.decide` costs about 3 ms for one account
-    and well under 1 ms more for each further account). Each caller's requests are checked on its own thread
-    first (a contract error names its own rows). A group holds one bundle (a reload starts a new group) and
-    each account at most once (a second request for an account waits for the next group), and at most
+    and well under 1 ms more for each further account), with one read of the contests (`contested`, the
+    decision log's R-CONTESTED lookup) per tenant of the group. Each caller's requests are checked on its own
+    thread first (a contract error names its own rows). A group holds one bundle (a reload starts a new group)
+    and each account at most once (a second request for an account waits for the next group), and at most
     `max_accounts` accounts. Every account's answer is the one it gets alone (`tests/models/test_scoring.py`).
-    If the group's call fails, each caller's requests are decided alone, so each gets its own outcome."""
+    If the group's decision fails, each caller's requests are decided alone, so each gets its own outcome; a
+    failed read of the contests fails the whole group (no decision without it)."""
 
-    def __init__(self, max_accounts: int = 64):
-        self.max_accounts = max_accounts
+    def __init__(self, contested: Contested | None = None, max_accounts: int = 64):
+        self.max_accounts, self._contested = max_accounts, contested
         self._combiner: Combiner[_Ask, list] = Combiner(self._run, max_items=max_accounts, fits=self._fits)
 
-    def score(self, bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]],
-              contested: frozenset[str] = frozenset()) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """`score_requests_with_features(bundle, requests, contested)`, decided with concurrent callers'."""
+    def score(self, bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]], tenant: str | None = None
+              ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """`score_requests_with_features(bundle, requests, contested)`, decided with concurrent callers', the
+        contested accounts read for `tenant`."""
         check_requests(requests)
-        return self._combiner.submit(_Ask(bundle, list(requests), frozenset(contested)))
+        return self._combiner.submit(_Ask(bundle, list(requests), tenant))
 
     def _fits(self, group: list[_Ask], ask: _Ask) -> bool:
         if ask.bundle is not group[0].bundle:
@@ -170,12 +176,20 @@ class GroupScorer:
         taken = {r["account"]["account_id"] for a in group for r in a.requests}
         return taken.isdisjoint(r["account"]["account_id"] for r in ask.requests)
 
-    @staticmethod
-    def _run(group: list[_Ask]) -> list[list | BaseException]:
+    def _contested_of(self, group: list[_Ask]) -> frozenset[str]:
+        """The group's contested accounts, one read per tenant (its accounts are all different)."""
+        if self._contested is None:
+            return frozenset()
+        by_tenant: dict[str | None, list[str]] = defaultdict(list)
+        for ask in group:
+            by_tenant[ask.tenant].extend(r["account"]["account_id"] for r in ask.requests)
+        return frozenset().union(*(self._contested(ids, tenant) for tenant, ids in by_tenant.items()))
+
+    def _run(self, group: list[_Ask]) -> list[list | BaseException]:
+        contested = self._contested_of(group)
         if len(group) > 1:
             try:
-                pairs = _decided(group[0].bundle, [r for a in group for r in a.requests],
-                                 frozenset().union(*(a.contested for a in group)))
+                pairs = _decided(group[0].bundle, [r for a in group for r in a.requests], contested)
             except Exception:  # noqa: BLE001 - decided again one caller at a time, each gets its own outcome
                 pass
             else:
@@ -184,7 +198,7 @@ class GroupScorer:
         outcomes: list[list | BaseException] = []
         for ask in group:
             try:
-                outcomes.append(_decided(ask.bundle, ask.requests, ask.contested))
+                outcomes.append(_decided(ask.bundle, ask.requests, contested))
             except Exception as err:  # noqa: BLE001 - handed to its caller, who raises it
                 outcomes.append(err)
         return outcomes

@@ -47,7 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(title="cureflow", version="0.2.0", lifespan=lifespan,
                   description="Delinquency risk and next-best-action for collections (see CONTRACT.md).")
     app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
-    app.state.writer, app.state.scorer, app.state.callers = writer, GroupScorer(), callers(settings)
+    app.state.writer, app.state.callers = writer, callers(settings)
+    app.state.scorer = GroupScorer(contested=decisions.contested)  # R-CONTESTED read once per group and tenant
     # the last added runs first: observer, then the body guard, then the shedder (a slow body takes no slot)
     app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency, on_count=metrics.in_flight.set,
                        on_shed=lambda reason: metrics.shed_total.labels(reason=reason).inc())

@@ -143,18 +143,30 @@ def test_a_group_of_requests_decided_together_gives_each_the_answer_it_gets_alon
     current = next(a for a in p.accounts["account_id"] if a not in set(overdue) and a not in
                    set(bundle.score(p, AS_OF)["account_id"]))
     requests = parsed(requests_from_portfolio(p, AS_OF, [*overdue[:5], current, *overdue[5:]]))
-    contested = frozenset(overdue[3:4])
+    contested, reads = frozenset(overdue[3:4]), []
+
+    def lookup(ids: list[str], tenant: str | None) -> frozenset[str]:  # the decision log's, for one tenant
+        reads.append((tenant, sorted(ids)))
+        return contested & set(ids) if tenant == "t1" else frozenset()
+
     alone = [score_requests_with_features(bundle, [r], contested) for r in requests]
-    asks = [_Ask(bundle, requests[i:i + 3], contested) for i in range(0, 12, 3)]  # four callers of three accounts
-    together = GroupScorer._run(asks)
+    asks = [_Ask(bundle, requests[i:i + 3], "t1") for i in range(0, 12, 3)]  # four callers of three accounts
+    together = GroupScorer(lookup)._run(asks)
     assert [pair for outcome in together for pair in outcome] == [pair for pairs in alone for pair in pairs]
     assert any(b["rule"] == "R-CONTESTED" for b in alone[3][0][0]["blocked"])  # the contested one is blocked
     assert alone[5][0][0]["tier"] == "not overdue"
+    ids = sorted(r["account"]["account_id"] for r in requests)
+    assert reads == [("t1", ids)]  # one read for the group
+    reads.clear()
+    mixed = GroupScorer(lookup)._run([_Ask(bundle, requests[:6], "t1"), _Ask(bundle, requests[6:], "t2")])
+    assert sorted(reads) == [("t1", sorted(r["account"]["account_id"] for r in requests[:6])),
+                             ("t2", sorted(r["account"]["account_id"] for r in requests[6:]))]
+    assert mixed[0] == [pair for pairs in alone[:6] for pair in pairs]  # t2's contests are its own: none
 
-    scorer, results = GroupScorer(), {}
+    scorer, results = GroupScorer(lookup), {}
 
     def call(i: int) -> None:
-        results[i] = scorer.score(bundle, [requests[i]], contested)
+        results[i] = scorer.score(bundle, [requests[i]], "t1")
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(requests))]
     for t in threads:
@@ -169,11 +181,11 @@ def test_a_group_holds_one_bundle_each_account_once_and_checks_each_caller_on_it
     other = load_bundle(str(trained["bundle_path"])).bundle
     scorer = GroupScorer(max_accounts=4)
     a1, a2, b1 = ({"account": {"account_id": a}} for a in ("A1", "A2", "B1"))
-    group = [_Ask(bundle, [a1, b1], frozenset())]
-    assert scorer._fits(group, _Ask(bundle, [a2], frozenset()))
-    assert not scorer._fits(group, _Ask(bundle, [a1], frozenset()))  # A1 again: the next group
-    assert not scorer._fits(group, _Ask(other, [a2], frozenset()))  # another bundle (a reload)
-    assert not scorer._fits(group, _Ask(bundle, [a2, a2, a2], frozenset()))  # five accounts
+    group = [_Ask(bundle, [a1, b1])]
+    assert scorer._fits(group, _Ask(bundle, [a2], "another tenant"))
+    assert not scorer._fits(group, _Ask(bundle, [a1]))  # A1 again: the next group
+    assert not scorer._fits(group, _Ask(other, [a2]))  # another bundle (a reload)
+    assert not scorer._fits(group, _Ask(bundle, [a2, a2, a2]))  # five accounts
     bad = _one(contacts=[{"contact_id": "C1", "contacted_at": "2026-10-01T10:00:00+09:00", "channel": "phone",
                           "direction": "outbound", "outcome": "held_out"}])
     with pytest.raises(ContractError) as err:

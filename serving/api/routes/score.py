@@ -80,8 +80,7 @@ def decide(loaded: LoadedModel, requests: list[ScoreRequest], caller: str, tenan
     try:
         if key and (replay := decisions.find_idempotent(caller, key, fingerprint)) is not None:
             return replay
-        contested = decisions.contested([r.account.account_id for r in requests], tenant)  # R-CONTESTED
-        pairs = _random_ids(scorer.score(loaded.bundle, [r.model_dump() for r in requests], contested))
+        pairs = _random_ids(scorer.score(loaded.bundle, [r.model_dump() for r in requests], tenant))  # R-CONTESTED
         writer.append(_records(pairs, loaded, caller, tenant, key, fingerprint))
     except IdempotencyConflict as race:
         return race.answers
