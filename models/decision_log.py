@@ -810,7 +810,9 @@ def _years_before(now: datetime, years: int) -> datetime:
 
 
 class GroupCommit:
-    """The API's writer: records of concurrent requests share one transaction, so one disk sync covers them all.
+    """Records of concurrent callers share one transaction, so one disk sync covers them all. The API's grouped
+    scorer (`models.scoring.GroupScorer`) writes each group of requests' records with `commit`; `append` is
+    the same for callers that come one by one.
 
     Leader and followers (`models.grouping.Combiner`), with no thread of its own: a caller that finds no commit
     under way commits its records (with any that queued meanwhile, at most `max_callers` callers) on its own

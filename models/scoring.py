@@ -140,9 +140,11 @@ class _Ask:
     bundle: ScoringBundle
     requests: list[Mapping[str, Any]]
     tenant: str | None = None
+    records: Callable[[list], list] | None = None  # its (answer, inputs) pairs -> its decision records
 
 
 Contested = Callable[[list[str], str | None], frozenset[str]]  # (account ids, tenant) -> the contested ones
+Commit = Callable[[list[list]], list[BaseException | None]]  # callers' records -> one outcome each (None: written)
 
 
 class GroupScorer:
@@ -154,19 +156,24 @@ class GroupScorer:
     thread first (a contract error names its own rows). A group holds one bundle (a reload starts a new group)
     and each account at most once (a second request for an account waits for the next group), and at most
     `max_accounts` accounts. Every account's answer is the one it gets alone (`tests/models/test_scoring.py`).
+    With `commit` (the decision log's group commit), each caller's decision records (`records`, built from its
+    answers) are written in one transaction for the group before any of them is answered.
     If the group's decision fails, each caller's requests are decided alone, so each gets its own outcome; a
-    failed read of the contests fails the whole group (no decision without it)."""
+    failed read of the contests, or a failed write, fails the whole group (no decision without them)."""
 
-    def __init__(self, contested: Contested | None = None, max_accounts: int = 64):
-        self.max_accounts, self._contested = max_accounts, contested
+    def __init__(self, contested: Contested | None = None, commit: Commit | None = None, max_accounts: int = 64):
+        self.max_accounts, self._contested, self._commit = max_accounts, contested, commit
         self._combiner: Combiner[_Ask, list] = Combiner(self._run, max_items=max_accounts, fits=self._fits)
 
-    def score(self, bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]], tenant: str | None = None
-              ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    def score(self, bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]], tenant: str | None = None,
+              records: Callable[[list], list] | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         """`score_requests_with_features(bundle, requests, contested)`, decided with concurrent callers', the
-        contested accounts read for `tenant`."""
+        contested accounts read for `tenant`; with `records` (and a `commit`), the records it builds from the
+        answers are written before this returns (or its error is raised)."""
+        if records is not None and self._commit is None:
+            raise ValueError("records to write, but this GroupScorer has no commit to write them with")
         check_requests(requests)
-        return self._combiner.submit(_Ask(bundle, list(requests), tenant))
+        return self._combiner.submit(_Ask(bundle, list(requests), tenant, records))
 
     def _fits(self, group: list[_Ask], ask: _Ask) -> bool:
         if ask.bundle is not group[0].bundle:
@@ -186,7 +193,25 @@ class GroupScorer:
         return frozenset().union(*(self._contested(ids, tenant) for tenant, ids in by_tenant.items()))
 
     def _run(self, group: list[_Ask]) -> list[list | BaseException]:
-        contested = self._contested_of(group)
+        outcomes = self._decide(group, self._contested_of(group))
+        if self._commit is None:
+            return outcomes
+        written = [i for i, (ask, out) in enumerate(zip(group, outcomes, strict=True))
+                   if ask.records is not None and not isinstance(out, BaseException)]
+        records = []
+        for i in written:
+            try:
+                records.append(group[i].records(outcomes[i]))
+            except Exception as err:  # noqa: BLE001 - handed to its caller, who raises it
+                outcomes[i] = err
+        written = [i for i in written if not isinstance(outcomes[i], BaseException)]
+        for i, error in zip(written, self._commit(records) if written else [], strict=True):
+            if error is not None:
+                outcomes[i] = error
+        return outcomes
+
+    @staticmethod
+    def _decide(group: list[_Ask], contested: frozenset[str]) -> list[list | BaseException]:
         if len(group) > 1:
             try:
                 pairs = _decided(group[0].bundle, [r for a in group for r in a.requests], contested)

@@ -1,4 +1,4 @@
-"""The app factory: `create_app` only wires. Settings, the model holder, the decision log and its writer, the
+"""The app factory: `create_app` only wires. Settings, the model holder, the decision log and the grouped scorer, the
 key rings and the caller of each role go on `app.state` (where `deps` finds them), then the middleware, the
 exception handlers and one router per resource."""
 
@@ -29,7 +29,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     holder = ModelHolder(settings.model_uri, metrics)
     decisions = DecisionLog(settings.database_url, sync=settings.decision_log_sync,
                             statement_timeout_s=settings.decision_log_timeout_s)
-    writer = GroupCommit(decisions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -47,8 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(title="cureflow", version="0.2.0", lifespan=lifespan,
                   description="Delinquency risk and next-best-action for collections (see CONTRACT.md).")
     app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
-    app.state.writer, app.state.callers = writer, callers(settings)
-    app.state.scorer = GroupScorer(contested=decisions.contested)  # R-CONTESTED read once per group and tenant
+    app.state.callers = callers(settings)
+    # concurrent score requests: one decision, one R-CONTESTED read per tenant and one committed write per group
+    app.state.scorer = GroupScorer(contested=decisions.contested, commit=GroupCommit(decisions).commit)
     # the last added runs first: observer, then the body guard, then the shedder (a slow body takes no slot)
     app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency, on_count=metrics.in_flight.set,
                        on_shed=lambda reason: metrics.shed_total.labels(reason=reason).inc())

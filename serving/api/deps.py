@@ -1,12 +1,12 @@
 """The dependencies routes declare: who is calling (one per role), the loaded model, and the service's parts
-that `create_app` put on `app.state` (the model holder, the decision log and its writer, the metrics)."""
+that `create_app` put on `app.state` (the model holder, the decision log, the grouped scorer, the metrics)."""
 
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, Security
 
-from models.decision_log import DecisionLog, GroupCommit
+from models.decision_log import DecisionLog
 from models.registry import LoadedModel
 from models.scoring import GroupScorer
 from serving.api.holder import ModelHolder
@@ -46,11 +46,6 @@ async def decision_log(request: Request) -> DecisionLog:
     return request.app.state.decisions
 
 
-async def writer(request: Request) -> GroupCommit:
-    """The decision log's group-commit writer (scoring appends through it)."""
-    return request.app.state.writer
-
-
 async def scorer(request: Request) -> GroupScorer:
     """The grouped scorer (concurrent score requests decided in one vectorised call)."""
     return request.app.state.scorer
@@ -75,7 +70,6 @@ Admin = Annotated[str, Depends(admin_caller)]
 Loaded = Annotated[LoadedModel, Depends(loaded_model)]
 Holder = Annotated[ModelHolder, Depends(holder)]
 Decisions = Annotated[DecisionLog, Depends(decision_log)]
-Writer = Annotated[GroupCommit, Depends(writer)]
 Scorer = Annotated[GroupScorer, Depends(scorer)]
 MetricsDep = Annotated[Metrics, Depends(metrics)]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]

@@ -191,3 +191,22 @@ def test_a_group_holds_one_bundle_each_account_once_and_checks_each_caller_on_it
     with pytest.raises(ContractError) as err:
         scorer.score(bundle, bad)
     assert (err.value.table, err.value.column, list(err.value.rows)) == ("contacts", "outcome", [0])
+
+
+def test_a_group_writes_each_callers_records_in_one_commit_and_hands_each_its_own_refusal(trained):
+    bundle = load_bundle(str(trained["bundle_path"])).bundle
+    p = read_dir(trained["data"])
+    requests = parsed(requests_from_portfolio(p, AS_OF, bundle.score(p, AS_OF)["account_id"].tolist()[:4]))
+    commits = []
+
+    def commit(groups: list[list]) -> list:  # the decision log's GroupCommit.commit: one outcome per caller
+        commits.append(groups)
+        return [ValueError("refused") if records == ["rec-2"] else None for records in groups]
+
+    scorer = GroupScorer(commit=commit)
+    asks = [_Ask(bundle, [r], "t1", lambda pairs, i=i: [f"rec-{i}"]) for i, r in enumerate(requests)]
+    outcomes = scorer._run(asks)
+    assert commits == [[["rec-0"], ["rec-1"], ["rec-2"], ["rec-3"]]]  # one write for the group
+    assert isinstance(outcomes[2], ValueError) and all(isinstance(o, list) and len(o) == 1 for o in outcomes[:2])
+    with pytest.raises(ValueError, match="no commit"):
+        GroupScorer().score(bundle, requests[:1], records=lambda pairs: [])

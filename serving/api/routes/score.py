@@ -13,7 +13,6 @@ from models.decision_log import (
     DecisionLog,
     DecisionLogUnavailable,
     DecisionRecord,
-    GroupCommit,
     IdempotencyConflict,
     IdempotencyMismatch,
 )
@@ -21,7 +20,7 @@ from models.registry import LoadedModel
 from models.rules import RULE_IDS
 from models.schemas import Answer, BatchAnswer, BatchRequest, ScoreRequest
 from models.scoring import GroupScorer
-from serving.api.deps import Caller, Decisions, IdemKey, Loaded, MetricsDep, Scorer, Writer
+from serving.api.deps import Caller, Decisions, IdemKey, Loaded, MetricsDep, Scorer
 from serving.api.errors import BODY_PROBLEMS, problems
 from serving.limits import PARSED_KEY
 from serving.observability import Metrics, current_request_id
@@ -48,14 +47,15 @@ class ParsedOnce(APIRoute):
 router = APIRouter(route_class=ParsedOnce)
 
 
-def _records(pairs, loaded: LoadedModel, caller: str, tenant: str, key: str | None, fingerprint: str | None
-             ) -> list[DecisionRecord]:
-    return [DecisionRecord.from_answer(answer, request_id=current_request_id() or "", caller=caller,
+def _records(pairs, loaded: LoadedModel, request_id: str, caller: str, tenant: str, key: str | None,
+             fingerprint: str | None) -> list[DecisionRecord]:
+    """The decision records of `pairs`, with random decision ids (`_random_ids`) put in the answers first."""
+    return [DecisionRecord.from_answer(answer, request_id=request_id, caller=caller,
                                        run_id=loaded.run_id, policy_version=loaded.bundle.policy_config.version,
                                        features=features, rules_evaluated=list(RULE_IDS), source="api",
                                        idempotency_key=key, request_fingerprint=fingerprint, tenant=tenant,
                                        profile=loaded.bundle.params["rules"]["profile"])
-            for answer, features in pairs]
+            for answer, features in _random_ids(pairs)]
 
 
 def _random_ids(pairs: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
@@ -73,15 +73,17 @@ def _fingerprint(requests: list[ScoreRequest]) -> str:
 
 
 def decide(loaded: LoadedModel, requests: list[ScoreRequest], caller: str, tenant: str, key: str | None,
-           decisions: DecisionLog, scorer: GroupScorer, writer: GroupCommit, metrics: Metrics) -> list[dict]:
-    """Score (with concurrent requests, `GroupScorer`), record (in a group commit), then answer: a replayed
-    Idempotency-Key returns the recorded answers unchanged, the same key with another request is a 422."""
+           decisions: DecisionLog, scorer: GroupScorer, metrics: Metrics) -> list[dict]:
+    """Score and record with concurrent requests (`GroupScorer`: one decision and one committed transaction
+    for the group), then answer: a replayed Idempotency-Key returns the recorded answers unchanged, the same
+    key with another request is a 422."""
     fingerprint = _fingerprint(requests) if key else None
+    request_id = current_request_id() or ""  # read here: the group may be run on another request's thread
     try:
         if key and (replay := decisions.find_idempotent(caller, key, fingerprint)) is not None:
             return replay
-        pairs = _random_ids(scorer.score(loaded.bundle, [r.model_dump() for r in requests], tenant))  # R-CONTESTED
-        writer.append(_records(pairs, loaded, caller, tenant, key, fingerprint))
+        pairs = scorer.score(loaded.bundle, [r.model_dump() for r in requests], tenant,  # R-CONTESTED by tenant
+                             lambda pairs: _records(pairs, loaded, request_id, caller, tenant, key, fingerprint))
     except IdempotencyConflict as race:
         return race.answers
     except IdempotencyMismatch as reuse:
@@ -100,14 +102,13 @@ def decide(loaded: LoadedModel, requests: list[ScoreRequest], caller: str, tenan
 @router.post("/v1/score", response_model=Answer, summary="Score one overdue account",
              responses=problems(*BODY_PROBLEMS))
 def score(body: ScoreRequest, caller: Caller, loaded: Loaded, request: Request, decisions: Decisions,
-          scorer: Scorer, writer: Writer, metrics: MetricsDep, idempotency_key: IdemKey = None) -> dict:
-    return decide(loaded, [body], caller, request.state.tenant, idempotency_key, decisions, scorer, writer,
-                  metrics)[0]
+          scorer: Scorer, metrics: MetricsDep, idempotency_key: IdemKey = None) -> dict:
+    return decide(loaded, [body], caller, request.state.tenant, idempotency_key, decisions, scorer, metrics)[0]
 
 
 @router.post("/v1/score/batch", response_model=BatchAnswer, summary="Score several accounts",
              responses=problems(*BODY_PROBLEMS))
 def score_batch(body: BatchRequest, caller: Caller, loaded: Loaded, request: Request, decisions: Decisions,
-                scorer: Scorer, writer: Writer, metrics: MetricsDep, idempotency_key: IdemKey = None) -> dict:
+                scorer: Scorer, metrics: MetricsDep, idempotency_key: IdemKey = None) -> dict:
     return {"answers": decide(loaded, body.requests, caller, request.state.tenant, idempotency_key, decisions,
-                              scorer, writer, metrics)}
+                              scorer, metrics)}
