@@ -161,8 +161,9 @@ class GroupScorer:
     If the group's decision fails, each caller's requests are decided alone, so each gets its own outcome; a
     failed read of the contests, or a failed write, fails the whole group (no decision without them)."""
 
-    def __init__(self, contested: Contested | None = None, commit: Commit | None = None, max_accounts: int = 64):
-        self.max_accounts, self._contested, self._commit = max_accounts, contested, commit
+    def __init__(self, contested: Contested | None = None, commit: Commit | None = None, max_accounts: int = 64,
+                 on_group: Callable[[int], None] | None = None):
+        self.max_accounts, self._contested, self._commit, self._on_group = max_accounts, contested, commit, on_group
         self._combiner: Combiner[_Ask, list] = Combiner(self._run, max_items=max_accounts, fits=self._fits)
 
     def score(self, bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]], tenant: str | None = None,
@@ -193,6 +194,8 @@ class GroupScorer:
         return frozenset().union(*(self._contested(ids, tenant) for tenant, ids in by_tenant.items()))
 
     def _run(self, group: list[_Ask]) -> list[list | BaseException]:
+        if self._on_group is not None:  # the group's size in accounts (a metric)
+            self._on_group(sum(len(a.requests) for a in group))
         outcomes = self._decide(group, self._contested_of(group))
         if self._commit is None:
             return outcomes

@@ -67,6 +67,7 @@ class Metrics:
     decision_log_errors_total: Counter
     alias_checked: Gauge
     in_flight: Gauge
+    score_group_accounts: Histogram
     _model_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def set_model(self, version: str, run_id: str) -> None:
@@ -85,6 +86,9 @@ class Metrics:
         self.decisions_total.labels(action=str(action), tier=str(tier)).inc()
         for rule in blocked_rules:
             self.rule_blocks_total.labels(rule=str(rule)).inc()
+
+
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 def make_metrics() -> Metrics:
@@ -107,6 +111,8 @@ def make_metrics() -> Metrics:
                             "watcher (0 = not yet, or the watcher is off)", **common),
         in_flight=Gauge("requests_in_flight", "Requests admitted and not answered yet (health and metrics "
                         "excluded)", **common),
+        score_group_accounts=Histogram("score_group_accounts", "Accounts decided together in one group of "
+                                       "concurrent score requests", buckets=GROUP_BUCKETS, **common),
     )
 
 

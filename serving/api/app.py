@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
     app.state.callers = callers(settings)
     # concurrent score requests: one decision, one R-CONTESTED read per tenant and one committed write per group
-    app.state.scorer = GroupScorer(contested=decisions.contested, commit=GroupCommit(decisions).commit)
+    app.state.scorer = GroupScorer(contested=decisions.contested, commit=GroupCommit(decisions).commit,
+                                   on_group=metrics.score_group_accounts.observe)
     # the last added runs first: observer, then the body guard, then the shedder (a slow body takes no slot)
     app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency, on_count=metrics.in_flight.set,
                        on_shed=lambda reason: metrics.shed_total.labels(reason=reason).inc())

@@ -638,3 +638,49 @@ def test_the_body_is_parsed_once_by_the_guard_and_the_answer_is_unchanged(client
     assert {**after.json(), "decision_id": None} == {**before.json(), "decision_id": None}
     wrong = client.post("/v1/score", json={**req, "account": {**req["account"], "term_months": "108"}})
     assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "account", "term_months"]
+
+
+def test_real_server_decides_concurrent_requests_as_it_decides_each_alone_and_records_each_with_its_request(trained):
+    """Concurrent requests are decided and recorded in groups (models.scoring.GroupScorer): each answer is the
+    one the same request gets alone, a second request for an account in the same burst is answered too, a bad
+    request is refused alone, and each record carries its own request's id."""
+    import asyncio
+
+    from models.decision_log import DecisionLog
+
+    database = trained["root"] / "grouped-decisions.db"
+    env = {"CUREFLOW_API_KEYS": KEY, "CUREFLOW_DATABASE_URL": f"sqlite:///{database}"}
+    p = read_dir(trained["data"])
+    when = "2026-11-01T00:00:00+09:00"
+    ids = load_bundle(str(trained["bundle_path"])).bundle.score(p, pd.Timestamp(when))["account_id"].tolist()[:20]
+    requests = _requests_for(trained["data"], ids, when)
+    requests += requests[:3]  # the same accounts again, in the same burst
+    bad = {**requests[0], "contacts": [{"contact_id": "C-X", "contacted_at": "2026-10-01T10:00:00+09:00",
+                                        "channel": "phone", "direction": "outbound", "outcome": "held_out"}]}
+
+    async def burst(base: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=32)) as client:
+            return await asyncio.gather(*(client.post(f"{base}/v1/score", json=r, headers=HEADERS)
+                                          for r in [*requests, bad]))
+
+    with _server(["--model", str(trained["bundle_path"])], env) as base:
+        together = asyncio.run(burst(base))
+        metrics = httpx.get(f"{base}/metrics", timeout=30).text
+        alone = [httpx.post(f"{base}/v1/score", json=r, headers=HEADERS, timeout=30) for r in requests]
+    groups = float(next(line.split()[-1] for line in metrics.splitlines()
+                        if line.startswith("cureflow_score_group_accounts_count")))
+    assert groups < len(requests)  # some requests were decided together
+    assert [r.status_code for r in together] == [200] * len(requests) + [422]
+    problem = together[-1].json()["detail"][0]
+    assert problem["loc"] == ["body", "contacts", "outcome"] and problem["rows"] == [0]
+    for grouped, single in zip(together, alone, strict=False):
+        assert {**grouped.json(), "decision_id": None} == {**single.json(), "decision_id": None}
+    log = DecisionLog(f"sqlite:///{database}")
+    try:
+        assert log.count("api") == 2 * len(requests)
+        for response in together[:-1]:
+            record = log.get(response.json()["decision_id"])
+            assert record["request_id"] == response.headers["x-request-id"]
+            assert record["account_id"] == response.json()["account_id"]
+    finally:
+        log.close()
