@@ -173,7 +173,7 @@ def main() -> None:
     total = sum(counts.values())
     per_request = spied * 1000 / ticks / args.requests  # ms of one sample, per request
     unsampled = (plain["p50"] + after["p50"]) / 2
-    print(f"c=1 p50 {plain['p50']:.2f} ms before sampling, {sampled['p50']:.2f} ms while sampled, "
+    print(f"c={args.concurrency} p50 {plain['p50']:.2f} ms before sampling, {sampled['p50']:.2f} ms while sampled, "
           f"{after['p50']:.2f} ms after ({args.requests} requests each; sampled: {wall:.1f} s, "
           f"{total:,} working samples, {ticks / spied:.0f} ticks/s of {args.rate}); "
           f"the log then held {200 + 3 * args.requests:,} decisions")
