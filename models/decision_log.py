@@ -55,8 +55,6 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from models.grouping import Combiner
-
 log = logging.getLogger("cureflow.decisions")
 
 SOURCES = ("api", "batch")
@@ -492,6 +490,24 @@ class DecisionLog:
             for record in records:
                 record.created_at = created_at
 
+    def append_each(self, groups: list[list[DecisionRecord]]) -> list[BaseException | None]:
+        """Several callers' records in one committed transaction (`append_groups`: one disk sync); when the
+        database refuses a record, each caller's records alone, so each gets its own outcome (IdempotencyConflict,
+        DecisionRejected). One outcome per caller, None when written; raises DecisionLogUnavailable for all of
+        them. The API's grouped scorer (`models.scoring.GroupScorer`) writes each group of requests with it."""
+        try:
+            self.append_groups(groups)
+            return [None] * len(groups)
+        except DecisionRejected:
+            outcomes: list[BaseException | None] = []
+            for records in groups:
+                try:
+                    self.append(records)
+                    outcomes.append(None)
+                except BaseException as err:  # handed to the waiting caller, who raises it
+                    outcomes.append(err)
+            return outcomes
+
     def append_once(self, records: list[DecisionRecord], batch_size: int = 2000) -> int:
         """The batch's bulk append: at most one record per (caller, idempotency_key), however often it is called.
 
@@ -807,44 +823,6 @@ def _years_before(now: datetime, years: int) -> datetime:
         return now.replace(year=now.year - years)
     except ValueError:
         return now.replace(year=now.year - years, day=28)
-
-
-class GroupCommit:
-    """Records of concurrent callers share one transaction, so one disk sync covers them all. The API's grouped
-    scorer (`models.scoring.GroupScorer`) writes each group of requests' records with `commit`; `append` is
-    the same for callers that come one by one.
-
-    Leader and followers (`models.grouping.Combiner`), with no thread of its own: a caller that finds no commit
-    under way commits its records (with any that queued meanwhile, at most `max_callers` callers) on its own
-    thread, so a request that comes alone commits at once. Each caller blocks until its own records are
-    committed (written before answered). A group the database refuses is retried one caller at a time, so
-    each gets its own outcome (IdempotencyConflict, DecisionRejected); when the database is unreachable every
-    caller of the group gets that error at once.
-    """
-
-    def __init__(self, log: DecisionLog, max_callers: int = 64):
-        self.log, self.max_callers = log, max_callers
-        self._combiner: Combiner[list[DecisionRecord], None] = Combiner(self.commit, max_items=max_callers)
-
-    def append(self, records: list[DecisionRecord]) -> None:
-        """Commit `records` (with whatever else is waiting); raises what `DecisionLog.append` raises."""
-        self._combiner.submit(records)
-
-    def commit(self, groups: list[list[DecisionRecord]]) -> list[BaseException | None]:
-        """Several callers' records in one transaction; on a refusal, each caller's alone. One outcome per
-        caller (None: committed); raises DecisionLogUnavailable for all of them."""
-        try:
-            self.log.append_groups(groups)
-            return [None] * len(groups)
-        except DecisionRejected:
-            outcomes: list[BaseException | None] = []
-            for records in groups:
-                try:
-                    self.log.append(records)
-                    outcomes.append(None)
-                except BaseException as err:  # handed to the waiting caller, who raises it
-                    outcomes.append(err)
-            return outcomes
 
 
 def _partition(row: Mapping[str, Any]) -> str:

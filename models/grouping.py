@@ -4,9 +4,9 @@ its own.
 A caller that finds no group under way leads: it runs its own item, with any that queued meanwhile, on its own
 thread, so an item that comes alone is run at once, with no hand-off. Callers that arrive while a group runs
 queue; when it ends, the leader wakes the first of them to lead the next group. Each caller blocks until its
-own item has been run and gets its own result or error. The decision log's group commit (one disk sync for
-the records of concurrent requests) and the API's grouped scoring (one vectorised decision for concurrent
-requests) are both this.
+own item has been run and gets its own result or error. The API's grouped scoring is this
+(`models.scoring.GroupScorer`: one vectorised decision and one disk sync for the records of concurrent
+requests).
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ class GroupScorer:
     thread first (a contract error names its own rows). A group holds one bundle (a reload starts a new group)
     and each account at most once (a second request for an account waits for the next group), and at most
     `max_accounts` accounts. Every account's answer is the one it gets alone (`tests/models/test_scoring.py`).
-    With `commit` (the decision log's group commit), each caller's decision records (`records`, built from its
+    With `commit` (`DecisionLog.append_each`), each caller's decision records (`records`, built from its
     answers) are written in one transaction for the group before any of them is answered.
     If the group's decision fails, each caller's requests are decided alone, so each gets its own outcome; a
     failed read of the contests, or a failed write, fails the whole group (no decision without them)."""
@@ -199,18 +199,18 @@ class GroupScorer:
         outcomes = self._decide(group, self._contested_of(group))
         if self._commit is None:
             return outcomes
-        written = [i for i, (ask, out) in enumerate(zip(group, outcomes, strict=True))
-                   if ask.records is not None and not isinstance(out, BaseException)]
-        records = []
-        for i in written:
+        built: list[tuple[int, list]] = []  # (caller, its records), for the callers with answers to record
+        for i, (ask, out) in enumerate(zip(group, outcomes, strict=True)):
+            if ask.records is None or isinstance(out, BaseException):
+                continue
             try:
-                records.append(group[i].records(outcomes[i]))
+                built.append((i, ask.records(out)))
             except Exception as err:  # noqa: BLE001 - handed to its caller, who raises it
                 outcomes[i] = err
-        written = [i for i in written if not isinstance(outcomes[i], BaseException)]
-        for i, error in zip(written, self._commit(records) if written else [], strict=True):
-            if error is not None:
-                outcomes[i] = error
+        if built:
+            for (i, _), error in zip(built, self._commit([records for _, records in built]), strict=True):
+                if error is not None:
+                    outcomes[i] = error
         return outcomes
 
     @staticmethod

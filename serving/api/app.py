@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from models.decision_log import DecisionLog, GroupCommit
+from models.decision_log import DecisionLog
 from models.scoring import GroupScorer
 from serving.api.deps import Callers
 from serving.api.errors import add_exception_handlers
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder, app.state.decisions, app.state.metrics = holder, decisions, metrics
     app.state.callers = callers(settings)
     # concurrent score requests: one decision, one R-CONTESTED read per tenant and one committed write per group
-    app.state.scorer = GroupScorer(contested=decisions.contested, commit=GroupCommit(decisions).commit,
+    app.state.scorer = GroupScorer(contested=decisions.contested, commit=decisions.append_each,
                                    on_group=metrics.score_group_accounts.observe)
     # the last added runs first: observer, then the body guard, then the shedder (a slow body takes no slot)
     app.add_middleware(LoadShedder, max_concurrency=settings.max_concurrency, on_count=metrics.in_flight.set,

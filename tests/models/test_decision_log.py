@@ -20,10 +20,10 @@ from models.decision_log import (
     DecisionLogUnavailable,
     DecisionRecord,
     DecisionRejected,
-    GroupCommit,
     IdempotencyConflict,
     IdempotencyMismatch,
 )
+from models.grouping import Combiner
 from tests.postgres import PostgresServer, free_port, throwaway_postgres
 
 FAST_S = 5.0  # a dead database must be reported well within this
@@ -408,11 +408,11 @@ def test_processes_starting_together_on_an_empty_database_all_become_ready(backe
 
 
 def test_group_commit_records_every_concurrent_caller_before_it_returns(log):
-    writer, seen, errors = GroupCommit(log), {}, []
+    writer, seen, errors = Combiner(log.append_each), {}, []
 
     def call(n: int) -> None:
         try:
-            writer.append([record(n)])
+            writer.submit([record(n)])
             seen[n] = log.get(f"dec-{n}") is not None  # readable as soon as append returns
         except Exception as err:  # pragma: no cover - reported by the assertion below
             errors.append(err)
@@ -426,13 +426,13 @@ def test_group_commit_records_every_concurrent_caller_before_it_returns(log):
 
 
 def test_group_commit_gives_one_winner_per_idempotency_key_and_the_others_its_answers(log):
-    writer, outcomes = GroupCommit(log), []
+    writer, outcomes = Combiner(log.append_each), []
     barrier = threading.Barrier(8)
 
     def call(n: int) -> None:
         barrier.wait()
         try:
-            writer.append([record(n, key="k-1", marker=f"m{n}")])
+            writer.submit([record(n, key="k-1", marker=f"m{n}")])
             outcomes.append(("won", n))
         except IdempotencyConflict as conflict:
             outcomes.append(("lost", conflict.answers[0]["reasons"][0]))
@@ -547,7 +547,7 @@ def _tamper(url: str, statement: str) -> None:
 def _chained_log(log: DecisionLog) -> None:
     """Records by all three write paths, two tenants and both profiles."""
     log.append([record(1), record(2, tenant="bank-b")])
-    GroupCommit(log).append([record(3, profile="us")])
+    assert log.append_each([[record(3, profile="us")]]) == [None]
     log.append_once([record(4, key="run/A4", source="batch"), record(5, key="run/A5", source="batch")])
 
 

@@ -199,7 +199,7 @@ def test_a_group_writes_each_callers_records_in_one_commit_and_hands_each_its_ow
     requests = parsed(requests_from_portfolio(p, AS_OF, bundle.score(p, AS_OF)["account_id"].tolist()[:4]))
     commits = []
 
-    def commit(groups: list[list]) -> list:  # the decision log's GroupCommit.commit: one outcome per caller
+    def commit(groups: list[list]) -> list:  # the decision log's append_each: one outcome per caller
         commits.append(groups)
         return [ValueError("refused") if records == ["rec-2"] else None for records in groups]
 
