@@ -169,7 +169,7 @@ def features(
     from pipelines.features import build_examples, save_examples
 
     params = load_params()
-    portfolio, _ = feedback.load(read_dir(data), decision_log, FeatureConfig.from_params(params))
+    portfolio = feedback.load(read_dir(data), decision_log, FeatureConfig.from_params(params)).portfolio
     save_examples(build_examples(portfolio, data, params, history_end), out)
 
 
@@ -243,7 +243,7 @@ def evaluate(
 
     eps = None if explore is None else explore_rate(explore)
     bundle = load_bundle(model).bundle
-    portfolio, _ = feedback.load(read_dir(data), decision_log, bundle.feature_config)
+    portfolio = feedback.load(read_dir(data), decision_log, bundle.feature_config).portfolio
     logs = load_examples(examples).decisions if examples else None
     end = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
     when = pd_timestamp(as_of) if as_of else end

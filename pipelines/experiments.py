@@ -54,7 +54,7 @@ def logged(data: Path, params: dict, end: pd.Timestamp | None = None, decision_l
     from pipelines.features import resolve_history_end
 
     config = FeatureConfig.from_params(params)
-    portfolio, _ = feedback.load(read_dir(data), decision_log, config)
+    portfolio = feedback.load(read_dir(data), decision_log, config).portfolio
     prep = prepare(portfolio, config)
     end = resolve_history_end(data, prep, None if end is None else end.isoformat())
     examples = decision_examples(portfolio, prep, config, params, end)

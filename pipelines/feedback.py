@@ -12,7 +12,11 @@ through the API: outcomes and overrides. Training reads it, so a team never copi
 - an outcome reported through `POST /v1/decisions/{id}/outcome` that the export does not already hold (the
   same decision and channel within a minute) becomes a contacts row; an outcome saying no contact was made
   is a hold-out row when the decision was a hold-out, and nothing otherwise;
-- a `decision_id` the log does not hold is counted, and its contact stays as the export has it.
+- a `decision_id` the log does not hold is counted, and its contact stays as the export has it;
+- a contact that carried out its decision brings the actions its decision's rules blocked (the answer's
+  `blocked`: no consent, a legal hold, the day's call capacity, ...): at that decision those actions were not
+  the team's to take, so the tests of the safe policy do not judge a baseline or a candidate by them
+  (`blocked_actions`, read by `pipelines.train`).
 
 Every count is in the returned summary (logged with the training run); no account id is logged.
 """
@@ -23,6 +27,7 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,6 +40,17 @@ from models.features import FeatureConfig
 
 log = logging.getLogger(__name__)
 
+class Joined(NamedTuple):
+    """What training gets from the decision log: the portfolio with its contacts joined, the counts of what was
+    joined (logged with the run), and per contact that carried out its decision (by contact_id) the names its
+    decision's rules blocked (channels, offers or "all"; only contacts whose decision blocked something)."""
+
+    portfolio: Portfolio
+    counts: dict
+    blocked: pd.Series
+
+
+NO_BLOCKS = pd.Series(dtype=object)
 SAME_ATTEMPT = pd.Timedelta(minutes=1)  # an API outcome this close to an export row of its decision is that row
 DEFAULT_LOG_FILE = "decisions.db"  # what `cureflow score` and `cureflow serve` write when no URL is set
 
@@ -50,7 +66,7 @@ def decision_log_url(explicit: str | None, names_decisions: bool = True) -> str 
 
 
 def load(portfolio: Portfolio, explicit_url: str | None = None, config: FeatureConfig | None = None
-         ) -> tuple[Portfolio, dict]:
+         ) -> Joined:
     """What training calls: the portfolio joined to the decision log `decision_log_url` finds, with the counts."""
     names = bool(portfolio.contacts["decision_id"].notna().any())
     return from_url(portfolio, decision_log_url(explicit_url, names), config)
@@ -99,10 +115,10 @@ def _api_rows(events: list[dict], records: dict[str, dict], contacts: pd.DataFra
     return pd.DataFrame(rows, columns=contacts.columns)
 
 
-def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None) -> tuple[Portfolio, dict]:
-    """The portfolio with its contacts joined to the decision log (`models.decision_log.DecisionLog`), and the
-    counts of what was joined. A portfolio whose contacts name no decision and a log with no outcome give
-    back the same contacts."""
+def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None) -> Joined:
+    """The portfolio with its contacts joined to the decision log (`models.decision_log.DecisionLog`), the
+    counts of what was joined and what each carried-out decision's rules blocked (`Joined`). A portfolio whose
+    contacts name no decision and a log with no outcome give back the same contacts."""
     config = config or FeatureConfig.from_params(load_params())
     contacts = portfolio.contacts
     events = decision_log.all_events(("outcome", "override"))
@@ -112,7 +128,8 @@ def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None
     records = decision_log.decisions_named(named_ids | {e["decision_id"] for e in outcomes})
     counts = dict.fromkeys(("contacts_naming_a_decision", "unknown_decision", "carried_out", "propensity_from_log",
                             "propensity_replaced", "deviated", "overridden", "api_outcomes_added",
-                            "api_outcomes_in_export", "api_outcomes_no_contact", "api_outcomes_elsewhere"), 0)
+                            "api_outcomes_in_export", "api_outcomes_no_contact", "api_outcomes_elsewhere",
+                            "carried_out_with_actions_blocked"), 0)
     added = _api_rows(outcomes, records, contacts, set(portfolio.accounts["account_id"]), counts)
     if len(added):  # validated with the rest: the API's rows meet the contract like the export's
         both = pd.concat([contacts.astype(object), added.astype(object)], ignore_index=True)
@@ -126,7 +143,7 @@ def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None
     counts["unknown_decision"] = int((~known).sum()) if len(rows) else 0
     rows = rows[known]
     if not len(rows):
-        return replace(portfolio, contacts=contacts), counts
+        return Joined(replace(portfolio, contacts=contacts), counts, NO_BLOCKS)
     ids = contacts["decision_id"].to_numpy(dtype=object)[rows]
     answers = [records[d]["answer"] for d in ids]
     zones = calendar.effective_timezones(portfolio.accounts.set_index("account_id")["timezone"])
@@ -155,10 +172,33 @@ def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None
     template = contacts["template"].iloc[rows].to_numpy(dtype=object)
     wanted = np.array([a["action"].get("template") for a in answers], dtype=object)
     contacts.loc[rows, "template"] = np.where(follows & pd.isna(template), wanted, template)
-    return replace(portfolio, contacts=contacts), counts
+    names = [frozenset(b["action"] for b in a.get("blocked") or ()) for a in answers]
+    kept = [i for i in np.flatnonzero(follows) if names[i]]
+    blocked = pd.Series([names[i] for i in kept], index=contacts["contact_id"].to_numpy(dtype=object)[rows[kept]],
+                        dtype=object)
+    counts["carried_out_with_actions_blocked"] = len(blocked)
+    return Joined(replace(portfolio, contacts=contacts), counts, blocked)
 
 
-def from_url(portfolio: Portfolio, url: str | None, config: FeatureConfig | None = None) -> tuple[Portfolio, dict]:
+def blocked_actions(blocked: pd.Series, contact_ids: pd.Series, actions: list[tuple[str, str, str]]) -> np.ndarray:
+    """(decisions, actions) True where the decision's own rules blocked the action (`Joined.blocked`: its
+    channel, its offer, or "all" contact), never no contact (an action whose channel is "none"); decisions
+    without a record of blocks (business as usual, the export's own propensities) are all False."""
+    out = np.zeros((len(contact_ids), len(actions)), dtype=bool)
+    if blocked.empty:
+        return out
+    named = blocked.reindex(contact_ids.to_numpy(dtype=object)).to_numpy(dtype=object)
+    channel = np.array([a[0] for a in actions], dtype=object)
+    offer = np.array([a[2] for a in actions], dtype=object)
+    contact = channel != "none"
+    found = np.flatnonzero(pd.notna(named))
+    for names in set(named[found]):
+        hit = found[named[found] == names]
+        out[hit] = contact & (np.isin(channel, list(names)) | np.isin(offer, list(names)) | ("all" in names))
+    return out
+
+
+def from_url(portfolio: Portfolio, url: str | None, config: FeatureConfig | None = None) -> Joined:
     """`join` with the decision log at `url`; with no log, the portfolio as it is (and a warning when its
     contacts name decisions the export alone cannot explain)."""
     if url is None:
@@ -166,7 +206,7 @@ def from_url(portfolio: Portfolio, url: str | None, config: FeatureConfig | None
         if named:
             log.warning("%d contacts name a cureflow decision but no decision log was given "
                         "(--decision-log or CUREFLOW_DATABASE_URL): their propensities are the export's", named)
-        return portfolio, {}
+        return Joined(portfolio, {}, NO_BLOCKS)
     decisions = DecisionLog(url)
     try:
         return join(portfolio, decisions, config)

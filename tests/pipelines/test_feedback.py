@@ -12,6 +12,7 @@ import pytest
 
 from models.contract import read_dir, validate
 from models.decision_log import DecisionLog
+from models.response import ActionSpace
 from pipelines import feedback
 from serving.batch import BatchOptions, score_source
 
@@ -55,7 +56,7 @@ def test_a_contact_carrying_out_its_decision_takes_the_propensity_and_template_f
         log.add_event(q.iloc[3]["decision_id"], "override", "k1",
                       {"channel": q.iloc[3]["channel"], "offer": "instalment_plan", "reason": "asked", "by": "c-1"},
                       "tester", "default")
-        joined, counts = feedback.join(_with_contacts(scored["portfolio"], rows), log)
+        joined, counts, _ = feedback.join(_with_contacts(scored["portfolio"], rows), log)
     finally:
         log.close()
     out = joined.contacts.set_index("contact_id")
@@ -70,6 +71,41 @@ def test_a_contact_carrying_out_its_decision_takes_the_propensity_and_template_f
     assert (counts["carried_out"], counts["deviated"], counts["overridden"]) == (2, 1, 1)
     assert counts["propensity_from_log"] == 2 and counts["propensity_replaced"] == (q.iloc[1]["propensity"] != 0.5)
     assert len(joined.contacts) == len(scored["portfolio"].contacts) + len(rows)
+
+
+def test_a_carried_out_decision_brings_what_its_rules_blocked_and_a_deviation_does_not(scored):
+    q = scored["queue"]
+    named = [frozenset(b["action"] for b in json.loads(text)) for text in q["blocked"]]
+    some = [i for i, names in enumerate(named) if names]
+    assert len(some) >= 2, "the small portfolio must give the test decisions whose rules blocked an action"
+    done, deviated = some[0], some[1]
+    other = "letter" if q.iloc[deviated]["channel"] != "letter" else "sms"
+    rows = [_row(q.iloc[done], "fb-blocked-done"), _row(q.iloc[deviated], "fb-blocked-deviated", channel=other)]
+    joined = feedback.from_url(_with_contacts(scored["portfolio"], rows), scored["url"])
+    assert joined.blocked["fb-blocked-done"] == named[done]
+    assert "fb-blocked-deviated" not in joined.blocked.index  # a person chose: not the decision's draw
+    assert joined.counts["carried_out_with_actions_blocked"] == 1
+    space = ActionSpace(("weekday_morning", "weekday_afternoon", "weekday_evening", "weekend"))
+    mask = feedback.blocked_actions(joined.blocked, pd.Series(["fb-blocked-done", "fb-blocked-deviated"]),
+                                    space.actions)
+    channel = np.array([a[0] for a in space.actions])
+    assert mask[1].sum() == 0 and not mask[0, channel == "none"].any()
+    for name in named[done] & set(channel):
+        assert mask[0, channel == name].all()
+
+
+def test_blocked_actions_reads_channels_offers_and_all_and_never_blocks_no_contact():
+    space = ActionSpace(("weekday_evening", "weekend"))
+    blocks = pd.Series({"c-phone": frozenset({"phone"}), "c-all": frozenset({"all"}),
+                        "c-reminder": frozenset({"reminder", "sms"})}, dtype=object)
+    mask = feedback.blocked_actions(blocks, pd.Series(["c-phone", "c-none", "c-all", "c-reminder"]), space.actions)
+    channel = np.array([a[0] for a in space.actions])
+    offer = np.array([a[2] for a in space.actions])
+    assert (mask[0] == (channel == "phone")).all()
+    assert not mask[1].any()                                  # no record of blocks: nothing blocked
+    assert (mask[2] == (channel != "none")).all()              # every contact, never no contact
+    assert (mask[3] == (((offer == "reminder") | (channel == "sms")) & (channel != "none"))).all()
+    assert not feedback.blocked_actions(feedback.NO_BLOCKS, pd.Series(["c-phone"]), space.actions).any()
 
 
 def test_outcomes_reported_through_the_api_become_contacts_rows_each_attempt_once(scored):
@@ -87,7 +123,7 @@ def test_outcomes_reported_through_the_api_become_contacts_rows_each_attempt_onc
         outcome(q.iloc[5], "dup")          # the export holds the same attempt
         outcome(q.iloc[6], "api-only")     # only the API knows it
         outcome(q.iloc[7], "not-made", contacted=False)
-        joined, counts = feedback.join(_with_contacts(scored["portfolio"], [exported]), log)
+        joined, counts, _ = feedback.join(_with_contacts(scored["portfolio"], [exported]), log)
     finally:
         log.close()
     api = joined.contacts[joined.contacts["contact_id"].str.startswith("api-outcome-")]
@@ -102,7 +138,7 @@ def test_without_a_decision_log_the_portfolio_is_unchanged(scored, monkeypatch, 
     monkeypatch.delenv("CUREFLOW_DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     assert feedback.decision_log_url(None) is None
-    same, counts = feedback.from_url(scored["portfolio"], None)
+    same, counts, _ = feedback.from_url(scored["portfolio"], None)
     assert same is scored["portfolio"] and counts == {}
 
 
@@ -113,7 +149,7 @@ def test_training_examples_learn_from_the_carried_out_decisions_and_not_from_the
     q = scored["queue"]
     rows = [_row(q.iloc[0], "fb-learn-done"), _row(q.iloc[2], "fb-learn-deviated", channel="letter")
             if q.iloc[2]["channel"] != "letter" else _row(q.iloc[2], "fb-learn-deviated", channel="sms")]
-    portfolio, counts = feedback.from_url(_with_contacts(scored["portfolio"], rows), scored["url"])
+    portfolio, counts, _ = feedback.from_url(_with_contacts(scored["portfolio"], rows), scored["url"])
     assert counts["carried_out"] >= 1
     end = (pd.Timestamp(q["window_start"].max()).tz_convert("UTC") + pd.Timedelta(days=8)).isoformat()
     decisions = build_examples(portfolio, trained["data"], load_params(), end, log=lambda *_: None).decisions
@@ -176,7 +212,7 @@ def test_the_closed_loops_crm_export_names_decisions_and_the_log_gives_back_thei
     export = validate(live.tables(crm_export=True))
     ours = export.contacts[export.contacts["decision_id"].notna()]
     assert len(ours) > len(overdue) // 2 and ours["propensity"].isna().all()    # the CRM knows only the id
-    joined, counts = feedback.from_url(export, url)
+    joined, counts, _ = feedback.from_url(export, url)
     back = joined.contacts[joined.contacts["decision_id"].notna()].merge(decisions, on="decision_id",
                                                                         suffixes=("", "_played"))
     assert counts["carried_out"] == len(back) and counts["deviated"] == 0
@@ -196,8 +232,12 @@ def test_play_exports_a_week_of_outcomes_and_replays_the_weeks_before_it_exactly
     exported = read_dir(week1)
     named = exported.contacts[exported.contacts["decision_id"].notna()]
     assert len(named) > 0 and named["propensity"].isna().all()
-    _, counts = feedback.from_url(exported, scored["url"])
-    assert counts["carried_out"] == counts["contacts_naming_a_decision"] == len(named)
+    _, counts, _ = feedback.from_url(exported, scored["url"])
+    # decision ids are deterministic, and the module's log is shared: a decision a test before this overrode is
+    # not carried out, and an outcome a test before this reported through the API is one more contact
+    assert counts["contacts_naming_a_decision"] == len(named)
+    assert counts["carried_out"] + counts["overridden"] == len(named) + counts["api_outcomes_added"]
+    assert counts["propensity_from_log"] == counts["carried_out"] > 0 and counts["deviated"] == 0
     second_queue = tmp_path / "queue2.parquet"
     score_source(week1, second_queue, options)
     week2 = read_dir(play(week1, second_queue, tmp_path / "week2", days=7))
