@@ -143,10 +143,10 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     for week in range(weeks):
         started = time.perf_counter()
         portfolio, as_of = _portfolio(live), live.as_of
-        promoted, retrained = None, {}
+        promoted, retrained, gate = None, {}, ""
         if week > 0:
             result = _fit(live, params, here, week)
-            promoted, _ = quality_gate(result.metrics, params["train"]["quality_gate"])
+            promoted, gate = quality_gate(result.metrics, params["train"]["quality_gate"])
             retrained = _retrain_counts(result)
             bundle = result.bundle if promoted else bundle
         tv = TrueValues.of(bundle, portfolio, live.truth(), as_of)
@@ -160,7 +160,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
                   "playbook": tv.value_of(tv.chosen(playbook, day_one)), "uniform A/B": tv.value_of(uniform)}
         common = {"preset": preset, "seed": seed, "week": week, "as_of": as_of.isoformat(),
                   "overdue": len(tv.account_id), "oracle": tv.oracle(), "response_model": bundle.response is not None,
-                  "promoted": promoted, **retrained,
+                  "promoted": promoted, "gate": gate, **retrained,
                   "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
                   "seconds": round(time.perf_counter() - started, 1)}
         out += [{**common, "team": team, "value": value} for team, value in values.items()]
