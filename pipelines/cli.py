@@ -319,13 +319,15 @@ def promote(
     champion: Annotated[str, typer.Option(help="registry URI of the champion")] = "models:/cureflow@champion",
     dry_run: Annotated[bool, typer.Option(help="compare and print; move no alias, write no tag")] = False,
     out: Annotated[Path | None, typer.Option(help="the comparison as JSON")] = Path("outputs/promotion.json"),
+    decision_log: Annotated[str | None, typer.Option(help=FEEDBACK_HELP)] = None,
 ) -> None:
     """Compare the challenger with the champion on the same holdout (cure ROC AUC and ECE, the policy's
-    off-policy value); move @champion only when the challenger is not worse by params' margins."""
+    off-policy value on the logged decisions, their propensities from the decision log like training's);
+    move @champion only when the challenger is not worse by params' margins."""
     from models.config import load_params
     from pipelines.promote import run
 
-    run(data, challenger, champion, load_params(), dry_run=dry_run, out=out)
+    run(data, challenger, champion, load_params(), dry_run=dry_run, out=out, decision_log=decision_log)
 
 
 @app.command()

@@ -259,9 +259,15 @@ def evaluate_contenders(challenger: Contender, champion: Contender, portfolio: P
 
 
 def run(data: Path, challenger_uri: str, champion_uri: str, params: dict, dry_run: bool = False,
-        out: Path | None = None, log=print) -> dict:
-    """Everything `cureflow promote` does and prints; the decision is also written as JSON to `out`."""
+        out: Path | None = None, log=print, decision_log: str | None = None) -> dict:
+    """Everything `cureflow promote` does and prints; the decision is also written as JSON to `out`. The
+    portfolio is joined to the decision log as training joins it (`pipelines.feedback.load`: explicit
+    `decision_log`, else CUREFLOW_DATABASE_URL, else decisions.db when the export names decisions), so the
+    policy is compared on the decisions whose outcomes came back through the CRM's export too: that export
+    carries no propensity."""
     from models.contract import read_dir
+    from models.features import FeatureConfig
+    from pipelines import feedback
 
     client = registry_client()
     name = parse_model_uri(challenger_uri)[0]
@@ -280,7 +286,8 @@ def run(data: Path, challenger_uri: str, champion_uri: str, params: dict, dry_ru
         promoted, checks, cure, policy = True, [], None, None
     else:
         lift = float(params["train"]["quality_gate"].get("min_baseline_lift", 0.0))
-        promoted, checks, cure, policy = evaluate_contenders(challenger, champion, read_dir(data), data,
+        portfolio = feedback.load(read_dir(data), decision_log, FeatureConfig.from_params(params)).portfolio
+        promoted, checks, cure, policy = evaluate_contenders(challenger, champion, portfolio, data,
                                                              params["promote"], lift)
     report.update(promoted=promoted, checks=checks, cure=cure, policy=policy,
                   tags=_tags(promoted, checks, champion, cure, policy, decided_at))

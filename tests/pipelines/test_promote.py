@@ -138,6 +138,30 @@ def test_worse_challenger_is_rejected_on_the_same_holdout_and_the_reason_is_reco
 
 
 @pytest.mark.slow
+def test_the_policy_is_compared_on_a_crm_exports_decisions_with_their_propensities_from_the_log(
+        registry, tmp_path, monkeypatch):
+    """A week whose contacts name their decisions and carry no propensity (what a CRM exports): promote
+    joins the decision log as training does, so those decisions count in the policy comparison."""
+    from pipelines.promote import run
+    from pipelines.simulate import play
+    from serving.batch import BatchOptions, score_source
+
+    url = f"sqlite:///{tmp_path / 'decisions.db'}"
+    queue = tmp_path / "queue.parquet"
+    score_source(registry["data"], queue, BatchOptions(model_uri=str(registry["trained"]["bundle_path"]),
+                                                       decision_log=url, progress=False))
+    week = play(registry["data"], queue, tmp_path / "week1", days=10)
+    monkeypatch.delenv("CUREFLOW_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path / "week1")  # no decisions.db here: without the option, no log is found
+    params = load_params()
+    ask = {"dry_run": True, "out": None, "log": lambda *_: None}
+    alone = run(week, "models:/cureflow@challenger", "models:/cureflow@champion", params, **ask)
+    joined = run(week, "models:/cureflow@challenger", "models:/cureflow@champion", params, decision_log=url, **ask)
+    assert joined["policy"]["decisions"] > alone["policy"]["decisions"]
+    assert joined["cure"] == alone["cure"]  # the cure comparison does not read propensities
+
+
+@pytest.mark.slow
 def test_challenger_not_worse_is_promoted_by_the_command_and_the_old_champion_is_tagged(registry, tmp_path):
     from pipelines.register import register_dir
 
