@@ -26,6 +26,7 @@ from models.contract import Portfolio
 from models.features import prepare
 from models.files import write_json_atomic
 from models.response import ARM_OFFERS, ActionSpace, ResponseModel
+from pipelines import feedback
 from pipelines.examples_from_logs import decision_examples
 
 
@@ -56,15 +57,23 @@ def allowed_logged(portfolio: Portfolio, account_ids: pd.Series, space: ActionSp
 
 
 def logged_money(response: ResponseModel, names: list[str], costs: dict[str, float], portfolio: Portfolio,
-                 logs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 logs: pd.DataFrame, blocked: pd.Series = feedback.NO_BLOCKS
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For logged decisions with features: the response model's (decisions, actions) chance of payment,
     each action's money against no contact (the uplift x arrears - cost; no contact, the last column, is
-    0), and which actions the consent and legal flags allowed."""
+    0), and which actions the consent and legal flags allowed, less what each decision's own recorded rules
+    blocked (`blocked`, `pipelines.feedback.Joined`: the day's call capacity among them); the action a
+    decision took stays allowed."""
     space = response.space
     q = response.predict_matrix(logs[names].to_numpy(dtype=np.float64))
     stake = logs["arrears"].to_numpy(dtype=np.float64)
     money = (q - q[:, -1:]) * stake[:, None] - action_costs(costs, space)[None, :]
-    return q, money, allowed_logged(portfolio, logs["account_id"], space)
+    allowed = allowed_logged(portfolio, logs["account_id"], space)
+    if not blocked.empty:
+        held = feedback.blocked_actions(blocked, logs["contact_id"], space.actions)
+        held[np.arange(len(logs)), logs["action"].to_numpy()] = False  # what was done was allowed
+        allowed &= ~held
+    return q, money, allowed
 
 
 def greedy_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

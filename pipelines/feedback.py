@@ -16,7 +16,7 @@ through the API: outcomes and overrides. Training reads it, so a team never copi
 - a contact that carried out its decision brings the actions its decision's rules blocked (the answer's
   `blocked`: no consent, a legal hold, the day's call capacity, ...): at that decision those actions were not
   the team's to take, so the tests of the safe policy do not judge a baseline or a candidate by them
-  (`blocked_actions`, read by `pipelines.train`).
+  (`blocked_actions`, read by `pipelines.evaluate.logged_money`).
 
 Every count is in the returned summary (logged with the training run); no account id is logged.
 """
@@ -39,6 +39,7 @@ from models.decision_log import DecisionLog
 from models.features import FeatureConfig
 
 log = logging.getLogger(__name__)
+
 
 class Joined(NamedTuple):
     """What training gets from the decision log: the portfolio with its contacts joined, the counts of what was

@@ -217,11 +217,8 @@ def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str]
     20,000 accounts, by the calls' cost and the model's view of calls that were never made; with the blocks,
     -0.090 (se 0.061), as the truth said (0.80 of the playbook's value; docs/models.md)."""
     costs = params["policy"]["costs"]
-    q, value, allowed = logged_money(response, names, costs, portfolio, logs)
+    q, value, allowed = logged_money(response, names, costs, portfolio, logs, blocked)
     taken = logs["action"].to_numpy()
-    held = feedback.blocked_actions(blocked, logs["contact_id"], response.space.actions)
-    held[np.arange(len(logs)), taken] = False  # what was done was allowed
-    allowed &= ~held
     stake = logs["arrears"].to_numpy(dtype=np.float64)
     reward = logs["label"].to_numpy(dtype=float) * stake - action_costs(costs, response.space)[taken] - q[:, -1] * stake
     propensity = logs["propensity"].to_numpy(dtype=float)
