@@ -10,7 +10,8 @@ same accounts in the same state (a paired comparison: only cureflow's decisions 
   decision log (SQLite) as the batch records them, the outcomes come back the way a CRM sends them (the
   contacts export names each contact's `decision_id` and carries no propensity), and the models are
   retrained reading that log (`pipelines.train.fit`, `pipelines.feedback`); a retrained bundle replaces the
-  current one only when it passes the quality gate.
+  current one when it passes the quality gate, and when only its cure model fails the gate its policy is
+  served on the current cure model (`pipelines.quality_gate.policy_update`, as `cureflow train` registers it).
 - **playbook**: the day-one bundle (no response model: the team's playbook) with experiments off, within the
   same call capacity (a team of this size following its own rule also has only so many calls a day).
 - **uniform A/B**: every decision drawn uniformly among the actions the rules allow, and no contact.
@@ -128,7 +129,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     from models.queue import apply_capacity, day_queue
     from models.response import ActionSpace
     from pipelines.evaluate import TrueValues
-    from pipelines.quality_gate import quality_gate
+    from pipelines.quality_gate import policy_update, quality_gate
     from pipelines.simulate import Live, with_preset
 
     params = with_preset(load_params(), preset, experiment_share=0.0)   # a first export: no experiment
@@ -143,12 +144,14 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     for week in range(weeks):
         started = time.perf_counter()
         portfolio, as_of = _portfolio(live), live.as_of
-        promoted, retrained, gate = None, {}, ""
+        promoted, retrained, gate, policy_only = None, {}, "", False
         if week > 0:
             result = _fit(live, params, here, week)
             promoted, gate = quality_gate(result.metrics, params["train"]["quality_gate"])
             retrained = _retrain_counts(result)
-            bundle = result.bundle if promoted else bundle
+            update = None if promoted else policy_update(result.bundle, bundle)
+            policy_only = update is not None
+            bundle = result.bundle if promoted else (update if policy_only else bundle)
         tv = TrueValues.of(bundle, portfolio, live.truth(), as_of)
         rows, _ = day_queue(bundle, portfolio, as_of)
         config = day_one.policy_config
@@ -160,7 +163,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
                   "playbook": tv.value_of(tv.chosen(playbook, day_one)), "uniform A/B": tv.value_of(uniform)}
         common = {"preset": preset, "seed": seed, "week": week, "as_of": as_of.isoformat(),
                   "overdue": len(tv.account_id), "oracle": tv.oracle(), "response_model": bundle.response is not None,
-                  "promoted": promoted, "gate": gate, **retrained,
+                  "promoted": promoted, "gate": gate, "policy_update": policy_only, **retrained,
                   "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
                   "seconds": round(time.perf_counter() - started, 1)}
         out += [{**common, "team": team, "value": value} for team, value in values.items()]

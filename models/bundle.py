@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -116,6 +116,24 @@ class ScoringBundle:
     run_id: str = ""
     model_version: str = "unregistered"
     metadata: dict = field(default_factory=dict)
+
+    def with_cure_model_of(self, other: ScoringBundle) -> ScoringBundle:
+        """This bundle's policy (response model, safe policy, params) on `other`'s cure model: what a retrain
+        ships when its own cure model failed the quality gate but it learned about actions. The cure model
+        brings what was made from its training rows (its three-feature baseline, the stale cure rate, the
+        medians reasons compare with, its holdout start and the monitor's feature and cure-chance reference);
+        the action mix the monitor expects stays this bundle's. The cure model reads the features only, so the
+        two are independent at decision time; refused when the feature configurations differ."""
+        if other.feature_config != self.feature_config or list(other.feature_names) != list(self.feature_names):
+            raise ValueError("the two bundles compute different features: a cure model cannot move between them")
+        cure_keys = ("stale_cure_rate", "usual_values", "cure_holdout_from")
+        meta = {**self.metadata, **{k: other.metadata[k] for k in cure_keys if k in other.metadata},
+                "cure_model_from": {"model_version": other.model_version, "run_id": other.run_id,
+                                    "history_end": other.metadata.get("history_end")}}
+        mine, theirs = self.metadata.get("reference"), other.metadata.get("reference")
+        if mine is not None and theirs is not None:
+            meta["reference"] = {**theirs, "actions": mine.get("actions", {})}
+        return replace(self, cure=other.cure, baseline=other.baseline, metadata=meta)
 
     @property
     def feature_config(self) -> FeatureConfig:

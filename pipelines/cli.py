@@ -243,12 +243,12 @@ def evaluate(
 
     eps = None if explore is None else explore_rate(explore)
     bundle = load_bundle(model).bundle
-    portfolio = feedback.load(read_dir(data), decision_log, bundle.feature_config).portfolio
+    portfolio, _, blocked = feedback.load(read_dir(data), decision_log, bundle.feature_config)
     logs = load_examples(examples).decisions if examples else None
     end = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
     when = pd_timestamp(as_of) if as_of else end
     evaluation.run(bundle, portfolio, data, when, end, bundle.policy_config.explore if eps is None else eps, out,
-                   logs=logs)
+                   logs=logs, blocked=blocked)
 
 
 @app.command()

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from models import calendar, vocab
+from models import policy as decision_policy
 from models.bundle import ScoringBundle
 from models.contract import Portfolio
 from models.features import prepare
@@ -68,25 +69,57 @@ def logged_money(response: ResponseModel, names: list[str], costs: dict[str, flo
     q = response.predict_matrix(logs[names].to_numpy(dtype=np.float64))
     stake = logs["arrears"].to_numpy(dtype=np.float64)
     money = (q - q[:, -1:]) * stake[:, None] - action_costs(costs, space)[None, :]
+    return q, money, logged_allowed(portfolio, logs, space, blocked)
+
+
+def logged_allowed(portfolio: Portfolio, logs: pd.DataFrame, space: ActionSpace,
+                   blocked: pd.Series = feedback.NO_BLOCKS) -> np.ndarray:
+    """(decisions, actions) what each logged decision allowed: the consent and legal flags, less what its own
+    recorded rules blocked (`blocked`); the action it took stays allowed."""
     allowed = allowed_logged(portfolio, logs["account_id"], space)
     if not blocked.empty:
         held = feedback.blocked_actions(blocked, logs["contact_id"], space.actions)
         held[np.arange(len(logs)), logs["action"].to_numpy()] = False  # what was done was allowed
         allowed &= ~held
-    return q, money, allowed
+    return allowed
 
 
-def greedy_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def greedy_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame,
+                   blocked: pd.Series = feedback.NO_BLOCKS) -> tuple[np.ndarray, np.ndarray]:
     """For logged decisions with features: the response model's (decisions, actions) chance of payment and
-    the greedy policy's action (the most money among those the consent and legal flags allowed)."""
+    the greedy policy's action (the most money among those the consent and legal flags allowed, less what each
+    decision's own rules blocked: `blocked`, as `logged_money`)."""
     q, money, allowed = logged_money(bundle.response, bundle.feature_names, bundle.policy_config.costs, portfolio,
-                                     logs)
+                                     logs, blocked)
     money = np.where(allowed, money, -np.inf)
     return q, np.where(money.max(axis=1) > 0, money.argmax(axis=1), bundle.response.space.none_index)
 
 
-def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, logs: pd.DataFrame | None = None
-               ) -> tuple[pd.DataFrame, int]:
+def served_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame,
+                   blocked: pd.Series = feedback.NO_BLOCKS) -> tuple[np.ndarray, np.ndarray]:
+    """For logged decisions with features: the response model's (decisions, actions) chance of payment (0
+    without one) and the action the bundle serves there, its safe policy's (models.safe.SafePolicy.apply):
+    the baseline's first allowed action (the playbook's step, or the learned baseline's ranking), the model's
+    best action where it beats that by the validated margin. A bundle from before the safe policy serves
+    the greedy action. Experiments aside: this is the policy a promotion puts in charge, not its arms."""
+    if bundle.safe is None:
+        return greedy_targets(bundle, portfolio, logs, blocked)
+    space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
+    if bundle.response is None:
+        allowed = logged_allowed(portfolio, logs, space, blocked)
+        q, money = np.zeros(allowed.shape), np.zeros(allowed.shape)
+    else:
+        q, money, allowed = logged_money(bundle.response, bundle.feature_names, bundle.policy_config.costs,
+                                         portfolio, logs, blocked)
+    value = np.where(allowed, money, -np.inf)[:, :-1]
+    prefs = bundle.safe.preferences(logs["days_past_due"].to_numpy(dtype=float),
+                                    logs["arrears_instalments"].to_numpy(dtype=float), space.windows)
+    chosen, _ = bundle.safe.apply(value, decision_policy.greedy(value), prefs)
+    return q, np.where(chosen >= 0, chosen, space.none_index)
+
+
+def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, logs: pd.DataFrame | None = None,
+               blocked: pd.Series = feedback.NO_BLOCKS) -> tuple[pd.DataFrame, int]:
     """IPS, SNIPS and DR estimates of the greedy policy beside the logging policy, on held-out logs: the
     decisions from the bundle's own response holdout start. `logs`: the decision examples
     when the caller already has them (pipelines.examples_from_logs.decision_examples), else they are built here."""
@@ -102,7 +135,7 @@ def off_policy(bundle: ScoringBundle, portfolio: Portfolio, end: pd.Timestamp, l
     if logs.empty:
         return pd.DataFrame(columns=["unit", "estimator", "value", "low", "high", "n", "ess"]), 0
     stake, costs = logs["arrears"].to_numpy(), _costs(bundle, bundle.response.space)
-    q, target = greedy_targets(bundle, portfolio, logs)
+    q, target = greedy_targets(bundle, portfolio, logs, blocked)
     taken = logs["action"].to_numpy()
     rows = np.arange(len(logs))
     out = []
@@ -247,14 +280,17 @@ def audit(rows: pd.DataFrame, portfolio: Portfolio, as_of: pd.Timestamp, hours=(
 
 
 def run(bundle: ScoringBundle, portfolio: Portfolio, data: Path, as_of: pd.Timestamp, end: pd.Timestamp,
-        explore: float, out: Path | None = None, log=print, logs: pd.DataFrame | None = None) -> dict:
+        explore: float, out: Path | None = None, log=print, logs: pd.DataFrame | None = None,
+        blocked: pd.Series = feedback.NO_BLOCKS) -> dict:
     """Everything `cureflow evaluate` prints, also written as JSON to `out`. `logs`: the logged decisions
-    with their features when already built (the DVC features stage), else they are built here."""
+    with their features when already built (the DVC features stage), else they are built here. `blocked`: what
+    each carried-out decision's own rules blocked (`pipelines.feedback.Joined`), never the greedy policy's
+    action there."""
     report: dict = {"as_of": as_of.isoformat(), "explore": explore, "model_version": bundle.model_version}
     from models.progress import step
 
     with step("evaluate: off-policy estimates on the held-out logs"):
-        table, n = off_policy(bundle, portfolio, end, logs=logs)
+        table, n = off_policy(bundle, portfolio, end, logs=logs, blocked=blocked)
     report["off_policy"] = table.to_dict("records")
     if n:
         log(f"off-policy, {n:,} held-out logged decisions (95% intervals):")

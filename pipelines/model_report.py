@@ -22,6 +22,7 @@ import pandas as pd
 from models.experiments import arm_table
 from models.files import write_text_atomic
 from pipelines.evaluate import off_policy, truth_values
+from pipelines.feedback import NO_BLOCKS
 from pipelines.quality_gate import quality_gate
 
 METRIC_WORDS = {
@@ -111,7 +112,8 @@ def response_by_segment(bundle, decisions: pd.DataFrame, arm: tuple[str, ...] = 
 def policy_evaluation(result) -> tuple[pd.DataFrame, dict | None]:
     """Off-policy estimates on the held-out logs, and the truth comparison when the data is simulated."""
     bundle, portfolio = result.bundle, result.portfolio
-    table, _ = off_policy(bundle, portfolio, result.history_end, logs=result.decisions_holdout)
+    table, _ = off_policy(bundle, portfolio, result.history_end, logs=result.decisions_holdout,
+                          blocked=NO_BLOCKS if result.blocked is None else result.blocked)
     truth_file = Path(result.data) / "truth" / "actions.parquet" if result.data else None
     truth = None
     if truth_file is not None and truth_file.exists():

@@ -10,9 +10,17 @@ same directory:
   due, the accounts a collector works; the pooled figures are reported beside them), and each model's
   ROC AUC lift over its own three-feature baseline (`models.baseline`);
 - the policy: the logged randomised decisions after the later of the two response holdout cut-offs; the
-  doubly robust estimate of each policy's payment rate within 7 days (`pipelines.evaluate`), and their
-  paired difference with a 95% interval (the same decisions score both). A model without a response model
-  proposes no contact to everyone, and its value is estimated the same way (inverse propensity alone).
+  doubly robust estimate of the payment rate within 7 days of the policy each bundle serves
+  (`pipelines.evaluate.served_targets`: its safe policy, the baseline unless a departure beats it by the
+  validated margin; the decisions' own recorded blocks, such as the day's call capacity, respected), and
+  their paired difference with a 95% interval (the same decisions score both). A bundle without a response
+  model serves its baseline (on day one, the playbook), valued the same way by inverse propensity alone.
+  Until the ninth session this judged the response model's argmax and took a bundle without one for "no
+  contact to everyone": neither is what a promotion puts in charge.
+
+`cureflow train` registers a retrain whose cure model failed the gate as its policy on the champion's cure
+model (`pipelines.quality_gate.policy_update`, tag `cure_model_from`): both then score the same cure
+figures, and the policy decides.
 
 The challenger is promoted when it is not worse than the champion by more than `params.yaml: promote`'s
 margins on any of the three, its fresh-arrears lift over its baseline is above the quality gate's
@@ -39,7 +47,7 @@ from models.features import prepare
 from models.files import write_json_atomic
 from models.metrics import FRESH_DAYS_PAST_DUE, classification_report
 from models.registry import load_bundle, parse_model_uri, registry_client, resolve_version
-from models.response import ActionSpace
+from pipelines.feedback import NO_BLOCKS
 
 ROLES = ("challenger", "champion")
 
@@ -111,19 +119,17 @@ def compare_cure(contenders: list[Contender], portfolio: Portfolio, data: Path) 
             "cases": len(keys[0]), "fresh_cases": int(out[contenders[0].role]["n"]), "history_end": end.isoformat()}
 
 
-def policy_terms(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame) -> np.ndarray:
-    """Per logged decision, the doubly robust term of the bundle's policy value (payment within 7 days):
-    q(x, policy's action) + 1[policy = logged] / propensity x (paid - q(x, logged action)). Without a
-    response model the policy is no contact and q is 0, which leaves inverse propensity weighting."""
-    from pipelines.evaluate import greedy_targets
+def policy_terms(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame,
+                 blocked: pd.Series = NO_BLOCKS) -> np.ndarray:
+    """Per logged decision, the doubly robust term of the value (payment within 7 days) of the policy the
+    bundle serves (`pipelines.evaluate.served_targets`: its safe policy, the playbook on day one):
+    q(x, served action) + 1[served = logged] / propensity x (paid - q(x, logged action)); q is 0 without a
+    response model, which leaves inverse propensity weighting."""
+    from pipelines.evaluate import served_targets
 
     taken = logs["action"].to_numpy()
     rows = np.arange(len(logs))
-    if bundle.response is None:
-        space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
-        q, target = np.zeros((len(logs), len(space.actions))), np.full(len(logs), space.none_index)
-    else:
-        q, target = greedy_targets(bundle, portfolio, logs)
+    q, target = served_targets(bundle, portfolio, logs, blocked)
     return ope.dr_terms(logs["label"], logs["propensity"], (target == taken).astype(float), q[rows, taken],
                         q[rows, target])[0]
 
@@ -134,9 +140,11 @@ def _mean_interval(terms: np.ndarray) -> dict:
     return {"value": e.value, "low": e.low, "high": e.high, "n": e.n}
 
 
-def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Timestamp) -> dict:
+def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Timestamp,
+                   blocked: pd.Series = NO_BLOCKS) -> dict:
     """Each contender's DR payment rate on the same held-out logged decisions, and the paired difference
-    challenger - champion; an empty comparison when no randomised decision is held out."""
+    challenger - champion; an empty comparison when no randomised decision is held out. `blocked`: what each
+    carried-out decision's own rules blocked (`pipelines.feedback.Joined`), never a contender's action there."""
     from pipelines.examples_from_logs import decision_examples
 
     since = later(contenders, "response_holdout_from")
@@ -149,7 +157,8 @@ def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Ti
         logs = cache[config]
         if logs.empty:
             return {"from": since.isoformat(), "decisions": 0, "values": {}, "difference": None}
-        terms[c.role] = pd.Series(policy_terms(c.bundle, portfolio, logs), index=logs["contact_id"].to_numpy())
+        terms[c.role] = pd.Series(policy_terms(c.bundle, portfolio, logs, blocked),
+                                  index=logs["contact_id"].to_numpy())
     paired = pd.concat(terms, axis=1, join="inner")
     out = {"from": since.isoformat(), "decisions": len(paired),
            "values": {role: _mean_interval(paired[role].to_numpy()) for role in terms}}
@@ -248,11 +257,12 @@ def load_contender(client, role: str, uri: str) -> Contender | None:
 
 
 def evaluate_contenders(challenger: Contender, champion: Contender, portfolio: Portfolio, data: Path,
-                        margins: dict, min_baseline_lift: float = 0.0) -> tuple[bool, list[dict], dict, dict]:
+                        margins: dict, min_baseline_lift: float = 0.0, blocked: pd.Series = NO_BLOCKS
+                        ) -> tuple[bool, list[dict], dict, dict]:
     """Both comparisons and the verdict."""
     contenders = [challenger, champion]
     cure = compare_cure(contenders, portfolio, data)
-    policy = compare_policy(contenders, portfolio, pd.Timestamp(cure["history_end"]))
+    policy = compare_policy(contenders, portfolio, pd.Timestamp(cure["history_end"]), blocked)
     gate = challenger.tags.get("quality_gate", "passed") == "passed"
     promoted, checks = decide(cure, policy, margins, gate, min_baseline_lift)
     return promoted, checks, cure, policy
@@ -286,9 +296,9 @@ def run(data: Path, challenger_uri: str, champion_uri: str, params: dict, dry_ru
         promoted, checks, cure, policy = True, [], None, None
     else:
         lift = float(params["train"]["quality_gate"].get("min_baseline_lift", 0.0))
-        portfolio = feedback.load(read_dir(data), decision_log, FeatureConfig.from_params(params)).portfolio
+        portfolio, _, blocked = feedback.load(read_dir(data), decision_log, FeatureConfig.from_params(params))
         promoted, checks, cure, policy = evaluate_contenders(challenger, champion, portfolio, data,
-                                                             params["promote"], lift)
+                                                             params["promote"], lift, blocked)
     report.update(promoted=promoted, checks=checks, cure=cure, policy=policy,
                   tags=_tags(promoted, checks, champion, cure, policy, decided_at))
     _print(report, log)

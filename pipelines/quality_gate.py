@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from models.metrics import (
     DPD_BANDS,
     FRESH_DAYS_PAST_DUE,
     band_key,
 )
+
+if TYPE_CHECKING:
+    from models.bundle import ScoringBundle
 
 CALIBRATION = "rmsce_debiased"  # the figure the gate judges against max_ece (models.metrics.debiased_calibration_error)
 
@@ -48,3 +53,16 @@ def quality_gate(metrics: dict[str, float], gate: dict) -> tuple[bool, str]:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def policy_update(bundle: ScoringBundle, champion: ScoringBundle | None) -> ScoringBundle | None:
+    """What a retrain whose cure model failed the gate still ships: its policy (response model and safe
+    policy, each validated on its own held-out decisions when it was fitted) on the champion's cure model,
+    which passed the gate. None when there is nothing to ship that way: no champion, no response model in the
+    retrain (its policy is the playbook), or features the champion's cure model does not read."""
+    if champion is None or bundle.response is None:
+        return None
+    try:
+        return bundle.with_cure_model_of(champion)
+    except ValueError:
+        return None

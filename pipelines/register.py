@@ -17,7 +17,7 @@ import pandas as pd
 
 from models.config import load_params
 from models.registry import artifact_root, configure_mlflow, registry_client, resolve_version
-from pipelines.quality_gate import quality_gate
+from pipelines.quality_gate import policy_update, quality_gate
 from pipelines.trained import OUTPUT_FILES, TrainResult
 
 
@@ -99,7 +99,12 @@ def log_run(result: TrainResult, files: dict[str, Path], params: dict, run_name:
 
 def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, log=print) -> dict:
     """One MLflow run: params, metrics, plots, report, fingerprint, commit; the pyfunc registered. Past the
-    quality gate the version becomes `@challenger`, or `@champion` when there is no champion yet."""
+    quality gate the version becomes `@challenger`, or `@champion` when there is no champion yet.
+
+    A retrain whose cure model fails the gate still registers what it learned about actions: the registered
+    bundle is its policy on the champion's cure model (`quality_gate.policy_update`), which passed the gate;
+    the version is tagged `cure_model_from` and becomes `@challenger`, for `cureflow promote` to judge its
+    policy against the champion's. The run's metrics stay those of the retrained cure model."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -108,24 +113,49 @@ def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, 
 
     uri = _experiment(params)
     model_name = params["mlflow"]["model_name"]
+    client = registry_client()
+    gate = quality_gate(result.metrics, params["train"]["quality_gate"])
+    bundle, kept = result.bundle, None
+    if not gate[0]:
+        champion = _champion(client, model_name)
+        update = policy_update(result.bundle, champion)
+        if update is not None:
+            bundle, kept = update, (champion.model_version, gate[1])
     with mlflow.start_run(run_name=run_name_of(result)) as run:
         _log_run(result, files, params)
-        result.bundle.run_id = run.info.run_id
+        bundle.run_id = result.bundle.run_id = run.info.run_id
+        if kept is not None:
+            mlflow.set_tag("cure_model_from", kept[0])
         with tempfile.TemporaryDirectory() as tmp:
             bundle_path = Path(tmp) / "bundle.joblib"
-            joblib.dump(result.bundle, bundle_path)
-            example = pd.DataFrame({"request": [json.dumps(example_request(result.bundle))]})
+            joblib.dump(bundle, bundle_path)
+            example = pd.DataFrame({"request": [json.dumps(example_request(bundle))]})
             signature = infer_signature(example, pd.DataFrame({"answer": ["{}"]}))
             info = mlflow.pyfunc.log_model(name="model", python_model=CureflowModel(),
                                            artifacts={"bundle": str(bundle_path)}, signature=signature,
                                            input_example=example, registered_model_name=model_name,
                                            code_paths=[str(Path(__file__).resolve().parent.parent / "models")])
     version = str(info.registered_model_version)
-    aliases = set_aliases(registry_client(), model_name, version,
-                          quality_gate(result.metrics, params["train"]["quality_gate"]))
-    log(f"MLflow run {run.info.run_id}: registered {model_name} version {version}; {aliases['message']}")
+    if kept is not None:
+        client.set_model_version_tag(model_name, version, "cure_model_from",
+                                     f"{kept[0]}: the retrained cure model failed the quality gate ({kept[1]})")
+        gate = (True, "")
+    aliases = set_aliases(client, model_name, version, gate)
+    what = f"; its policy on the cure model of {kept[0]} (the retrained one failed the gate: {kept[1]})" if kept else ""
+    log(f"MLflow run {run.info.run_id}: registered {model_name} version {version}{what}; {aliases['message']}")
     return {"run_id": run.info.run_id, "version": version, "champion": "champion" in aliases["set"],
-            "challenger": "challenger" in aliases["set"], "tracking_uri": uri}
+            "challenger": "challenger" in aliases["set"], "tracking_uri": uri,
+            "cure_model_from": kept[0] if kept else None}
+
+
+def _champion(client, model_name: str):
+    """The `@champion` bundle, None when the registry has none."""
+    from models.registry import ModelNotFound, load_bundle
+
+    try:
+        return load_bundle(f"models:/{model_name}@champion", client).bundle
+    except ModelNotFound:
+        return None
 
 
 def set_aliases(client, model_name: str, version: str, gate: tuple[bool, str]) -> dict:

@@ -431,7 +431,7 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
         log(f"gap to the simulator's true cure chance: mean |p - p_true| = {metrics['truth_mae']:.4f} "
             f"over {len(gap):,} accounts overdue at the end")
     return TrainResult(bundle, metrics, hold, gains_table(hold["label"], hold["p"]), gap, end, bands=bands,
-                       portfolio=portfolio, decisions_holdout=resp_holdout, data=Path(data))
+                       portfolio=portfolio, decisions_holdout=resp_holdout, data=Path(data), blocked=blocked)
 
 
 def usual_values(train: pd.DataFrame, names: list[str]) -> dict[str, float]:

@@ -24,6 +24,7 @@ class TrainResult:
     portfolio: Portfolio | None = None             # the training data (for the report's evaluations)
     decisions_holdout: pd.DataFrame | None = None  # logged decisions held out from the response model
     data: Path | None = None
+    blocked: pd.Series | None = None               # what each carried-out decision's rules blocked (feedback)
 
 
 OUTPUT_FILES = {"bundle": "bundle.joblib", "metrics": "metrics.json", "gains": "gains.csv",

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from joblib import load as joblib_load
 
 from models.contract import read_dir, validate
 from models.decision_log import DecisionLog
@@ -246,3 +247,24 @@ def test_play_exports_a_week_of_outcomes_and_replays_the_weeks_before_it_exactly
     pd.testing.assert_frame_equal(again, exported.contacts.reset_index(drop=True))
     with pytest.raises(ValueError, match="scored as of"):
         play(week1, first_queue, tmp_path / "stale", days=7)       # a queue of another day is refused
+
+
+def test_the_greedy_policy_judged_by_evaluate_and_promote_never_takes_an_action_a_decision_blocked(trained):
+    """`cureflow evaluate` and `cureflow promote` value the greedy policy on logged decisions: where a
+    decision's own rules blocked every contact, its action there is no contact or the action taken."""
+    from models.features import prepare
+    from pipelines.evaluate import greedy_targets
+    from pipelines.examples_from_logs import decision_examples
+
+    bundle = joblib_load(trained["bundle_path"])
+    portfolio, config = read_dir(trained["data"]), bundle.feature_config
+    end = pd.Timestamp(bundle.metadata["history_end"])
+    logs = decision_examples(portfolio, prepare(portfolio, config), config, bundle.params, end).reset_index(drop=True)
+    space = bundle.response.space
+    _, free = greedy_targets(bundle, portfolio, logs)
+    taken = logs["action"].to_numpy()
+    assert ((free != taken) & (free != space.none_index)).sum() > 50   # unblocked, it departs often
+    everything = pd.Series([frozenset({"all"})] * len(logs), index=logs["contact_id"].to_numpy())
+    _, held = greedy_targets(bundle, portfolio, logs, everything)
+    assert np.all((held == taken) | (held == space.none_index))
+    assert (held != free).sum() > 50

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from models.config import load_params
 from models.registry import configure_mlflow, parse_model_uri, resolve_version
 from pipelines.cli import app
-from pipelines.promote import decide
+from pipelines.promote import decide, policy_terms
 
 MARGINS = {"max_roc_auc_drop": 0.005, "max_ece_rise": 0.005, "max_policy_value_drop": 0.01}
 
@@ -181,3 +182,91 @@ def test_challenger_not_worse_is_promoted_by_the_command_and_the_old_champion_is
     assert client.get_model_version("cureflow", third["version"]).tags["promotion"] == "promoted"
     again = CliRunner().invoke(app, ["promote", "--data", str(registry["data"]), "--out", str(out)])
     assert again.exit_code == 2 and "no challenger" in again.output
+
+
+@pytest.mark.slow
+def test_a_retrain_whose_cure_model_fails_the_gate_registers_its_policy_on_the_champions_cure_model(registry,
+                                                                                                   tmp_path):
+    """A store of its own: the bad cure model of version 2 fails the shipped gate. Without a champion it is
+    not a challenger; with one, the version registered is the retrain's policy on the champion's cure model,
+    tagged with where its cure model came from, and it becomes the challenger for `cureflow promote`."""
+    import joblib
+    import mlflow
+
+    from models.contract import read_dir
+    from models.registry import load_bundle
+    from pipelines.register import register_dir
+
+    old = os.environ["MLFLOW_TRACKING_URI"]
+    os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        strict, quiet = load_params(), {"log": lambda *_: None}
+        alone = register_dir(registry["root"] / "bad", params=strict, **quiet)
+        assert not alone["challenger"] and not alone["champion"] and alone["cure_model_from"] is None
+        first = register_dir(registry["trained"]["root"] / "train", params=registry["params"], **quiet)
+        assert first["champion"]
+        update = register_dir(registry["root"] / "bad", params=strict, **quiet)
+        client = MlflowClient(uri)
+        assert update["challenger"] and _alias(client, "challenger") == update["version"] == "3"
+        assert _alias(client, "champion") == first["version"] == "2"
+        tags = client.get_model_version("cureflow", "3").tags
+        assert tags["quality_gate"] == "passed" and tags["cure_model_from"].startswith("cureflow/2: ")
+        assert "failed the quality gate (fresh-arrears lift" in tags["cure_model_from"]  # why it was not kept
+        run = mlflow.MlflowClient(uri).get_run(update["run_id"])
+        retrained = json.loads((registry["root"] / "bad" / "metrics.json").read_text())
+        assert run.data.metrics["holdout_fresh_roc_auc"] == retrained["fresh_roc_auc"]  # the run: the retrain's
+        assert retrained["fresh_roc_auc"] != registry["trained"]["info"]["metrics"]["fresh_roc_auc"]
+        served = load_bundle("models:/cureflow@challenger", client).bundle
+        champion = load_bundle("models:/cureflow@champion", client).bundle
+        retrain = joblib.load(registry["root"] / "bad" / "bundle.joblib")
+        data, as_of = read_dir(registry["data"]), pd.Timestamp(retrain.metadata["history_end"])
+        served_rows, champion_rows, retrain_rows = (b.score(data, as_of).set_index("account_id").sort_index()
+                                                    for b in (served, champion, retrain))
+        assert len(served_rows) > 20
+        assert served_rows["cure_probability"].equals(champion_rows["cure_probability"])
+        assert not served_rows["cure_probability"].equals(retrain_rows["cure_probability"])
+        action = ["channel", "offer", "window_start", "propensity"]
+        assert served_rows[action].equals(retrain_rows[action])  # the policy is the retrain's
+        assert served.response is not None and served.metadata["cure_model_from"]["model_version"] == "cureflow/2"
+        assert served.safe.margin == retrain.safe.margin
+    finally:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+        configure_mlflow()
+
+
+def test_the_policy_compared_is_the_one_the_bundle_serves_not_the_models_argmax(trained):
+    """`policy_terms` judges each bundle by the action its safe policy serves on every logged decision: the
+    baseline where the margin is infinite (on day one, no response model: the baseline, not no contact), the
+    model's best action where any gain departs."""
+    import dataclasses
+
+    import joblib
+    import numpy as np
+
+    from models.contract import read_dir
+    from models.features import prepare
+    from pipelines.evaluate import greedy_targets, served_targets
+    from pipelines.examples_from_logs import decision_examples
+
+    bundle = joblib.load(trained["bundle_path"])
+    portfolio, config = read_dir(trained["data"]), bundle.feature_config
+    logs = decision_examples(portfolio, prepare(portfolio, config), config, bundle.params,
+                             pd.Timestamp(bundle.metadata["history_end"])).reset_index(drop=True)
+    space, taken = bundle.response.space, logs["action"].to_numpy()
+    rule = space.actions.index(("phone", "weekday_evening", "instalment_plan"))  # the fixture's own rule
+    assert bundle.safe.baseline == rule and bundle.safe.playbook is None
+    _, greedy = greedy_targets(bundle, portfolio, logs)
+    always = dataclasses.replace(bundle, safe=dataclasses.replace(bundle.safe, margin=-np.inf))
+    assert np.array_equal(served_targets(always, portfolio, logs)[1], greedy)
+    never = dataclasses.replace(bundle, safe=dataclasses.replace(bundle.safe, margin=np.inf))
+    _, base = served_targets(never, portfolio, logs)
+    phone_ok = portfolio.accounts.set_index("account_id").reindex(logs["account_id"])["consent_phone"].to_numpy(bool)
+    assert (base == rule).sum() > 100 and not np.array_equal(base, greedy)
+    assert not (base[~phone_ok] == rule).any()  # never the call where phone consent is missing
+    day_one = dataclasses.replace(never, response=None)
+    q, target = served_targets(day_one, portfolio, logs)
+    assert np.array_equal(target, base) and not q.any()
+    terms = policy_terms(day_one, portfolio, logs)
+    hit = target == taken
+    expected = np.where(hit, logs["label"].to_numpy(float) / logs["propensity"].to_numpy(float), 0.0)
+    assert np.allclose(terms, expected)   # no model: inverse propensity weighting of the baseline's own action

@@ -63,3 +63,36 @@ def test_gate_verdicts_over_draws_separate_calibrated_from_ten_points_off():
 def test_params_keep_the_threshold_and_the_band_size():
     gate = load_params()["train"]["quality_gate"]
     assert gate["max_ece"] == 0.05 and gate["min_band_examples"] == 200
+
+
+def test_a_policy_update_keeps_the_champions_cure_model_and_brings_the_retrains_policy(trained):
+    """When only the retrained cure model fails the gate, what ships is the retrain's policy on the champion's
+    cure model, with the cure model's own metadata; nothing ships without a champion or a response model, or
+    when the two compute different features."""
+    import copy
+
+    import joblib
+
+    from pipelines.quality_gate import policy_update
+
+    retrain = joblib.load(trained["bundle_path"])
+    assert retrain.response is not None
+    champion = copy.deepcopy(retrain)
+    champion.model_version, champion.metadata["stale_cure_rate"] = "cureflow/1", 0.123
+    champion.metadata["reference"] = {**champion.metadata["reference"], "actions": {"marker": "champion"}}
+    update = policy_update(retrain, champion)
+    assert update.cure is champion.cure and update.baseline is champion.baseline
+    assert update.response is retrain.response and update.safe is retrain.safe and update.params is retrain.params
+    assert update.metadata["stale_cure_rate"] == 0.123
+    assert update.metadata["cure_model_from"]["model_version"] == "cureflow/1"
+    assert update.metadata["reference"]["score"] == champion.metadata["reference"]["score"]
+    actions = update.metadata["reference"]["actions"]
+    assert actions == retrain.metadata["reference"]["actions"] != {"marker": "champion"}
+    assert retrain.cure is not champion.cure and "cure_model_from" not in retrain.metadata  # the retrain unchanged
+    assert policy_update(retrain, None) is None
+    playbook_only = copy.copy(retrain)
+    playbook_only.response = None
+    assert policy_update(playbook_only, champion) is None
+    other = copy.deepcopy(champion)
+    other.params["features"]["contact_lookback_days"] += 1
+    assert policy_update(retrain, other) is None
