@@ -121,6 +121,14 @@ def _uniform(tv, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame]:
                                  "offer": acts[:, 2], "propensity": 1.0 / k})
 
 
+def _best_single(tv) -> dict:
+    """The best single action for everyone this week by the truth (no contact where the rules forbid it; no
+    call capacity): issue 15's comparator, beside the playbook."""
+    single = np.where(tv.allowed, tv.value, 0.0).mean(axis=0)
+    best = int(single.argmax())
+    return {"best_single": float(single[best]), "best_single_is": "/".join(tv.space.actions[best])}
+
+
 def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) -> list[dict]:
     """cureflow's 26 weeks; every week the three teams' decisions are valued on the same accounts in the same
     state (the playbook and uniform A/B do not learn, so their value needs no world of their own); one record
@@ -162,7 +170,8 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
         values = {"cureflow": tv.value_of(tv.chosen(rows, bundle)),
                   "playbook": tv.value_of(tv.chosen(playbook, day_one)), "uniform A/B": tv.value_of(uniform)}
         common = {"preset": preset, "seed": seed, "week": week, "as_of": as_of.isoformat(),
-                  "overdue": len(tv.account_id), "oracle": tv.oracle(), "response_model": bundle.response is not None,
+                  "overdue": len(tv.account_id), "oracle": tv.oracle(), **_best_single(tv),
+                  "response_model": bundle.response is not None,
                   "promoted": promoted, "gate": gate, "policy_update": policy_only, **retrained,
                   "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
                   "seconds": round(time.perf_counter() - started, 1)}
