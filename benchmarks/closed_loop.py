@@ -10,8 +10,9 @@ same accounts in the same state (a paired comparison: only cureflow's decisions 
   decision log (SQLite) as the batch records them, the outcomes come back the way a CRM sends them (the
   contacts export names each contact's `decision_id` and carries no propensity), and the models are
   retrained reading that log (`pipelines.train.fit`, `pipelines.feedback`); a retrained bundle replaces the
-  current one when it passes the quality gate, and when only its cure model fails the gate its policy is
-  served on the current cure model (`pipelines.quality_gate.policy_update`, as `cureflow train` registers it).
+  current one when it passes the quality gate, or when only its cure model fails the gate its policy on the
+  current cure model (`pipelines.quality_gate.policy_update`, as `cureflow train` registers it), and then
+  only when `cureflow promote`'s comparison with the serving bundle on the week's data says so.
 - **playbook**: the day-one bundle (no response model: the team's playbook) with experiments off, within the
   same call capacity (a team of this size following its own rule also has only so many calls a day).
 - **uniform A/B**: every decision drawn uniformly among the actions the rules allow, and no contact.
@@ -121,6 +122,21 @@ def _uniform(tv, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame]:
                                  "offer": acts[:, 2], "propensity": 1.0 / k})
 
 
+def _promote(candidate, serving, result, params: dict, here: Path) -> tuple[bool, str]:
+    """`cureflow promote`'s decision on this week's data (pipelines.promote.evaluate_contenders): the candidate
+    (a retrain past the quality gate, or its policy on the serving cure model) against the serving bundle, on
+    the same cure holdout and the same held-out logged decisions (the policy each serves, the decisions'
+    recorded blocks respected); the failed checks in words."""
+    from pipelines.promote import Contender, evaluate_contenders
+
+    lift = float(params["train"]["quality_gate"].get("min_baseline_lift", 0.0))
+    ok, checks, _, _ = evaluate_contenders(
+        Contender("challenger", "", "", candidate, {"quality_gate": "passed"}),
+        Contender("champion", "", "", serving, {}), result.portfolio, here / "data", params["promote"], lift,
+        result.blocked)
+    return ok, "; ".join(c["text"] for c in checks if not c["ok"])
+
+
 def _best_single(tv) -> dict:
     """The best single action for everyone this week by the truth (no contact where the rules forbid it; no
     call capacity): issue 15's comparator, beside the playbook."""
@@ -152,14 +168,17 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     for week in range(weeks):
         started = time.perf_counter()
         portfolio, as_of = _portfolio(live), live.as_of
-        promoted, retrained, gate, policy_only = None, {}, "", False
+        promoted, retrained, gate, policy_only, why = None, {}, "", False, ""
         if week > 0:
             result = _fit(live, params, here, week)
-            promoted, gate = quality_gate(result.metrics, params["train"]["quality_gate"])
+            passed, gate = quality_gate(result.metrics, params["train"]["quality_gate"])
             retrained = _retrain_counts(result)
-            update = None if promoted else policy_update(result.bundle, bundle)
+            update = None if passed else policy_update(result.bundle, bundle)
             policy_only = update is not None
-            bundle = result.bundle if promoted else (update if policy_only else bundle)
+            candidate = result.bundle if passed else update
+            promoted, why = _promote(candidate, bundle, result, params, here) if candidate is not None else (
+                False, "")
+            bundle = candidate if promoted else bundle
         tv = TrueValues.of(bundle, portfolio, live.truth(), as_of)
         rows, _ = day_queue(bundle, portfolio, as_of)
         config = day_one.policy_config
@@ -172,7 +191,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
         common = {"preset": preset, "seed": seed, "week": week, "as_of": as_of.isoformat(),
                   "overdue": len(tv.account_id), "oracle": tv.oracle(), **_best_single(tv),
                   "response_model": bundle.response is not None,
-                  "promoted": promoted, "gate": gate, "policy_update": policy_only, **retrained,
+                  "promoted": promoted, "gate": gate, "policy_update": policy_only, "promotion": why, **retrained,
                   "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
                   "seconds": round(time.perf_counter() - started, 1)}
         out += [{**common, "team": team, "value": value} for team, value in values.items()]
