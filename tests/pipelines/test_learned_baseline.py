@@ -148,3 +148,20 @@ def test_a_call_the_days_capacity_held_is_not_what_the_playbook_is_judged_by():
     kept, test = judged(allowed)
     assert kept.playbook is playbook.playbook
     assert test["improvement"] + 1.645 * test["se"] < 0  # clearly worse than the playbook served as it was
+
+
+def test_no_contact_for_everyone_never_replaces_the_playbook():
+    """Every contact action pays less than it costs in the estimates (a loss under noise): the learned ranking
+    is empty, its test would read no contact as an improvement on the playbook, and the playbook stays."""
+    params = load_params()
+    space, value, scores, allowed, logs, _ = _logs(effect=0.0, noise=3_000.0)
+    k = len(space.actions)
+    scores = scores - 5_000.0 * (np.arange(k) < k - 1)[None, :]   # every contact action loses 5,000 a decision
+    playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], WINDOWS))
+    assert not safe.ranking(safe.best_single(safe.per_unit(scores, logs["arrears"].to_numpy()), allowed,
+                                             safe.action_design(space.actions[:-1]))[1])
+    evidence: dict = {}
+    kept = _learned_baseline(playbook, value, scores, allowed, logs, space, 0.0, evidence)
+    assert kept is playbook and "no contact action is estimated to pay" in evidence["challenger"]
+    fixed = safe.SafePolicy(space.actions.index(("sms", "weekend", "instalment_plan")))
+    assert _learned_baseline(fixed, value, scores, allowed, logs, space, 0.0, {}) is fixed
