@@ -145,7 +145,8 @@ def _best_single(tv) -> dict:
     return {"best_single": float(single[best]), "best_single_is": "/".join(tv.space.actions[best])}
 
 
-def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) -> list[dict]:
+def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path,
+              policy_updates: bool = False) -> list[dict]:
     """cureflow's 26 weeks; every week the three teams' decisions are valued on the same accounts in the same
     state (the playbook and uniform A/B do not learn, so their value needs no world of their own); one record
     per team and week."""
@@ -157,6 +158,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
     from pipelines.simulate import Live, with_preset
 
     params = with_preset(load_params(), preset, experiment_share=0.0)   # a first export: no experiment
+    params["train"]["policy_updates"] = policy_updates or params["train"].get("policy_updates", False)
     live = Live(accounts, 12, seed, params)
     here = workdir / f"{preset}_{seed}"
     (here / "decisions.db").unlink(missing_ok=True)  # a world run again starts with an empty decision log
@@ -173,7 +175,8 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
             result = _fit(live, params, here, week)
             passed, gate = quality_gate(result.metrics, params["train"]["quality_gate"])
             retrained = _retrain_counts(result)
-            update = None if passed else policy_update(result.bundle, bundle)
+            update = None if passed or not params["train"].get("policy_updates") else policy_update(
+                result.bundle, bundle)
             policy_only = update is not None
             candidate = result.bundle if passed else update
             promoted, why = _promote(candidate, bundle, result, params, here) if candidate is not None else (
@@ -201,9 +204,9 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path) 
 
 
 def _run(args: tuple) -> list[dict]:
-    preset, seed, accounts, weeks, workdir = args
+    preset, seed, accounts, weeks, workdir, policy_updates = args
     path = workdir / "weeks.jsonl"
-    rows = run_world(preset, seed, accounts, weeks, workdir)
+    rows = run_world(preset, seed, accounts, weeks, workdir, policy_updates)
     with path.open("a") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
@@ -281,6 +284,8 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=26)
     parser.add_argument("--workdir", type=Path, default=Path("outputs/bench_loop"))
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--policy-updates", action="store_true",
+                        help="params train.policy_updates on: ship a retrain's policy on the serving cure model")
     parser.add_argument("--report-only", action="store_true", help="only tabulate the finished weeks")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -288,7 +293,8 @@ def main() -> None:
     path = args.workdir / "weeks.jsonl"
     if path.exists():
         done = {(r["preset"], r["seed"]) for r in map(json.loads, path.read_text().splitlines())}
-    todo = [(p, s, args.accounts, args.weeks, args.workdir) for s, p in product(args.seeds, args.presets)
+    todo = [(p, s, args.accounts, args.weeks, args.workdir, args.policy_updates)
+            for s, p in product(args.seeds, args.presets)
             if (p, s) not in done and not args.report_only]
     with ProcessPoolExecutor(args.jobs) as pool:
         for rows in pool.map(_run, todo):

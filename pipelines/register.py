@@ -101,7 +101,8 @@ def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, 
     """One MLflow run: params, metrics, plots, report, fingerprint, commit; the pyfunc registered. Past the
     quality gate the version becomes `@challenger`, or `@champion` when there is no champion yet.
 
-    A retrain whose cure model fails the gate still registers what it learned about actions: the registered
+    With `train.policy_updates` on, a retrain whose cure model fails the gate still registers what it learned
+    about actions: the registered
     bundle is its policy on the champion's cure model (`quality_gate.policy_update`), which passed the gate;
     the version is tagged `cure_model_from` and becomes `@challenger`, for `cureflow promote` to judge its
     policy against the champion's. The run's metrics stay those of the retrained cure model."""
@@ -116,7 +117,7 @@ def log_and_register(result: TrainResult, files: dict[str, Path], params: dict, 
     client = registry_client()
     gate = quality_gate(result.metrics, params["train"]["quality_gate"])
     bundle, kept = result.bundle, None
-    if not gate[0]:
+    if not gate[0] and params["train"].get("policy_updates", False):
         champion = _champion(client, model_name)
         update = policy_update(result.bundle, champion)
         if update is not None:
