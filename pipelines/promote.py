@@ -18,9 +18,9 @@ same directory:
   Until the ninth session this judged the response model's argmax and took a bundle without one for "no
   contact to everyone": neither is what a promotion puts in charge.
 
-`cureflow train` registers a retrain whose cure model failed the gate as its policy on the champion's cure
-model (`pipelines.quality_gate.policy_update`, tag `cure_model_from`): both then score the same cure
-figures, and the policy decides.
+With `train.policy_updates` on, `cureflow train` registers a retrain whose cure model failed the gate as its
+policy on the champion's cure model (`pipelines.quality_gate.policy_update`, tag `cure_model_from`): both
+then score the same cure figures, and the policy decides.
 
 The challenger is promoted when it is not worse than the champion by more than `params.yaml: promote`'s
 margins on any of the three, its fresh-arrears lift over its baseline is above the quality gate's
