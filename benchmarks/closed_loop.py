@@ -158,7 +158,8 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path,
     from pipelines.simulate import Live, with_preset
 
     params = with_preset(load_params(), preset, experiment_share=0.0)   # a first export: no experiment
-    params["train"]["policy_updates"] = policy_updates or params["train"].get("policy_updates", False)
+    if policy_updates:
+        params["train"]["policy_updates"] = True
     live = Live(accounts, 12, seed, params)
     here = workdir / f"{preset}_{seed}"
     (here / "decisions.db").unlink(missing_ok=True)  # a world run again starts with an empty decision log

@@ -101,9 +101,8 @@ def served_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFra
     without one) and the action the bundle serves there, its safe policy's (models.safe.SafePolicy.apply):
     the baseline's first allowed action (the playbook's step, or the learned baseline's ranking), the model's
     best action where it beats that by the validated margin. A bundle from before the safe policy serves
-    the greedy action. Experiments aside: this is the policy a promotion puts in charge, not its arms."""
-    if bundle.safe is None:
-        return greedy_targets(bundle, portfolio, logs, blocked)
+    the greedy action (no contact without a response model). Experiments aside: this is the policy a
+    promotion puts in charge, not its arms."""
     space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
     if bundle.response is None:
         allowed = logged_allowed(portfolio, logs, space, blocked)
@@ -112,9 +111,11 @@ def served_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFra
         q, money, allowed = logged_money(bundle.response, bundle.feature_names, bundle.policy_config.costs,
                                          portfolio, logs, blocked)
     value = np.where(allowed, money, -np.inf)[:, :-1]
-    prefs = bundle.safe.preferences(logs["days_past_due"].to_numpy(dtype=float),
-                                    logs["arrears_instalments"].to_numpy(dtype=float), space.windows)
-    chosen, _ = bundle.safe.apply(value, decision_policy.greedy(value), prefs)
+    chosen = decision_policy.greedy(value)
+    if bundle.safe is not None:
+        prefs = bundle.safe.preferences(logs["days_past_due"].to_numpy(dtype=float),
+                                        logs["arrears_instalments"].to_numpy(dtype=float), space.windows)
+        chosen, _ = bundle.safe.apply(value, chosen, prefs)
     return q, np.where(chosen >= 0, chosen, space.none_index)
 
 

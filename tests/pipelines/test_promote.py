@@ -274,3 +274,7 @@ def test_the_policy_compared_is_the_one_the_bundle_serves_not_the_models_argmax(
     hit = target == taken
     expected = np.where(hit, logs["label"].to_numpy(float) / logs["propensity"].to_numpy(float), 0.0)
     assert np.allclose(terms, expected)   # no model: inverse propensity weighting of the baseline's own action
+    before_safe = dataclasses.replace(bundle, safe=None)   # a bundle from before the safe policy: the greedy action
+    assert np.array_equal(served_targets(before_safe, portfolio, logs)[1], greedy)
+    q, target = served_targets(dataclasses.replace(before_safe, response=None), portfolio, logs)
+    assert not q.any() and (target == space.none_index).all()   # and without a response model, no contact
