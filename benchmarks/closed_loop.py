@@ -4,7 +4,7 @@ For each preset x seed, a team runs cureflow on a portfolio whose history is a f
 has no randomised decision); every week its decisions are valued beside two teams that do not learn, on the
 same accounts in the same state (a paired comparison: only cureflow's decisions are carried out):
 
-- **cureflow**: every week the batch scores the overdue accounts (`models.queue.day_queue`: the policy,
+- **cureflow**: every week the batch scores the overdue accounts (`models.queue.capacity_step`: the policy,
   its experiments at params policy.explore and the day's call capacity), the simulator carries the
   decisions out and the customers respond (`pipelines.simulate.Live`), the decisions are recorded in a
   decision log (SQLite) as the batch records them, the outcomes come back the way a CRM sends them (the
@@ -133,8 +133,41 @@ def _promote(candidate, serving, result, params: dict, here: Path) -> tuple[bool
     ok, checks, _, _ = evaluate_contenders(
         Contender("challenger", "", "", candidate, {"quality_gate": "passed"}),
         Contender("champion", "", "", serving, {}), result.portfolio, here / "data", params["promote"], lift,
-        result.blocked)
+        result.blocked, result.support)
     return ok, "; ".join(c["text"] for c in checks if not c["ok"])
+
+
+def _baseline_truth(result, tv, playbook_actions: np.ndarray, portfolio, as_of) -> dict:
+    """The week's retrain's learned-baseline test (its estimate, in shares of the arrears) beside the truth of
+    the same comparison on this week's overdue accounts: the retrain's learned ranking (adopted or in trial)
+    against the playbook, in shares of the arrears and in JPY, and the response model's mean predicted
+    payment uplift of the ranking's actions beside their true uplift. Empty where the retrain tested none."""
+    from models import safe as safe_mod
+
+    bundle = result.bundle
+    test = (bundle.safe.evidence.get("best_single_vs_configured") if bundle.safe is not None else None)
+    if test is None or bundle.response is None:
+        return {}
+    ranking = bundle.safe.ranking or bundle.safe.contender
+    if not ranking:
+        return {}
+    allowed = np.where(tv.allowed, 0.0, -np.inf)
+    pick = safe_mod.SafePolicy(ranking=tuple(ranking)).base(allowed[:, :-1])
+    col = np.where(pick >= 0, pick, tv.value.shape[1] - 1)
+    rows = np.arange(len(col))
+    cons = bundle.constraints(portfolio, as_of)
+    arrears = np.maximum(np.asarray(cons["arrears"], dtype=np.float64), 1e-9)
+    q = bundle.response.predict_matrix(np.asarray(cons["X"], dtype=np.float64))
+    true_gain = tv.value[rows, col] - tv.value[rows, playbook_actions]
+    return {"test_improvement": float(test["improvement"]), "test_se": float(test["se"]),
+            "test_observed": int(test["observed"]), "test_pick": bundle.safe.evidence.get("best_single_text", ""),
+            "true_improvement_share": float(np.mean(true_gain / arrears)),
+            "true_improvement_jpy": float(np.mean(true_gain)),
+            "pick_uplift_model": float(np.mean(q[rows, col] - q[:, -1])),
+            "pick_uplift_true": float(np.mean(tv.P[rows, col] - tv.P[:, -1])),
+            "playbook_uplift_model": float(np.mean(q[rows, playbook_actions] - q[:, -1])),
+            "playbook_uplift_true": float(np.mean(tv.P[rows, playbook_actions] - tv.P[:, -1])),
+            "no_contact_model": float(np.mean(q[:, -1])), "no_contact_true": float(np.mean(tv.P[:, -1]))}
 
 
 def _best_single(tv) -> dict:
@@ -151,7 +184,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path,
     state (the playbook and uniform A/B do not learn, so their value needs no world of their own); one record
     per team and week."""
     from models.config import load_params
-    from models.queue import apply_capacity, day_queue
+    from models.queue import apply_capacity, capacity_step
     from models.response import ActionSpace
     from pipelines.evaluate import TrueValues
     from pipelines.quality_gate import policy_update, quality_gate
@@ -171,7 +204,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path,
     for week in range(weeks):
         started = time.perf_counter()
         portfolio, as_of = _portfolio(live), live.as_of
-        promoted, retrained, gate, policy_only, why = None, {}, "", False, ""
+        promoted, retrained, gate, policy_only, why, result = None, {}, "", False, "", None
         if week > 0:
             result = _fit(live, params, here, week)
             passed, gate = quality_gate(result.metrics, params["train"]["quality_gate"])
@@ -184,20 +217,23 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path,
                 False, "")
             bundle = candidate if promoted else bundle
         tv = TrueValues.of(bundle, portfolio, live.truth(), as_of)
-        rows, _ = day_queue(bundle, portfolio, as_of)
-        config = day_one.policy_config
-        playbook, _ = apply_capacity(day_one.score(portfolio, as_of, explore=0.0), config.phone_capacity,
-                                     config.calls_per_hour)
+        config = bundle.policy_config  # the batch's queue (models.queue), with each decision's distribution
+        rows, _, _ = capacity_step(bundle.score(portfolio, as_of), config.phone_capacity, config.calls_per_hour)
+        book = day_one.policy_config
+        playbook, _ = apply_capacity(day_one.score(portfolio, as_of, explore=0.0), book.phone_capacity,
+                                     book.calls_per_hour)
         uniform, _ = _uniform(tv, rng)
+        playbook_actions = tv.chosen(playbook, day_one)
+        diagnosis = _baseline_truth(result, tv, playbook_actions, portfolio, as_of) if result is not None else {}
         decisions = _decisions(rows, bundle, space)
         values = {"cureflow": tv.value_of(tv.chosen(rows, bundle)),
-                  "playbook": tv.value_of(tv.chosen(playbook, day_one)), "uniform A/B": tv.value_of(uniform)}
+                  "playbook": tv.value_of(playbook_actions), "uniform A/B": tv.value_of(uniform)}
         common = {"preset": preset, "seed": seed, "week": week, "as_of": as_of.isoformat(),
                   "overdue": len(tv.account_id), "oracle": tv.oracle(), **_best_single(tv),
                   "response_model": bundle.response is not None,
                   "promoted": promoted, "gate": gate, "policy_update": policy_only, "promotion": why, **retrained,
                   "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
-                  "seconds": round(time.perf_counter() - started, 1)}
+                  "seconds": round(time.perf_counter() - started, 1), **diagnosis}
         out += [{**common, "team": team, "value": value} for team, value in values.items()]
         _record(rows, bundle, week, here)
         live.play(decisions)

@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("outputs/bench_loop"))
     parser.add_argument("--preset", default="digital")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--week", type=int, default=None, help="the week whose retrain to re-run (default: the last)")
     args = parser.parse_args()
 
     import pipelines.train as train
@@ -32,7 +33,7 @@ def main() -> None:
     here = args.workdir / f"{args.preset}_{args.seed}"
     weeks = pd.read_json(args.workdir / "weeks.jsonl", lines=True)
     mine = weeks[(weeks["preset"] == args.preset) & (weeks["seed"] == args.seed)]
-    week = int(mine["week"].max())
+    week = int(mine["week"].max()) if args.week is None else args.week
     as_of = mine.loc[mine["week"] == week, "as_of"].iloc[0]
     seen: dict = {}
     learned_baseline = train._learned_baseline
@@ -56,15 +57,26 @@ def main() -> None:
     print(f"{args.preset} seed {args.seed}, week {week} ({as_of}), {len(logs):,} logged decisions")
     for name, values in (("shares of the arrears", shares), ("money (JPY)", scores)):
         test = safe.honest_improvement(values, allowed, design, current, value[:, :-1], fold, 0.0,
-                                       logs["action"].to_numpy())
+                                       logs["action"].to_numpy(), logs["propensity"].to_numpy(dtype=float))
         single, _ = safe.best_single(values, allowed, design)
         print(f"  {name}: pick {train._action_text(space, single)}; cross-fitted improvement "
-              f"{test['improvement']:+,.4f} (se {test['se']:,.4f}), {test['observed']} observed")
+              f"{test['improvement']:+,.4f} (se {test['se']:,.4f}), {test['observed']} observed, "
+              f"{test['effective']:.1f} by weight")
     single, means = safe.best_single(shares, allowed, design)
     chosen = safe.SafePolicy(ranking=safe.ranking(means)).base(value[:, :-1])
     frame = pd.DataFrame({"arrears quartile": pd.qcut(arrears, 4, labels=False, duplicates="drop"),
                           "arrears": arrears, "JPY": safe._improvement(scores, chosen, current),
                           "share": safe._improvement(shares, chosen, current)})
+    col = np.where(chosen >= 0, chosen, scores.shape[1] - 1)
+    taken = logs["action"].to_numpy()
+    by_base = pd.DataFrame({"baseline action": [train._action_text(space, a) for a in current],
+                            "differs": chosen != current, "took the pick": (col == taken) & (chosen != current),
+                            "share": safe._improvement(shares, chosen, current)})
+    print("  the shares' pick against the baseline, in sample, by the baseline's action (where the pick was never "
+          "taken, its side is the response model's opinion alone):")
+    print(by_base.groupby("baseline action").agg(decisions=("share", "size"), differs=("differs", "sum"),
+                                                  took_the_pick=("took the pick", "sum"),
+                                                  improvement_share=("share", "mean")).round(3).to_string())
     print("  the shares' pick against the baseline, in sample, by arrears quartile (doubly robust scores):")
     print(frame.groupby("arrears quartile").agg(decisions=("arrears", "size"), median_arrears=("arrears", "median"),
                                                 improvement_JPY=("JPY", "mean"),

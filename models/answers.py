@@ -56,11 +56,22 @@ def _clean(value: Any) -> Any:
 
 def answer_from_row(row: dict[str, Any]) -> dict[str, Any]:
     """Nest one flattened batch row (reasons and blocked as JSON text) into the contract's real-time answer."""
-    return nest({**row, "reasons": json.loads(row["reasons"]), "blocked": json.loads(row["blocked"])})
+    support = row.get("_support")
+    return nest({**row, "reasons": json.loads(row["reasons"]), "blocked": json.loads(row["blocked"]),
+                 "_support": json.loads(support) if isinstance(support, str) else support})
+
+
+RECORD_ONLY = ("support",)  # kept in the decision record, not part of the contract's answer
+
+
+def public(answer: dict[str, Any]) -> dict[str, Any]:
+    """The contract's answer of a recorded one: without what only the decision record keeps (`support`)."""
+    return {k: v for k, v in answer.items() if k not in RECORD_ONLY}
 
 
 def nest(row: dict[str, Any]) -> dict[str, Any]:
-    """One decision's flat columns (reasons and blocked as lists) as the contract's real-time answer."""
+    """One decision's flat columns (reasons and blocked as lists) as the contract's real-time answer, with the
+    policy's distribution over actions (`support`, from a `_support` column) for the decision record."""
     window = None
     if row.get("window_start") is not None:
         window = {"start": row["window_start"], "end": row["window_end"]}
@@ -82,7 +93,7 @@ def nest(row: dict[str, Any]) -> dict[str, Any]:
         "blocked": row["blocked"],
         "decision_id": row["decision_id"],
         "propensity": _clean(row["propensity"]),
-    }
+    } | ({"support": row["_support"]} if row.get("_support") is not None else {})
 
 
 def row_from_answer(answer: dict[str, Any]) -> dict[str, Any]:

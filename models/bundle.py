@@ -36,8 +36,9 @@ BATCH_COLUMNS = ("account_id", "as_of", "model_version", "cure_probability", "pr
 TEXT_COLUMNS = ("account_id", "as_of", "model_version", "tier", "channel", "window_start", "window_end", "offer",
                 "template", "reasons", "blocked")
 ALT_COLUMNS = ("_value", "_alt_value", "_call_rank", "_alt_channel", "_alt_window_start", "_alt_window_end",
-               "_alt_offer", "_alt_template", "_alt_gain")
-ALT_TEXT_COLUMNS = ("_alt_channel", "_alt_window_start", "_alt_window_end", "_alt_offer", "_alt_template")
+               "_alt_offer", "_alt_template", "_alt_gain", "_support", "_alt_support", "_alt_propensity")
+ALT_TEXT_COLUMNS = ("_alt_channel", "_alt_window_start", "_alt_window_end", "_alt_offer", "_alt_template",
+                    "_support", "_alt_support")
 DECISION_NAMESPACE = uuid.UUID("6f1c2d1e-8a4b-4c1e-9a57-0c0ffee0cafe")
 
 
@@ -91,6 +92,8 @@ class Decisions:
         cols = dict(self.columns)
         cols["reasons"] = [json.dumps(r, ensure_ascii=False) for r in cols["reasons"]]
         cols["blocked"] = [json.dumps(b, ensure_ascii=False) for b in cols["blocked"]]
+        for name in ("_support", "_alt_support"):
+            cols[name] = [json.dumps(d) for d in cols[name]]
         rows = pd.DataFrame({name: cols[name] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)})
         for col in (*TEXT_COLUMNS, *ALT_TEXT_COLUMNS):  # pandas 3 would infer a string dtype with NaN for None
             rows[col] = pd.Series(list(cols[col]), dtype=object)
@@ -100,7 +103,8 @@ class Decisions:
 
     def answers(self) -> list[dict[str, Any]]:
         """The contract's real-time answers (the nested form of `frame`'s rows), in the same order."""
-        return [nest({name: self.columns[name][i] for name in BATCH_COLUMNS}) for i in range(len(self))]
+        return [nest({name: self.columns[name][i] for name in (*BATCH_COLUMNS, "_support")})
+                for i in range(len(self))]
 
 
 @dataclass
@@ -329,8 +333,25 @@ class ScoringBundle:
             "tier": tier.tolist(), "channel": main["channel"], "window_start": main["window_start"],
             "window_end": main["window_end"], "offer": main["offer"], "template": main["template"],
             "expected_gain": np.round(choice.gain, 6), "reasons": reasons, "blocked": verdict.blocked,
-            "propensity": np.round(choice.propensity, 6),
+            "propensity": np.round(choice.propensity, 6), "_support": policy.support_lists(choice.support, windows),
+            **self._alt_support(choice, channel, windows),
         }
+
+    @staticmethod
+    def _alt_support(choice, channel: np.ndarray, windows: list[str]) -> dict[str, Any]:
+        """For a call: the distribution after the day's capacity moved it to the best other action, and that
+        action's chance in it (what the batch records for a moved call: models.queue); [] and NaN for any other
+        action."""
+        calls = np.flatnonzero(channel == "phone")
+        out: list[list] = [[] for _ in range(len(channel))]
+        chance = np.full(len(channel), np.nan)
+        if choice.support is not None and len(calls):
+            moved = policy.capacity_moved(tuple(a[calls] for a in choice.support),
+                                          tuple(a[calls] for a in choice.alt), len(windows))
+            for i, row in zip(calls.tolist(), policy.support_lists(moved, windows), strict=True):
+                out[i] = row
+            chance[calls] = policy.chance_of(moved, choice.alt, len(windows), calls)
+        return {"_alt_support": out, "_alt_propensity": np.round(chance, 6)}
 
     def _steps(self, cols: dict[str, np.ndarray]) -> list[str | None]:
         """Each account's playbook step in words (None without a playbook baseline, or before its first step)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import vocab
+from models.playbook import OFFERS as ARM_NAMES
 from models.safe import SafePolicy
 
 LEGAL_HOLDS = ("R-CEASE", "R-REPRESENTED", "R-INSOLVENCY")
@@ -202,6 +203,61 @@ def final_offer(staged: np.ndarray, arm: np.ndarray) -> np.ndarray:
     return np.where(arm == 0, "reminder", np.where(plan_instead, "instalment_plan", staged)).astype(object)
 
 
+def support_lists(support: tuple[np.ndarray, np.ndarray] | None, windows: list[str] | tuple[str, ...]
+                  ) -> list[list[list]]:
+    """Per account the policy's whole distribution over actions, as the decision log keeps it: [channel, window,
+    arm offer (reminder or instalment_plan), chance] for every action with a chance above 0 (no contact is
+    ["none", "none", "none", chance]), the chances of an action listed twice summed, largest first. What
+    training reads to know which actions a logged decision could have taken (models.safe: no test judges an
+    action on a decision that gave it no chance)."""
+    if support is None:
+        return []
+    flat, chance = support
+    n_win, n_arm = len(windows), len(ARM_NAMES)
+    out = []
+    for acts, ps in zip(flat.tolist(), chance.tolist(), strict=True):
+        merged: dict[int, float] = {}
+        for a, p in zip(acts, ps, strict=True):
+            if a >= -1 and p > 0:
+                merged[a] = merged.get(a, 0.0) + p
+        row = []
+        for a, p in sorted(merged.items(), key=lambda item: (-item[1], item[0])):
+            if a < 0:
+                row.append(["none", "none", "none", round(p, 6)])
+            else:
+                c, rest = divmod(a, n_win * n_arm)
+                w, arm = divmod(rest, n_arm)
+                row.append([vocab.CONTACT_CHANNELS[c], windows[w], ARM_NAMES[arm], round(p, 6)])
+        out.append(row)
+    return out
+
+
+def capacity_moved(support: tuple[np.ndarray, np.ndarray] | None, alt: tuple[np.ndarray, ...], n_win: int
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The distribution of a decision whose call the day's capacity moved to its best other action (`alt`:
+    channel, window and arm indices, -1 = no contact): every call's chance goes to that action, as any call
+    drawn would have been moved."""
+    if support is None:
+        return None
+    flat, chance = support
+    n_arm = len(ARM_NAMES)
+    channel, window, arm = (np.asarray(a) for a in alt[:3])
+    to = np.where(channel >= 0, (channel * n_win + window) * n_arm + arm, -1)
+    phone = vocab.CONTACT_CHANNELS.index("phone")
+    call = (flat >= 0) & (flat // (n_win * n_arm) == phone)
+    return np.where(call, to[:, None], flat), chance
+
+
+def chance_of(support: tuple[np.ndarray, np.ndarray], action: tuple[np.ndarray, ...], n_win: int,
+              rows: np.ndarray | None = None) -> np.ndarray:
+    """The chance `support` gives each account's `action` (channel, window and arm indices, -1 = no contact;
+    `rows` picks the accounts the support is for)."""
+    channel, window, arm = (np.asarray(a) if rows is None else np.asarray(a)[rows] for a in action[:3])
+    flat = np.where(channel >= 0, (channel * n_win + window) * len(ARM_NAMES) + arm, -1)
+    acts, chance = support
+    return np.where(acts == flat[:, None], chance, 0.0).sum(axis=1)
+
+
 @dataclass
 class Choice:
     """The chosen action per account (indices into channels, windows, arms; -1 = no contact), its gain in
@@ -218,6 +274,7 @@ class Choice:
     alt: tuple[np.ndarray, ...] = ()
     departed: np.ndarray | None = None  # the model's action replaced the baseline (None: no safe policy)
     challenged: np.ndarray | None = None  # served the challenger (policy.experiments.challenger), not the baseline
+    support: tuple[np.ndarray, np.ndarray] | None = None  # (n, m) flat actions and the chance the policy gave each
 
 
 def action_values(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm_allowed: np.ndarray,
@@ -282,7 +339,8 @@ def _explore(served: np.ndarray, arms: np.ndarray, u: np.ndarray, v: np.ndarray,
     (champion/challenger: the strategy the evidence has not yet adopted, served to a random share of the
     accounts so the comparison gets data fast); else the served action. Returns the flat index, the
     probability the policy gave the action it took, whether it was drawn for an experiment, and whether it is
-    the challenger's."""
+    the challenger's, and the whole distribution: (n, m) flat actions (-2 pads) and the chance of each (an
+    action may appear more than once: its chance is the sum)."""
     valid = arms != -2
     k = valid.sum(axis=1)
     pick = np.minimum((v * k).astype(np.int64), k - 1)
@@ -294,7 +352,9 @@ def _explore(served: np.ndarray, arms: np.ndarray, u: np.ndarray, v: np.ndarray,
     chosen = np.where(explored, drawn, np.where(challenged, rival, served))
     in_arms = (valid & (arms == chosen[:, None])).any(axis=1)
     propensity = eps / k * in_arms + (1.0 - eps) * ((1.0 - c) * (chosen == served) + c * (chosen == rival))
-    return chosen, propensity, explored, challenged
+    support = (np.column_stack([np.where(valid, arms, -2), served, rival]),
+               np.column_stack([np.where(valid, eps / k[:, None], 0.0), (1.0 - eps) * (1.0 - c), (1.0 - eps) * c]))
+    return chosen, propensity, explored, challenged, support
 
 
 def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm_allowed: np.ndarray,
@@ -310,13 +370,14 @@ def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm
     contenders = _contenders(value, safe) if eps > 0 else None
     arms = designed_arms(greedy, value, config, contenders) if contenders is not None else greedy[:, None]
     challenger = contenders[:, 0] if contenders is not None and config.challenger > 0 else None
-    flat, propensity, explored, challenged = _explore(greedy, arms, u, v, eps, challenger, config.challenger)
+    flat, propensity, explored, challenged, support = _explore(greedy, arms, u, v, eps, challenger,
+                                                               config.challenger)
     no_phone = channel_allowed.copy()
     no_phone[:, vocab.CONTACT_CHANNELS.index("phone")] = False
     alt_value = action_values(gain, stake, no_phone, arm_allowed, config)
     return Choice(*_unflatten(flat, value, gain, shape), propensity=propensity, explored=explored,
                   alt=tuple(_unflatten(_safe_greedy(alt_value, safe, prefs)[0], alt_value, gain, shape)),
-                  departed=departed, challenged=challenged)
+                  departed=departed, challenged=challenged, support=support)
 
 
 def _contenders(value: np.ndarray, safe: SafePolicy | None) -> np.ndarray:

@@ -42,6 +42,9 @@ def capacity_step(rows: pd.DataFrame, capacity: int | None, calls_per_hour: floa
     for col in ("channel", "window_start", "window_end", "offer", "template"):
         rows.loc[moved, col] = rows.loc[moved, f"_alt_{col}"]
     rows.loc[moved, "expected_gain"] = rows.loc[moved, "_alt_gain"]
+    if "_support" in rows.columns:  # the policy's distribution and the taken action's chance, as a moved call's
+        rows.loc[moved, "_support"] = rows.loc[moved, "_alt_support"]
+        rows.loc[moved, "propensity"] = rows.loc[moved, "_alt_propensity"]
     retier = moved & rows["tier"].isin(vocab.CALL_TIERS).to_numpy()
     # a moved call's other action is never a call: its tier is the channel's (digital, letter or no contact)
     rows.loc[retier, "tier"] = policy.channel_tiers(rows.loc[retier, "channel"].to_numpy())
@@ -53,7 +56,7 @@ def capacity_step(rows: pd.DataFrame, capacity: int | None, calls_per_hour: floa
                "value_of_one_more_collector_hour": policy.marginal_call_value(is_call, value, alt, capacity,
                                                                               calls_per_hour),
                "expected_value": float(values.sum())}
-    keep_cols = [c for c in (*BATCH_COLUMNS, "_features") if c in rows.columns]
+    keep_cols = [c for c in (*BATCH_COLUMNS, "_features", "_support") if c in rows.columns]
     return rows.loc[:, keep_cols].reset_index(drop=True), summary, values
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.answers import public
 from models.bundle import DECISION_NAMESPACE, ScoringBundle, mark_contested
 from models.calendar import instant_ns
 from models.contract import MAX_ROWS, ContractError
@@ -97,8 +98,9 @@ def not_overdue_answer(bundle: ScoringBundle, account_id: str, as_of: pd.Timesta
 
 
 def score_requests(bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One answer per parsed request, in order; raises ContractError naming the table, column and rows."""
-    return [answer for answer, _ in score_requests_with_features(bundle, requests)]
+    """One answer per parsed request, in order (the contract's: without the record's `support`); raises
+    ContractError naming the table, column and rows."""
+    return [public(answer) for answer, _ in score_requests_with_features(bundle, requests)]
 
 
 def score_requests_with_features(bundle: ScoringBundle, requests: Sequence[Mapping[str, Any]],

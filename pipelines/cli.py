@@ -243,7 +243,7 @@ def evaluate(
 
     eps = None if explore is None else explore_rate(explore)
     bundle = load_bundle(model).bundle
-    portfolio, _, blocked = feedback.load(read_dir(data), decision_log, bundle.feature_config)
+    portfolio, _, blocked, _ = feedback.load(read_dir(data), decision_log, bundle.feature_config)
     logs = load_examples(examples).decisions if examples else None
     end = resolve_history_end(data, prepare(portfolio, bundle.feature_config))
     when = pd_timestamp(as_of) if as_of else end

@@ -43,15 +43,19 @@ log = logging.getLogger(__name__)
 
 class Joined(NamedTuple):
     """What training gets from the decision log: the portfolio with its contacts joined, the counts of what was
-    joined (logged with the run), and per contact that carried out its decision (by contact_id) the names its
-    decision's rules blocked (channels, offers or "all"; only contacts whose decision blocked something)."""
+    joined (logged with the run), per contact that carried out its decision (by contact_id) the names its
+    decision's rules blocked (channels, offers or "all"; only contacts whose decision blocked something), and
+    per such contact the actions its policy gave a chance (the answer's `support`: (channel, window, offer)
+    tuples; only decisions recorded with it)."""
 
     portfolio: Portfolio
     counts: dict
     blocked: pd.Series
+    support: pd.Series = pd.Series(dtype=object)
 
 
 NO_BLOCKS = pd.Series(dtype=object)
+NO_SUPPORT = NO_BLOCKS
 SAME_ATTEMPT = pd.Timedelta(minutes=1)  # an API outcome this close to an export row of its decision is that row
 DEFAULT_LOG_FILE = "decisions.db"  # what `cureflow score` and `cureflow serve` write when no URL is set
 
@@ -130,7 +134,7 @@ def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None
     counts = dict.fromkeys(("contacts_naming_a_decision", "unknown_decision", "carried_out", "propensity_from_log",
                             "propensity_replaced", "deviated", "overridden", "api_outcomes_added",
                             "api_outcomes_in_export", "api_outcomes_no_contact", "api_outcomes_elsewhere",
-                            "carried_out_with_actions_blocked"), 0)
+                            "carried_out_with_actions_blocked", "carried_out_with_distribution"), 0)
     added = _api_rows(outcomes, records, contacts, set(portfolio.accounts["account_id"]), counts)
     if len(added):  # validated with the rest: the API's rows meet the contract like the export's
         both = pd.concat([contacts.astype(object), added.astype(object)], ignore_index=True)
@@ -178,7 +182,13 @@ def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None
     blocked = pd.Series([names[i] for i in kept], index=contacts["contact_id"].to_numpy(dtype=object)[rows[kept]],
                         dtype=object)
     counts["carried_out_with_actions_blocked"] = len(blocked)
-    return Joined(replace(portfolio, contacts=contacts), counts, blocked)
+    dists = [(i, answers[i].get("support")) for i in np.flatnonzero(follows)]
+    dists = [(i, d) for i, d in dists if d]
+    support = pd.Series([frozenset((c, w, o) for c, w, o, p in d if p > 0) for _, d in dists],
+                        index=contacts["contact_id"].to_numpy(dtype=object)[rows[[i for i, _ in dists]]]
+                        if dists else [], dtype=object)
+    counts["carried_out_with_distribution"] = len(support)
+    return Joined(replace(portfolio, contacts=contacts), counts, blocked, support)
 
 
 def blocked_actions(blocked: pd.Series, contact_ids: pd.Series, actions: list[tuple[str, str, str]]) -> np.ndarray:
@@ -196,6 +206,23 @@ def blocked_actions(blocked: pd.Series, contact_ids: pd.Series, actions: list[tu
     for names in set(named[found]):
         hit = found[named[found] == names]
         out[hit] = contact & (np.isin(channel, list(names)) | np.isin(offer, list(names)) | ("all" in names))
+    return out
+
+
+def supported_actions(support: pd.Series, contact_ids: pd.Series, actions: list[tuple[str, str, str]]
+                      ) -> np.ndarray:
+    """(decisions, actions) True where the decision's policy gave the action a chance (`Joined.support`); a
+    decision recorded without its distribution (the export's own propensities, an older record) is True
+    everywhere: nothing says what it could not have done."""
+    out = np.ones((len(contact_ids), len(actions)), dtype=bool)
+    if support.empty:
+        return out
+    named = support.reindex(contact_ids.to_numpy(dtype=object)).to_numpy(dtype=object)
+    found = np.flatnonzero(pd.notna(named))
+    keys = np.array([hash(a) for a in actions])
+    for dist in set(named[found]):
+        hit = found[named[found] == dist]
+        out[hit] = np.isin(keys, [hash(a) for a in dist])
     return out
 
 

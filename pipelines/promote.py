@@ -47,7 +47,8 @@ from models.features import prepare
 from models.files import write_json_atomic
 from models.metrics import FRESH_DAYS_PAST_DUE, classification_report
 from models.registry import load_bundle, parse_model_uri, registry_client, resolve_version
-from pipelines.feedback import NO_BLOCKS
+from models.response import ActionSpace
+from pipelines.feedback import NO_BLOCKS, NO_SUPPORT, supported_actions
 
 ROLES = ("challenger", "champion")
 
@@ -120,18 +121,23 @@ def compare_cure(contenders: list[Contender], portfolio: Portfolio, data: Path) 
 
 
 def policy_terms(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFrame,
-                 blocked: pd.Series = NO_BLOCKS) -> np.ndarray:
+                 blocked: pd.Series = NO_BLOCKS, support: pd.Series = NO_SUPPORT) -> np.ndarray:
     """Per logged decision, the doubly robust term of the value (payment within 7 days) of the policy the
     bundle serves (`pipelines.evaluate.served_targets`: its safe policy, the playbook on day one):
     q(x, served action) + 1[served = logged] / propensity x (paid - q(x, logged action)); q is 0 without a
-    response model, which leaves inverse propensity weighting."""
+    response model, which leaves inverse propensity weighting. NaN where the decision's recorded distribution
+    (`support`, `pipelines.feedback.Joined`) gave the served action no chance: there the term would be the
+    response model's opinion, which no outcome corrects."""
     from pipelines.evaluate import served_targets
 
     taken = logs["action"].to_numpy()
     rows = np.arange(len(logs))
     q, target = served_targets(bundle, portfolio, logs, blocked)
-    return ope.dr_terms(logs["label"], logs["propensity"], (target == taken).astype(float), q[rows, taken],
-                        q[rows, target])[0]
+    terms = ope.dr_terms(logs["label"], logs["propensity"], (target == taken).astype(float), q[rows, taken],
+                         q[rows, target])[0]
+    space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
+    supported = supported_actions(support, logs["contact_id"], space.actions)[rows, target]
+    return np.where(supported, terms, np.nan)
 
 
 def _mean_interval(terms: np.ndarray) -> dict:
@@ -141,10 +147,12 @@ def _mean_interval(terms: np.ndarray) -> dict:
 
 
 def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Timestamp,
-                   blocked: pd.Series = NO_BLOCKS) -> dict:
+                   blocked: pd.Series = NO_BLOCKS, support: pd.Series = NO_SUPPORT) -> dict:
     """Each contender's DR payment rate on the same held-out logged decisions, and the paired difference
     challenger - champion; an empty comparison when no randomised decision is held out. `blocked`: what each
-    carried-out decision's own rules blocked (`pipelines.feedback.Joined`), never a contender's action there."""
+    carried-out decision's own rules blocked (`pipelines.feedback.Joined`), never a contender's action there;
+    `support`: the actions each decision's policy gave a chance; a decision where either contender's action
+    had none is left out of the comparison (`unsupported` counts them)."""
     from pipelines.examples_from_logs import decision_examples
 
     since = later(contenders, "response_holdout_from")
@@ -157,10 +165,14 @@ def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Ti
         logs = cache[config]
         if logs.empty:
             return {"from": since.isoformat(), "decisions": 0, "values": {}, "difference": None}
-        terms[c.role] = pd.Series(policy_terms(c.bundle, portfolio, logs, blocked),
+        terms[c.role] = pd.Series(policy_terms(c.bundle, portfolio, logs, blocked, support),
                                   index=logs["contact_id"].to_numpy())
-    paired = pd.concat(terms, axis=1, join="inner")
-    out = {"from": since.isoformat(), "decisions": len(paired),
+    both = pd.concat(terms, axis=1, join="inner")
+    paired = both.dropna()
+    if paired.empty:
+        return {"from": since.isoformat(), "decisions": 0, "unsupported": len(both), "values": {},
+                "difference": None}
+    out = {"from": since.isoformat(), "decisions": len(paired), "unsupported": len(both) - len(paired),
            "values": {role: _mean_interval(paired[role].to_numpy()) for role in terms}}
     out["difference"] = (_mean_interval((paired["challenger"] - paired["champion"]).to_numpy())
                          if len(terms) == 2 else None)
@@ -193,6 +205,10 @@ def decide(cure: dict, policy: dict, margins: dict, gate_passed: bool = True,
                        "text": f"policy payment rate {vc:.4f} vs champion {vp:.4f}, paired difference "
                                f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
                                f"(may drop {margins['max_policy_value_drop']})"})
+    elif policy.get("unsupported"):
+        checks.append({"name": "policy_value", "ok": False,
+                       "text": f"none of the {policy['unsupported']:,} held-out decisions gave both policies' actions "
+                               f"a chance: the policy cannot be compared"})
     checks.sort(key=lambda c: c["ok"])
     return all(c["ok"] for c in checks), checks
 
@@ -257,12 +273,12 @@ def load_contender(client, role: str, uri: str) -> Contender | None:
 
 
 def evaluate_contenders(challenger: Contender, champion: Contender, portfolio: Portfolio, data: Path,
-                        margins: dict, min_baseline_lift: float = 0.0, blocked: pd.Series = NO_BLOCKS
-                        ) -> tuple[bool, list[dict], dict, dict]:
+                        margins: dict, min_baseline_lift: float = 0.0, blocked: pd.Series = NO_BLOCKS,
+                        support: pd.Series = NO_SUPPORT) -> tuple[bool, list[dict], dict, dict]:
     """Both comparisons and the verdict."""
     contenders = [challenger, champion]
     cure = compare_cure(contenders, portfolio, data)
-    policy = compare_policy(contenders, portfolio, pd.Timestamp(cure["history_end"]), blocked)
+    policy = compare_policy(contenders, portfolio, pd.Timestamp(cure["history_end"]), blocked, support)
     gate = challenger.tags.get("quality_gate", "passed") == "passed"
     promoted, checks = decide(cure, policy, margins, gate, min_baseline_lift)
     return promoted, checks, cure, policy
@@ -296,9 +312,10 @@ def run(data: Path, challenger_uri: str, champion_uri: str, params: dict, dry_ru
         promoted, checks, cure, policy = True, [], None, None
     else:
         lift = float(params["train"]["quality_gate"].get("min_baseline_lift", 0.0))
-        portfolio, _, blocked = feedback.load(read_dir(data), decision_log, FeatureConfig.from_params(params))
+        portfolio, _, blocked, support = feedback.load(read_dir(data), decision_log,
+                                                       FeatureConfig.from_params(params))
         promoted, checks, cure, policy = evaluate_contenders(challenger, champion, portfolio, data,
-                                                             params["promote"], lift, blocked)
+                                                             params["promote"], lift, blocked, support)
     report.update(promoted=promoted, checks=checks, cure=cure, policy=policy,
                   tags=_tags(promoted, checks, champion, cure, policy, decided_at))
     _print(report, log)

@@ -228,7 +228,8 @@ def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str]
 
 def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, resp_holdout: pd.DataFrame,
                     names: list[str], params: dict, portfolio: Portfolio, log=print,
-                    blocked: pd.Series = feedback.NO_BLOCKS) -> safe.SafePolicy:
+                    blocked: pd.Series = feedback.NO_BLOCKS, support: pd.Series = feedback.NO_SUPPORT
+                    ) -> safe.SafePolicy:
     """The baseline and the departure margin (models.safe).
 
     The baseline is the team's playbook (params policy.playbook, models.playbook); with `policy.baseline:
@@ -237,7 +238,9 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
     (`_learned_baseline`); `{channel, window, offer}` names one fixed action instead. The margin is chosen on
     the held-out randomised decisions. Without a response model the policy is its baseline: on day one, the
     playbook. `blocked`: what each carried-out decision's own rules blocked (`pipelines.feedback.Joined`), not
-    an action either side of a test is judged by there (`_logged_values`)."""
+    an action either side of a test is judged by there (`_logged_values`). `support`: which actions each
+    decision's policy gave a chance (`pipelines.feedback.Joined`); the learned baseline's test leaves out a
+    decision where either side had none (`models.safe.honest_improvement`)."""
     conf = params["policy"].get("safe", {})
     z = float(conf.get("z", 1.645))
     windows = tuple(w.name for w in FeatureConfig.from_params(params).windows)
@@ -257,8 +260,10 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
     value, scores, allowed, outcomes = _logged_values(response, logs, names, params, portfolio, blocked)
     least = int(conf.get("min_departures", 30))
     if chosen == "auto":
+        supported = feedback.supported_actions(support, logs["contact_id"], space.actions)
         base = _learned_baseline(base, value, scores, allowed, logs, space, float(conf.get("baseline_z", 0.0)),
-                                 evidence, least, int(conf.get("baseline_folds", 2)), retire_z=z)
+                                 evidence, least, int(conf.get("baseline_folds", 2)), retire_z=z,
+                                 supported=supported)
     held = slice(len(logs) - len(resp_holdout), None)  # the held-out decisions are the last rows of `logs`
     margin, trials = math.inf, []
     if len(resp_holdout):
@@ -273,7 +278,8 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
     if test is not None:
         log(f"learned baseline: {evidence['best_single_text']} against the playbook, cross-fitted improvement "
             f"{test['improvement']:+.3f} (se {test['se']:.3f}) of the arrears per decision, {test['observed']} "
-            f"decisions took it where the two differ (at least {least}): "
+            f"decisions took it where the two differ ({test['effective']:.0f} by weight, at least {least}; "
+            f"{test['unsupported']:,} left out where the log gave either side no chance): "
             + ("it replaces the playbook" if base.playbook is None else
                f"the playbook stays; the challenger is {evidence.get('challenger', 'in trial')}"))
     log(f"safe policy: baseline {evidence['baseline_text']}; "
@@ -312,7 +318,8 @@ def _prefs(base: safe.SafePolicy, logs: pd.DataFrame, windows: tuple[str, ...]) 
 
 def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarray, allowed: np.ndarray,
                       logs: pd.DataFrame, space: ActionSpace, z: float, evidence: dict, least: int = 30,
-                      folds: int = 2, retire_z: float = 1.645) -> safe.SafePolicy:
+                      folds: int = 2, retire_z: float = 1.645, supported: np.ndarray | None = None
+                      ) -> safe.SafePolicy:
     """The best single action for everyone (with the ranking of the others, what stands in where the rules
     forbid it), where it beats the configured baseline (the playbook) on the randomised decisions; else the
     configured baseline.
@@ -321,10 +328,13 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
     (`safe.per_unit`), and the test is cross-fitted (`safe.honest_improvement`: each fold of accounts judged
     by the ranking learned on the others, `folds` of them). It replaces the playbook where that improvement
     `z` standard errors below its mean (params policy.safe.baseline_z, default 0) is above zero, with at
-    least `least` decisions that took the ranking's action where the two differ (models.safe.observed: else
-    the estimate is the model's opinion). Until then the ranking is the `contender`: an experiment arm, and
-    the challenger a share of the accounts is served (policy.experiments.challenger), unless it has lost:
-    its improvement `retire_z` standard errors above the mean is below zero, on at least `least` decisions.
+    least `least` decisions, counted by weight, that took the ranking's action where the two differ
+    (models.safe.observed and effective: else the estimate is the model's opinion, or a few rare draws' luck).
+    Both the pick and the test read only decisions whose logging policy gave the action a chance (`supported`,
+    from the decision log's distributions; everywhere for decisions recorded without one). Until then the
+    ranking is the `contender`: an experiment arm, and the challenger a share of the accounts is served
+    (policy.experiments.challenger), unless it has lost: its improvement `retire_z` standard errors above the
+    mean is below zero, on at least `least` decisions by weight.
 
     Why not a 95% bound, as for the departures: the shipped playbook is a guess about a portfolio nobody
     here has seen, not a rule a team has proven, and the best single action is what the product promises
@@ -339,7 +349,7 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
     charge, worth 0 where the playbook was worth about 3,000 JPY per overdue account (docs/benchmarks.md)."""
     design = safe.action_design(space.actions[:-1])
     shares = safe.per_unit(scores, logs["arrears"].to_numpy(dtype=np.float64))
-    single, means = safe.best_single(shares, allowed, design)
+    single, means = safe.best_single(shares, allowed, design, supported)
     learned = safe.SafePolicy(single, ranking=safe.ranking(means))
     evidence["best_single_text"] = _action_text(space, single)
     evidence["best_single_share"] = float(means[single]) if single >= 0 else 0.0  # of the arrears, net of cost
@@ -353,10 +363,11 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
         current = base.base(value[:, :-1], _prefs(base, logs, windows))
         fold = pd.util.hash_array(logs["account_id"].astype(str).to_numpy(dtype=object)) % max(folds, 2)
         test = safe.honest_improvement(shares, allowed, design, current, value[:, :-1], fold, z,
-                                       logs["action"].to_numpy())
+                                       logs["action"].to_numpy(), logs["propensity"].to_numpy(dtype=float),
+                                       supported)
         evidence["best_single_vs_configured"] = {**test, "z": z, "unit": "share of the arrears"}
-        if test["lcb"] <= 0 or test["observed"] < least:
-            lost = test["observed"] >= least and test["improvement"] + retire_z * test["se"] < 0
+        if test["lcb"] <= 0 or test["effective"] < least:
+            lost = test["effective"] >= least and test["improvement"] + retire_z * test["se"] < 0
             evidence["challenger"] = ("retired: it does worse than the playbook" if lost else "in trial"
                                       if learned.ranking else "none: no contact action is estimated to pay")
             return dataclasses.replace(base, contender=() if lost else learned.ranking)
@@ -394,7 +405,7 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
     cure_p = params["cure"]
     horizon = int(cure_p["horizon_days"])
     config = FeatureConfig.from_params(params)
-    portfolio, fed, blocked = feedback.load(read_dir(data), decision_log, config)
+    portfolio, fed, blocked, support = feedback.load(read_dir(data), decision_log, config)
     if fed:
         log("decision log: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in fed.items()))
     if examples is None:
@@ -423,7 +434,7 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
         response, resp_train, resp_holdout, resp_cut = fit_response_model(examples.decisions, names, params,
                                                                           config, log=log)
         safe_policy = fit_safe_policy(response, resp_train, resp_holdout, names, params, portfolio, log=log,
-                                      blocked=blocked)
+                                      blocked=blocked, support=support)
     bundle = ScoringBundle(params=params, feature_names=names, cure=model, response=response, safe=safe_policy,
                            baseline=baseline,
                            metadata={"history_end": end.isoformat(), "data": str(data),
@@ -442,7 +453,8 @@ def fit(data: Path, params: dict | None = None, history_end_at: str | None = Non
         log(f"gap to the simulator's true cure chance: mean |p - p_true| = {metrics['truth_mae']:.4f} "
             f"over {len(gap):,} accounts overdue at the end")
     return TrainResult(bundle, metrics, hold, gains_table(hold["label"], hold["p"]), gap, end, bands=bands,
-                       portfolio=portfolio, decisions_holdout=resp_holdout, data=Path(data), blocked=blocked)
+                       portfolio=portfolio, decisions_holdout=resp_holdout, data=Path(data), blocked=blocked,
+                       support=support)
 
 
 def usual_values(train: pd.DataFrame, names: list[str]) -> dict[str, float]:

@@ -25,6 +25,7 @@ class TrainResult:
     decisions_holdout: pd.DataFrame | None = None  # logged decisions held out from the response model
     data: Path | None = None
     blocked: pd.Series | None = None               # what each carried-out decision's rules blocked (feedback)
+    support: pd.Series | None = None               # the actions each carried-out decision's policy gave a chance
 
 
 OUTPUT_FILES = {"bundle": "bundle.joblib", "metrics": "metrics.json", "gains": "gains.csv",

@@ -40,7 +40,7 @@ from serving import sources
 from serving.batch.rows import Scored, plain_text, with_feature_text
 
 NUMBER_COLUMNS = ("cure_probability", "priority", "expected_gain", "propensity", "_value", "_alt_value", "_alt_gain",
-                  "_call_rank")
+                  "_alt_propensity", "_call_rank")
 EXTRA = (("_features", "string"), ("_kind", "string"), ("_fingerprint", "string"), ("_accounts", "long"))
 
 

@@ -245,3 +245,50 @@ def test_the_challenger_share_is_checked_naming_the_option():
         params["experiments"] = {**params["experiments"], "challenger": bad}
         with pytest.raises(ValueError, match="policy.experiments.challenger"):
             PolicyConfig.from_params(params)
+
+
+def test_the_recorded_distribution_is_how_often_each_action_is_taken_and_sums_to_one():
+    """Every account in one state, with experiments and a challenger: the distribution the decision log keeps
+    (`support_lists`) gives each action the share of the accounts that took it, and nothing else a chance."""
+    from models.policy import support_lists
+
+    rng = np.random.default_rng(11)
+    n = 40_000
+    c, taken, base, rival = _champion_challenger(n, 0.1, rng.random(n), rng.random(n))
+    taken = np.where(c.channel < 0, -1, taken)                           # no contact
+    windows = ("weekday_morning", "weekday_afternoon", "weekday_evening", "weekend")
+    dist = support_lists(c.support, windows)
+    assert dist[0] == dist[-1]                                           # the same state, the same distribution
+    assert sum(p for *_, p in dist[0]) == pytest.approx(1.0, abs=1e-5)
+    chance = {(ch, w, o): p for ch, w, o, p in dist[0]}
+    names = {(ch * 4 + w) * 2 + a: (("phone", "sms", "email", "letter", "ivr")[ch], windows[w],
+                                    ("reminder", "instalment_plan")[a])
+             for ch in range(5) for w in range(4) for a in range(2)} | {-1: ("none", "none", "none")}
+    seen = {names[a]: (taken == a).mean() for a in np.unique(taken)}
+    assert set(seen) == set(chance)                                      # no action taken without a chance
+    for action, share in seen.items():
+        assert chance[action] == pytest.approx(share, abs=0.01)
+    for i in range(50):                                                  # the recorded propensity is its chance
+        assert c.propensity[i] == pytest.approx(chance[names[taken[i]]], abs=1e-6)
+
+
+def test_without_experiments_the_distribution_is_the_served_action_alone():
+    from models.policy import support_lists
+
+    c = _choose(_gain(2), [40000.0, 1000.0])
+    dist = support_lists(c.support, ("weekday_morning", "weekday_afternoon", "weekday_evening", "weekend"))
+    assert [len(d) for d in dist] == [1, 1] and all(d[0][3] == 1.0 for d in dist)
+    assert dist[0][0][:3] == ["phone", "weekday_evening", "reminder"]
+
+
+def test_a_call_the_capacity_moves_gives_every_call_chance_to_the_action_done_instead():
+    from models.policy import capacity_moved, chance_of
+
+    flat = lambda ch, w, a: (ch * 4 + w) * 2 + a  # noqa: E731
+    acts = np.array([[flat(0, 2, 0), flat(0, 1, 0), flat(1, 2, 0), -1]])
+    chance = np.array([[0.9, 0.05, 0.03, 0.02]])
+    alt = (np.array([1]), np.array([2]), np.array([0]))                  # sms on weekday evenings, a reminder
+    moved = capacity_moved((acts, chance), alt, 4)
+    assert chance_of(moved, alt, 4)[0] == pytest.approx(0.98)
+    assert chance_of(moved, (np.array([0]), np.array([2]), np.array([0])), 4)[0] == 0.0   # no call is left
+    assert chance_of(moved, (np.array([-1]), np.array([-1]), np.array([-1])), 4)[0] == pytest.approx(0.02)

@@ -200,3 +200,46 @@ def test_a_few_rare_draws_do_not_count_as_many_observed_departures():
     assert math.isinf(margin)
     even = safe.effective(scores, greedy, np.zeros(n, dtype=int), taken, np.full(n, 0.25))
     assert even == pytest.approx(49.0)             # equal chances: the count itself
+
+
+def test_the_learned_baseline_is_not_judged_where_the_log_gave_it_no_chance():
+    """Positivity: the model thinks action 1 pays 300 more than the team's action 0; in truth it pays 100
+    less. Half of the decisions' experiments could draw it (their outcomes correct the model), the other
+    half never could (there its doubly robust score is the model's opinion, which nothing corrects). Read
+    everywhere, the test adopts it; read only where the log gave both actions a chance, it does not."""
+    n = 20_000
+    rng = np.random.default_rng(3)
+    drawable = np.arange(n) % 4 < 2                               # its experiments could draw action 1
+    arms = np.where(drawable, 3, 2)
+    pick = rng.integers(0, 3, n) % arms
+    taken = np.where(drawable, pick, np.where(pick == 1, 2, pick))  # 0, 1 or no contact (2); else 0 or 2
+    truth = np.array([200.0, 100.0, 0.0])
+    reward = truth[taken] + rng.normal(0, 100, n)
+    value = np.tile([200.0, 500.0, 0.0], (n, 1))                  # the model's opinion
+    scores = safe.dr_matrix(value, taken, 1.0 / arms, reward)
+    allowed = np.ones((n, 3), dtype=bool)
+    supported = np.ones((n, 3), dtype=bool)
+    supported[~drawable, 1] = False
+    current, fold = np.zeros(n, dtype=np.int64), np.arange(n) % 2
+    everywhere = safe.honest_improvement(scores, allowed, None, current, value[:, :-1], fold, 0.0, taken)
+    assert everywhere["improvement"] > 3 * everywhere["se"] > 0   # the model's opinion wins the test
+    honest = safe.honest_improvement(scores, allowed, None, current, value[:, :-1], fold, 0.0, taken,
+                                     1.0 / arms, supported)
+    assert honest["lcb"] <= 0.0                                    # no improvement where it could be seen
+    _, means = safe.best_single(scores, allowed, None, supported)
+    assert means[1] < means[0]                                     # and the pick is read there too
+    assert means[1] == pytest.approx(100.0, abs=15.0)
+
+
+def test_where_the_pick_had_no_chance_the_decisions_are_left_out_and_counted():
+    n = 1_000
+    taken = np.arange(n) % 3
+    scores = safe.dr_matrix(np.tile([0.0, 50.0, 0.0], (n, 1)), taken, np.full(n, 1 / 3),
+                            np.where(taken == 1, 60.0, 0.0))        # action 1 pays, and is the pick
+    allowed = np.ones((n, 3), dtype=bool)
+    supported = np.ones((n, 3), dtype=bool)
+    supported[:100, 1] = False
+    test = safe.honest_improvement(scores, allowed, None, np.zeros(n, dtype=np.int64), np.zeros((n, 2)),
+                                   np.arange(n) % 2, 0.0, taken, np.full(n, 1 / 3), supported)
+    assert test["unsupported"] == 100
+    assert test["observed"] == int((taken[100:] == 1).sum())

@@ -57,7 +57,7 @@ def test_a_contact_carrying_out_its_decision_takes_the_propensity_and_template_f
         log.add_event(q.iloc[3]["decision_id"], "override", "k1",
                       {"channel": q.iloc[3]["channel"], "offer": "instalment_plan", "reason": "asked", "by": "c-1"},
                       "tester", "default")
-        joined, counts, _ = feedback.join(_with_contacts(scored["portfolio"], rows), log)
+        joined, counts, *_ = feedback.join(_with_contacts(scored["portfolio"], rows), log)
     finally:
         log.close()
     out = joined.contacts.set_index("contact_id")
@@ -124,7 +124,7 @@ def test_outcomes_reported_through_the_api_become_contacts_rows_each_attempt_onc
         outcome(q.iloc[5], "dup")          # the export holds the same attempt
         outcome(q.iloc[6], "api-only")     # only the API knows it
         outcome(q.iloc[7], "not-made", contacted=False)
-        joined, counts, _ = feedback.join(_with_contacts(scored["portfolio"], [exported]), log)
+        joined, counts, *_ = feedback.join(_with_contacts(scored["portfolio"], [exported]), log)
     finally:
         log.close()
     api = joined.contacts[joined.contacts["contact_id"].str.startswith("api-outcome-")]
@@ -139,7 +139,7 @@ def test_without_a_decision_log_the_portfolio_is_unchanged(scored, monkeypatch, 
     monkeypatch.delenv("CUREFLOW_DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)
     assert feedback.decision_log_url(None) is None
-    same, counts, _ = feedback.from_url(scored["portfolio"], None)
+    same, counts, *_ = feedback.from_url(scored["portfolio"], None)
     assert same is scored["portfolio"] and counts == {}
 
 
@@ -150,7 +150,7 @@ def test_training_examples_learn_from_the_carried_out_decisions_and_not_from_the
     q = scored["queue"]
     rows = [_row(q.iloc[0], "fb-learn-done"), _row(q.iloc[2], "fb-learn-deviated", channel="letter")
             if q.iloc[2]["channel"] != "letter" else _row(q.iloc[2], "fb-learn-deviated", channel="sms")]
-    portfolio, counts, _ = feedback.from_url(_with_contacts(scored["portfolio"], rows), scored["url"])
+    portfolio, counts, *_ = feedback.from_url(_with_contacts(scored["portfolio"], rows), scored["url"])
     assert counts["carried_out"] >= 1
     end = (pd.Timestamp(q["window_start"].max()).tz_convert("UTC") + pd.Timedelta(days=8)).isoformat()
     decisions = build_examples(portfolio, trained["data"], load_params(), end, log=lambda *_: None).decisions
@@ -213,7 +213,7 @@ def test_the_closed_loops_crm_export_names_decisions_and_the_log_gives_back_thei
     export = validate(live.tables(crm_export=True))
     ours = export.contacts[export.contacts["decision_id"].notna()]
     assert len(ours) > len(overdue) // 2 and ours["propensity"].isna().all()    # the CRM knows only the id
-    joined, counts, _ = feedback.from_url(export, url)
+    joined, counts, *_ = feedback.from_url(export, url)
     back = joined.contacts[joined.contacts["decision_id"].notna()].merge(decisions, on="decision_id",
                                                                         suffixes=("", "_played"))
     assert counts["carried_out"] == len(back) and counts["deviated"] == 0
@@ -233,7 +233,7 @@ def test_play_exports_a_week_of_outcomes_and_replays_the_weeks_before_it_exactly
     exported = read_dir(week1)
     named = exported.contacts[exported.contacts["decision_id"].notna()]
     assert len(named) > 0 and named["propensity"].isna().all()
-    _, counts, _ = feedback.from_url(exported, scored["url"])
+    _, counts, *_ = feedback.from_url(exported, scored["url"])
     # decision ids are deterministic, and the module's log is shared: a decision a test before this overrode is
     # not carried out, and an outcome a test before this reported through the API is one more contact
     assert counts["contacts_naming_a_decision"] == len(named)
@@ -268,3 +268,55 @@ def test_the_greedy_policy_judged_by_evaluate_and_promote_never_takes_an_action_
     _, held = greedy_targets(bundle, portfolio, logs, everything)
     assert np.all((held == taken) | (held == space.none_index))
     assert (held != free).sum() > 50
+
+
+def test_a_carried_out_decision_brings_the_actions_its_policy_gave_a_chance(scored):
+    """The batch records each decision's whole distribution (the answer's `support`); training reads which
+    actions a decision could have taken from it, and assumes nothing of a contact with no such record."""
+    q = scored["queue"]
+    rows = [_row(q.iloc[0], "fb-support-done"),
+            _row(q.iloc[1], "fb-support-unknown", decision_id="not-a-decision-of-this-log", propensity=0.25)]
+    joined = feedback.from_url(_with_contacts(scored["portfolio"], rows), scored["url"])
+    log = DecisionLog(scored["url"])
+    try:
+        record = log.decisions_named({q.iloc[0]["decision_id"]})[q.iloc[0]["decision_id"]]
+    finally:
+        log.close()
+    dist = record["answer"]["support"]
+    assert sum(p for *_, p in dist) == pytest.approx(1.0, abs=1e-5)
+    assert any(c == q.iloc[0]["channel"] and p == pytest.approx(q.iloc[0]["propensity"], abs=1e-6)
+               for c, _, _, p in dist)                              # the recorded propensity is its chance
+    assert joined.support["fb-support-done"] == frozenset((c, w, o) for c, w, o, _ in dist)
+    assert "fb-support-unknown" not in joined.support.index
+    assert joined.counts["carried_out_with_distribution"] == joined.counts["carried_out"] >= 1  # every one
+    space = ActionSpace(("weekday_morning", "weekday_afternoon", "weekday_evening", "weekend"))
+    mask = feedback.supported_actions(joined.support, pd.Series(["fb-support-done", "fb-support-unknown"]),
+                                      space.actions)
+    assert mask[0].sum() == len(dist) and mask[1].all()
+    assert [space.actions[i] for i in np.flatnonzero(mask[0])] == sorted(
+        (tuple(d[:3]) for d in dist), key=space.actions.index)
+
+
+def test_every_batch_decision_records_its_distribution_and_a_moved_call_hands_on_its_chance(trained):
+    """The queue's rows carry the policy's whole distribution: it sums to one, the recorded propensity is the
+    chance of the action done, and a call the day's capacity moved leaves no call a chance (any call drawn
+    would have been moved) and records the chance of the action done instead."""
+    from models.answers import answer_from_row
+    from models.queue import capacity_step
+
+    bundle = joblib_load(trained["bundle_path"])
+    portfolio = read_dir(trained["data"])
+    rows = bundle.score(portfolio, pd.Timestamp(bundle.metadata["history_end"]))
+    calls = int((rows["channel"] == "phone").sum())
+    assert calls >= 4, "the fixture's baseline is a call: the queue must have calls to ration"
+    after, summary, _ = capacity_step(rows, calls // 2, calls_per_hour=12)
+    assert summary["calls_moved_to_other_actions"] >= 2
+    moved = after["blocked"].str.contains("CAPACITY").to_numpy()
+    for row, was_moved in zip(after.to_dict("records"), moved, strict=True):
+        answer = answer_from_row(row)
+        dist = answer["support"]
+        assert sum(p for *_, p in dist) == pytest.approx(1.0, abs=1e-5)
+        done = [p for c, _, _, p in dist if c == answer["action"]["channel"]]
+        assert any(p == pytest.approx(answer["propensity"], abs=1e-6) for p in done)
+        if was_moved:
+            assert not any(c == "phone" for c, *_ in dist) and answer["action"]["channel"] != "phone"

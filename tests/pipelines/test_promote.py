@@ -278,3 +278,16 @@ def test_the_policy_compared_is_the_one_the_bundle_serves_not_the_models_argmax(
     assert np.array_equal(served_targets(before_safe, portfolio, logs)[1], greedy)
     q, target = served_targets(dataclasses.replace(before_safe, response=None), portfolio, logs)
     assert not q.any() and (target == space.none_index).all()   # and without a response model, no contact
+    # where a decision's recorded distribution gave the served action no chance, its term is no evidence
+    contact_ids = logs["contact_id"].to_numpy(dtype=object)
+    others = frozenset(a for a in space.actions if a != space.actions[rule])
+    support = pd.Series([others] * 10, index=contact_ids[:10], dtype=object)
+    terms = policy_terms(never, portfolio, logs, support=support)
+    gone = np.isnan(terms)
+    assert gone[:10].tolist() == (base[:10] == rule).tolist() and not gone[10:].any()
+
+
+def test_a_policy_no_held_out_decision_could_have_served_is_not_promoted():
+    ok, checks = decide(_cure({"roc_auc": 0.8, "ece": 0.01}, {"roc_auc": 0.7, "ece": 0.05}),
+                        {"decisions": 0, "unsupported": 40, "values": {}, "difference": None}, MARGINS)
+    assert not ok and checks[0]["name"] == "policy_value" and "cannot be compared" in checks[0]["text"]

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from models.answers import row_from_answer
+from models.answers import public, row_from_answer
 from models.bundle import BATCH_COLUMNS
 from models.contract import read_dir
 from models.registry import load_bundle
@@ -223,7 +223,9 @@ def test_every_answer_is_recorded_before_it_is_sent_and_can_be_audited(client):
     answer = client.post("/v1/score", json=example_request()).json()
     assert log.count("api") == before + 1
     record = client.get(f"/v1/decisions/{answer['decision_id']}").json()
-    assert record["answer"] == answer and record["caller"].startswith("key-")
+    assert public(record["answer"]) == answer and record["caller"].startswith("key-")
+    chances = [p for c, *_, p in record["answer"]["support"] if c == answer["action"]["channel"]]
+    assert any(p == pytest.approx(answer["propensity"]) for p in chances)  # the record keeps the distribution
     assert record["features"]["days_past_due"] >= 0 and "R-CONSENT" in record["rules_evaluated"]
     assert client.get("/v1/decisions/not-a-decision").status_code == 404
 
@@ -434,7 +436,7 @@ def test_decisions_are_recorded_in_a_real_postgresql_server(trained, tmp_path):
         settings = load_settings(model_uri=str(trained["bundle_path"]), database_url=server.url, api_keys=KEY)
         with TestClient(create_app(settings), headers=HEADERS) as c:
             answer = c.post("/v1/score", json=example_request()).json()
-            assert c.get(f"/v1/decisions/{answer['decision_id']}").json()["answer"] == answer
+            assert public(c.get(f"/v1/decisions/{answer['decision_id']}").json()["answer"]) == answer
             server.stop()
             assert c.post("/v1/score", json=example_request()).status_code == 503
             server.start()
