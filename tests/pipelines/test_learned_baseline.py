@@ -29,7 +29,7 @@ def _logs(effect: float, noise: float, n: int = 6_000, seed: int = 3):
     scores = safe.dr_matrix(value, taken, np.full(n, 1.0 / k), reward)
     logs = pd.DataFrame({"account_id": [f"a{i % (n // 3)}" for i in range(n)],
                          "days_past_due": rng.integers(1, 20, n).astype(float), "arrears": np.full(n, 50_000.0),
-                         "arrears_instalments": np.ones(n), "action": taken})
+                         "arrears_instalments": np.ones(n), "action": taken, "propensity": np.full(n, 1.0 / k)})
     return space, value, scores, np.ones((n, k), dtype=bool), logs, best
 
 
@@ -84,7 +84,8 @@ def test_a_challenger_that_does_worse_than_the_playbook_is_retired():
     reward = np.where(taken == pays, 3_000.0, 0.0) + rng.normal(0, 1_000.0, n)
     scores = safe.dr_matrix(np.zeros((n, k)), taken, np.full(n, 1.0 / k), reward)
     logs = pd.DataFrame({"account_id": [f"a{i % (n // 3)}" for i in range(n)], "days_past_due": days,
-                         "arrears": np.full(n, 50_000.0), "arrears_instalments": np.ones(n), "action": taken})
+                         "arrears": np.full(n, 50_000.0), "arrears_instalments": np.ones(n), "action": taken,
+                         "propensity": np.full(n, 1.0 / k)})
     playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], WINDOWS))
     evidence: dict = {}
     kept = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool), logs, space, 0.0,
@@ -126,7 +127,7 @@ def test_a_call_the_days_capacity_held_is_not_what_the_playbook_is_judged_by():
               + rng.normal(0, 1_000.0, n))
     logs = pd.DataFrame({"account_id": [f"a{i}" for i in range(n)], "contact_id": [f"c{i}" for i in range(n)],
                          "days_past_due": np.full(n, 10.0), "arrears": np.full(n, 50_000.0),
-                         "arrears_instalments": np.ones(n), "action": taken})
+                         "arrears_instalments": np.ones(n), "action": taken, "propensity": propensity})
     model = np.zeros((n, k))  # a response model that knows all this
     model[:, sms] = 1_000.0
     model[:, call] = np.where(held, -500.0, 3_000.0)
