@@ -219,10 +219,9 @@ def supported_actions(support: pd.Series, contact_ids: pd.Series, actions: list[
         return out
     named = support.reindex(contact_ids.to_numpy(dtype=object)).to_numpy(dtype=object)
     found = np.flatnonzero(pd.notna(named))
-    keys = np.array([hash(a) for a in actions])
     for dist in set(named[found]):
         hit = found[named[found] == dist]
-        out[hit] = np.isin(keys, [hash(a) for a in dist])
+        out[hit] = np.array([a in dist for a in actions], dtype=bool)
     return out
 
 
