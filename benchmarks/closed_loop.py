@@ -137,7 +137,7 @@ def _promote(candidate, serving, result, params: dict, here: Path) -> tuple[bool
     return ok, "; ".join(c["text"] for c in checks if not c["ok"])
 
 
-def _baseline_truth(result, tv, playbook_actions: np.ndarray, portfolio, as_of) -> dict:
+def _baseline_truth(result, tv, playbook_actions: np.ndarray) -> dict:
     """The week's retrain's learned-baseline test (its estimate, in shares of the arrears) beside the truth of
     the same comparison on this week's overdue accounts: the retrain's learned ranking (adopted or in trial)
     against the playbook, in shares of the arrears and in JPY, and the response model's mean predicted
@@ -155,9 +155,8 @@ def _baseline_truth(result, tv, playbook_actions: np.ndarray, portfolio, as_of) 
     pick = safe_mod.SafePolicy(ranking=tuple(ranking)).base(allowed[:, :-1])
     col = np.where(pick >= 0, pick, tv.value.shape[1] - 1)
     rows = np.arange(len(col))
-    cons = bundle.constraints(portfolio, as_of)
-    arrears = np.maximum(np.asarray(cons["arrears"], dtype=np.float64), 1e-9)
-    q = bundle.response.predict_matrix(np.asarray(cons["X"], dtype=np.float64))
+    arrears = np.maximum(np.asarray(tv.arrears, dtype=np.float64), 1e-9)
+    q = bundle.response.predict_matrix(np.asarray(tv.X, dtype=np.float64))  # the same features as the serving one
     true_gain = tv.value[rows, col] - tv.value[rows, playbook_actions]
     return {"test_improvement": float(test["improvement"]), "test_se": float(test["se"]),
             "test_observed": int(test["observed"]), "test_pick": bundle.safe.evidence.get("best_single_text", ""),
@@ -224,7 +223,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path,
                                      book.calls_per_hour)
         uniform, _ = _uniform(tv, rng)
         playbook_actions = tv.chosen(playbook, day_one)
-        diagnosis = _baseline_truth(result, tv, playbook_actions, portfolio, as_of) if result is not None else {}
+        diagnosis = _baseline_truth(result, tv, playbook_actions) if result is not None else {}
         decisions = _decisions(rows, bundle, space)
         values = {"cureflow": tv.value_of(tv.chosen(rows, bundle)),
                   "playbook": tv.value_of(playbook_actions), "uniform A/B": tv.value_of(uniform)}

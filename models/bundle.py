@@ -346,11 +346,11 @@ class ScoringBundle:
         out: list[list] = [[] for _ in range(len(channel))]
         chance = np.full(len(channel), np.nan)
         if choice.support is not None and len(calls):
-            moved = policy.capacity_moved(tuple(a[calls] for a in choice.support),
-                                          tuple(a[calls] for a in choice.alt), len(windows))
+            alt = tuple(a[calls] for a in choice.alt[:3])
+            moved = policy.capacity_moved(tuple(a[calls] for a in choice.support), alt, len(windows))
             for i, row in zip(calls.tolist(), policy.support_lists(moved, windows), strict=True):
                 out[i] = row
-            chance[calls] = policy.chance_of(moved, choice.alt, len(windows), calls)
+            chance[calls] = policy.chance_of(moved, alt, len(windows))
         return {"_alt_support": out, "_alt_propensity": np.round(chance, 6)}
 
     def _steps(self, cols: dict[str, np.ndarray]) -> list[str | None]:

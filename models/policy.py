@@ -13,6 +13,7 @@ import numpy as np
 
 from models import vocab
 from models.playbook import OFFERS as ARM_NAMES
+from models.playbook import flat_action
 from models.safe import SafePolicy
 
 LEGAL_HOLDS = ("R-CEASE", "R-REPRESENTED", "R-INSOLVENCY")
@@ -240,22 +241,21 @@ def capacity_moved(support: tuple[np.ndarray, np.ndarray] | None, alt: tuple[np.
     if support is None:
         return None
     flat, chance = support
-    n_arm = len(ARM_NAMES)
-    channel, window, arm = (np.asarray(a) for a in alt[:3])
-    to = np.where(channel >= 0, (channel * n_win + window) * n_arm + arm, -1)
     phone = vocab.CONTACT_CHANNELS.index("phone")
-    call = (flat >= 0) & (flat // (n_win * n_arm) == phone)
-    return np.where(call, to[:, None], flat), chance
+    call = (flat >= 0) & (flat // (n_win * len(ARM_NAMES)) == phone)
+    return np.where(call, _flat(alt, n_win)[:, None], flat), chance
 
 
-def chance_of(support: tuple[np.ndarray, np.ndarray], action: tuple[np.ndarray, ...], n_win: int,
-              rows: np.ndarray | None = None) -> np.ndarray:
-    """The chance `support` gives each account's `action` (channel, window and arm indices, -1 = no contact;
-    `rows` picks the accounts the support is for)."""
-    channel, window, arm = (np.asarray(a) if rows is None else np.asarray(a)[rows] for a in action[:3])
-    flat = np.where(channel >= 0, (channel * n_win + window) * len(ARM_NAMES) + arm, -1)
+def chance_of(support: tuple[np.ndarray, np.ndarray], action: tuple[np.ndarray, ...], n_win: int) -> np.ndarray:
+    """The chance `support` gives each account's `action` (channel, window and arm indices, -1 = no contact)."""
     acts, chance = support
-    return np.where(acts == flat[:, None], chance, 0.0).sum(axis=1)
+    return np.where(acts == _flat(action, n_win)[:, None], chance, 0.0).sum(axis=1)
+
+
+def _flat(action: tuple[np.ndarray, ...], n_win: int) -> np.ndarray:
+    """Channel, window and arm indices (-1 = no contact) as flat action indices (-1 = no contact)."""
+    channel, window, arm = (np.asarray(a) for a in action[:3])
+    return np.where(channel >= 0, flat_action(channel, window, arm, n_win), -1)
 
 
 @dataclass

@@ -193,13 +193,16 @@ def chosen_actions(rows: pd.DataFrame, bundle: ScoringBundle, space: ActionSpace
 class TrueValues:
     """Per overdue account (in `bundle.constraints` order), from the simulator's truth: the chance of payment
     under every action of the space (P), each action's JPY value against no contact (the payment uplift x
-    arrears - the action's cost), and which actions the rules allow."""
+    arrears - the action's cost), which actions the rules allow, and the arrears and model inputs they came
+    from."""
 
     space: ActionSpace
     account_id: np.ndarray
     P: np.ndarray
     value: np.ndarray
     allowed: np.ndarray
+    arrears: np.ndarray
+    X: np.ndarray
 
     @classmethod
     def of(cls, bundle: ScoringBundle, portfolio: Portfolio, truth: pd.DataFrame, as_of: pd.Timestamp
@@ -209,7 +212,7 @@ class TrueValues:
         P = truth_matrix(truth, cons["account_id"], space)
         value = (P - P[:, -1:]) * cons["arrears"][:, None] - _costs(bundle, space)[None, :]
         allowed = allowed_actions(cons["channel_ok"], cons["arm_ok"], len(space.windows))
-        return cls(space, cons["account_id"], P, value, allowed)
+        return cls(space, cons["account_id"], P, value, allowed, cons["arrears"], cons["X"])
 
     def chosen(self, rows: pd.DataFrame, bundle: ScoringBundle) -> np.ndarray:
         """The action index of each account's batch row, in this order."""

@@ -182,11 +182,10 @@ def join(portfolio: Portfolio, decision_log, config: FeatureConfig | None = None
     blocked = pd.Series([names[i] for i in kept], index=contacts["contact_id"].to_numpy(dtype=object)[rows[kept]],
                         dtype=object)
     counts["carried_out_with_actions_blocked"] = len(blocked)
-    dists = [(i, answers[i].get("support")) for i in np.flatnonzero(follows)]
-    dists = [(i, d) for i, d in dists if d]
-    support = pd.Series([frozenset((c, w, o) for c, w, o, p in d if p > 0) for _, d in dists],
-                        index=contacts["contact_id"].to_numpy(dtype=object)[rows[[i for i, _ in dists]]]
-                        if dists else [], dtype=object)
+    dists = [frozenset((c, w, o) for c, w, o, p in a.get("support") or () if p > 0) for a in answers]
+    kept = [i for i in np.flatnonzero(follows) if dists[i]]
+    support = pd.Series([dists[i] for i in kept], index=contacts["contact_id"].to_numpy(dtype=object)[rows[kept]],
+                        dtype=object)
     counts["carried_out_with_distribution"] = len(support)
     return Joined(replace(portfolio, contacts=contacts), counts, blocked, support)
 
