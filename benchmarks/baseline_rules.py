@@ -95,8 +95,7 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
     mask = np.where(ok, 0.0, -np.inf)
     best_single = float(np.where(ok, T, 0.0).mean(axis=0).max())
     for rule, policy in rules.items():
-        prefs = policy.preferences(X[:, fnames.index("days_past_due")], X[:, fnames.index("arrears_instalments")],
-                                   windows)
+        prefs = policy.preferences_of({name: X[:, j] for j, name in enumerate(fnames)}, windows)
         action = policy.base(mask, prefs)
         worth = np.where(action >= 0, T[np.arange(n), np.maximum(action, 0)], 0.0).mean()
         out[rule] = float(worth / best_single) if best_single > 0 else float("nan")

@@ -263,8 +263,7 @@ class ScoringBundle:
         u, v, w = uniforms(ids, as_of, int(self.params["seed"]))
         arm_ok = policy.arm_offers_allowed(staged, verdict.offer_allowed)
         channel_ok = _contact_allowed(verdict) & ~stale[:, None]
-        prefs = None if self.safe is None else self.safe.preferences(
-            cols["days_past_due"], cols["arrears_instalments"], tuple(w.name for w in conf.windows))
+        prefs = None if self.safe is None else self.safe.preferences_of(cols, tuple(w.name for w in conf.windows))
         choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, conf.policy, u, v, eps,
                                self.safe, prefs)
         zones = np.where(prep.tz_valid[rows], prep.zone[rows], None)

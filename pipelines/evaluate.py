@@ -113,8 +113,7 @@ def served_targets(bundle: ScoringBundle, portfolio: Portfolio, logs: pd.DataFra
     value = np.where(allowed, money, -np.inf)[:, :-1]
     chosen = decision_policy.greedy(value)
     if bundle.safe is not None:
-        prefs = bundle.safe.preferences(logs["days_past_due"].to_numpy(dtype=float),
-                                        logs["arrears_instalments"].to_numpy(dtype=float), space.windows)
+        prefs = bundle.safe.preferences_of(logs, space.windows)
         chosen, _ = bundle.safe.apply(value, chosen, prefs)
     return q, np.where(chosen >= 0, chosen, space.none_index)
 

@@ -263,7 +263,7 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
         supported = feedback.supported_actions(support, logs["contact_id"], space.actions)
         base = _learned_baseline(base, value, scores, allowed, logs, space, float(conf.get("baseline_z", 0.0)),
                                  evidence, least, int(conf.get("baseline_folds", 2)), retire_z=z,
-                                 supported=supported)
+                                 supported=supported, segment_by=str(conf.get("segment_by") or ""))
     held = slice(len(logs) - len(resp_holdout), None)  # the held-out decisions are the last rows of `logs`
     margin, trials = math.inf, []
     if len(resp_holdout):
@@ -312,14 +312,13 @@ def _fixed_baseline(chosen, space: ActionSpace, windows: tuple[str, ...]) -> int
 
 def _prefs(base: safe.SafePolicy, logs: pd.DataFrame, windows: tuple[str, ...]) -> np.ndarray:
     """The baseline's actions in order of preference for logged decisions (their days past due, arrears)."""
-    return base.preferences(logs["days_past_due"].to_numpy(dtype=float),
-                            logs["arrears_instalments"].to_numpy(dtype=float), windows)
+    return base.preferences_of(logs, windows)
 
 
 def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarray, allowed: np.ndarray,
                       logs: pd.DataFrame, space: ActionSpace, z: float, evidence: dict, least: int = 30,
-                      folds: int = 2, retire_z: float = 1.645, supported: np.ndarray | None = None
-                      ) -> safe.SafePolicy:
+                      folds: int = 2, retire_z: float = 1.645, supported: np.ndarray | None = None,
+                      segment_by: str = "") -> safe.SafePolicy:
     """The best single action for everyone (with the ranking of the others, what stands in where the rules
     forbid it), where it beats the configured baseline (the playbook) on the randomised decisions; else the
     configured baseline.
@@ -346,7 +345,13 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
     pay, the configured baseline stays. That estimate rests on the no-contact chance of a few hold-outs, and
     once served, such a baseline stops the outcomes that would correct it: in the closed loop on `lease`
     (20,000 accounts, seed 1) a test of +0.019 (se 0.099) of the arrears, then +0.108 (se 0.089), put it in
-    charge, worth 0 where the playbook was worth about 3,000 JPY per overdue account (docs/benchmarks.md)."""
+    charge, worth 0 where the playbook was worth about 3,000 JPY per overdue account (docs/benchmarks.md).
+
+    By segment (`segment_by`, params policy.safe.segment_by: a feature such as the lifestyle, `employment`):
+    one ranking per level, everyone's estimates scaled by the level's reach of each channel and window
+    (`safe.segment_rankings`), tested the same way against the configured baseline and against the one
+    ranking (`safe.honest_segments`); it is the baseline where it passes the first test and beats the one
+    ranking (or the one ranking failed its own test)."""
     design = safe.action_design(space.actions[:-1])
     shares = safe.per_unit(scores, logs["arrears"].to_numpy(dtype=np.float64))
     single, means = safe.best_single(shares, allowed, design, supported)
@@ -359,21 +364,71 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
         evidence["challenger"] = ("none: no contact action is estimated to pay; the configured baseline stays "
                                   "(stopping all contact is set in policy.baseline, not learned)")
         return base
+    fold = pd.util.hash_array(logs["account_id"].astype(str).to_numpy(dtype=object)) % max(folds, 2)
+    taken, propensity = logs["action"].to_numpy(), logs["propensity"].to_numpy(dtype=float)
+    current = base.base(value[:, :-1], _prefs(base, logs, windows)) if configured else \
+        learned.base(value[:, :-1])
     if configured:
-        current = base.base(value[:, :-1], _prefs(base, logs, windows))
-        fold = pd.util.hash_array(logs["account_id"].astype(str).to_numpy(dtype=object)) % max(folds, 2)
-        test = safe.honest_improvement(shares, allowed, design, current, value[:, :-1], fold, z,
-                                       logs["action"].to_numpy(), logs["propensity"].to_numpy(dtype=float),
+        test = safe.honest_improvement(shares, allowed, design, current, value[:, :-1], fold, z, taken, propensity,
                                        supported)
         evidence["best_single_vs_configured"] = {**test, "z": z, "unit": "share of the arrears"}
+    by_segment = _by_segment(learned, means, shares, allowed, design, current, value, fold, z, logs, space,
+                             supported, segment_by, evidence, least)
+    if configured:
+        if by_segment is not None and not _passes(test, least):
+            evidence["challenger"] = "none: the ranking by segment replaces the playbook"
+            evidence.update(_baseline_words(by_segment, space, _segment_source(segment_by, len(logs))))
+            return by_segment
         if test["lcb"] <= 0 or test["effective"] < least:
             lost = test["effective"] >= least and test["improvement"] + retire_z * test["se"] < 0
             evidence["challenger"] = ("retired: it does worse than the playbook" if lost else "in trial"
                                       if learned.ranking else "none: no contact action is estimated to pay")
             return dataclasses.replace(base, contender=() if lost else learned.ranking)
+    if by_segment is not None:
+        evidence.update(_baseline_words(by_segment, space, _segment_source(segment_by, len(logs))))
+        return by_segment
     evidence.update(_baseline_words(learned, space, f"best single action by doubly robust value on {len(logs):,} "
                                                     f"randomised decisions, smoothed over channel, window and offer"))
     return learned
+
+
+def _passes(test: dict, least: int) -> bool:
+    """A cross-fitted test passed: its lower bound above zero on at least `least` decisions by weight."""
+    return test["lcb"] > 0 and test.get("effective", test["observed"]) >= least
+
+
+def _segment_source(segment_by: str, decisions: int) -> str:
+    return (f"best single action for each {segment_by} (doubly robust value on {decisions:,} randomised decisions, "
+            f"scaled by each {segment_by}'s reach of every channel and window)")
+
+
+def _by_segment(learned: safe.SafePolicy, means: np.ndarray, shares: np.ndarray, allowed: np.ndarray,
+                design: np.ndarray, current: np.ndarray, value: np.ndarray, fold: np.ndarray, z: float,
+                logs: pd.DataFrame, space: ActionSpace, supported: np.ndarray | None, segment_by: str,
+                evidence: dict, least: int) -> safe.SafePolicy | None:
+    """The learned baseline with one ranking per level of `segment_by` where the cross-fitted tests say it
+    beats the configured baseline (`current`) and the one ranking; else None (evidence says why)."""
+    if not segment_by or not learned.ranking:
+        return None
+    if segment_by not in logs or "reached" not in logs:
+        evidence["by_segment"] = {"segment_by": segment_by, "why": f"the logs have no {segment_by} or reach"}
+        return None
+    segment = logs[segment_by].to_numpy(dtype=np.float64)
+    reached = pd.to_numeric(logs["reached"], errors="coerce").to_numpy(dtype=np.float64)
+    taken = logs["action"].to_numpy()
+    actions = space.actions[:-1]
+    tests = safe.honest_segments(shares, allowed, design, current, value[:, :-1], fold, z, taken,
+                                 logs["propensity"].to_numpy(dtype=float), segment, reached, actions, supported)
+    levels, ratios = safe.reach_ratios(segment, taken, reached, actions)
+    adopted = _passes(tests["current"], least) and (
+        _passes(tests["one ranking"], least) or not _passes(evidence.get("best_single_vs_configured")
+                                                            or tests["current"], least))
+    evidence["by_segment"] = {"segment_by": segment_by, "levels": int(len(levels)), "adopted": bool(adopted),
+                              **{f"vs {k}": v for k, v in tests.items()}, "unit": "share of the arrears"}
+    if not adopted:
+        return None
+    return dataclasses.replace(learned, segment_by=segment_by,
+                               segments=safe.segment_rankings(means, levels, ratios))
 
 
 def _baseline_words(base: safe.SafePolicy, space: ActionSpace, source: str) -> dict:
@@ -386,6 +441,9 @@ def _baseline_words(base: safe.SafePolicy, space: ActionSpace, source: str) -> d
     if stand_ins:
         text += (f" (where the rules forbid it: {', then '.join(_action_text(space, a) for a in stand_ins)}"
                  + (", and so on" if len(base.ranking) > 3 else "") + ")")
+    if base.segments:
+        text += (f"; for each {base.segment_by} its own order of the same actions, by how often each channel and "
+                 f"time reaches it")
     return {"baseline_source": source, "baseline_text": text}
 
 

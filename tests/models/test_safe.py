@@ -243,3 +243,36 @@ def test_where_the_pick_had_no_chance_the_decisions_are_left_out_and_counted():
                                    np.arange(n) % 2, 0.0, taken, np.full(n, 1 / 3), supported)
     assert test["unsupported"] == 100
     assert test["observed"] == int((taken[100:] == 1).sum())
+
+
+def test_reach_ratios_read_each_levels_reach_of_a_channel_and_time_shrunk_toward_everyones():
+    actions = [("sms", "pm", "reminder"), ("sms", "pm", "plan"), ("phone", "am", "reminder")]
+    rng = np.random.default_rng(7)
+    n = 6_000
+    segment = rng.integers(0, 2, n).astype(float)
+    taken = rng.integers(0, len(actions) + 1, n)  # the last: no contact, never an attempt
+    reach = np.where(taken == 2, 0.5, np.where(segment == 0, 0.8, 0.1))  # texts reach level 0, not level 1
+    reached = np.where(taken < len(actions), rng.random(n) < reach, np.nan)
+    segment[:10] = np.nan  # a missing level counts for everyone's rate only
+    levels, ratios = safe.reach_ratios(segment, taken, reached, actions, prior=20.0)
+    assert levels.tolist() == [0.0, 1.0]
+    overall = np.nanmean(reached[taken <= 1])
+    assert ratios[0, 0] == pytest.approx(0.8 / overall, rel=0.1)
+    assert ratios[1, 0] == pytest.approx(0.1 / overall, rel=0.2)
+    assert ratios[:, 0].tolist() == ratios[:, 1].tolist()  # the offer does not change who a text reaches
+    assert ratios[:, 2] == pytest.approx([1.0, 1.0], abs=0.1)  # calls reach both alike
+    # a level with a handful of attempts reads near everyone's rate: shrunk, not its own luck
+    few = np.where(np.arange(n) < 5, 2.0, segment)
+    _, shrunk = safe.reach_ratios(few, taken, np.where(np.arange(n) < 5, 0.0, reached), actions, prior=20.0)
+    assert 0.6 < shrunk[-1, 0] < 1.0
+
+
+def test_each_level_gets_its_own_ranking_and_any_other_level_the_one_for_everyone():
+    policy = safe.SafePolicy(ranking=(0, 1, 2), segment_by="employment", segments=((1.0, (2, 0)), (3.0, (1,))))
+    prefs = policy.preferences_of({"days_past_due": np.ones(4), "arrears_instalments": np.ones(4),
+                                   "employment": np.array([1.0, 3.0, 5.0, np.nan])}, ("am", "pm"))
+    assert prefs.tolist() == [[2, 0, -1], [1, -1, -1], [0, 1, 2], [0, 1, 2]]
+    value = np.array([[0.0, 0.0, -np.inf], [-np.inf, -np.inf, 0.0], [0.0, 0.0, 0.0], [-np.inf, 0.0, 0.0]])
+    assert policy.base(value, prefs).tolist() == [0, safe.NO_CONTACT, 0, 1]  # the first its rules allow
+    # without the segment's column (an older caller) everyone gets the one ranking
+    assert policy.preferences(np.ones(2), np.ones(2), ("am", "pm")).tolist() == [[0, 1, 2], [0, 1, 2]]

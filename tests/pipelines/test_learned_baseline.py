@@ -166,3 +166,93 @@ def test_no_contact_for_everyone_never_replaces_the_playbook():
     assert kept is playbook and "no contact action is estimated to pay" in evidence["challenger"]
     fixed = safe.SafePolicy(space.actions.index(("sms", "weekend", "instalment_plan")))
     assert _learned_baseline(fixed, value, scores, allowed, logs, space, 0.0, {}) is fixed
+
+
+def _lifestyle_logs(differ: bool, n: int = 16_000, seed: int = 9):
+    """Uniformly randomised decisions where every contact pays 3,000 when it reaches the customer and nothing
+    otherwise; texts on weekday evenings reach lifestyle 0 (0.9) and calls on weekday mornings lifestyle 1
+    (0.9), everything else 0.2 (with `differ` off, both reach everyone at 0.55)."""
+    space = ActionSpace(WINDOWS)
+    k = len(space.actions)
+    rng = np.random.default_rng(seed)
+    life = rng.integers(0, 2, n)
+    taken = rng.integers(0, k, n)
+    channel = np.array([a[0] for a in space.actions])[taken]
+    window = np.array([a[1] for a in space.actions])[taken]
+    text = (channel == "sms") & (window == "weekday_evening")
+    call = (channel == "phone") & (window == "weekday_morning")
+    mine = (text & (life == 0)) | (call & (life == 1))
+    reach = np.where(mine, 0.9, 0.2) if differ else np.where(text | call, 0.55, 0.2)
+    contact = taken < k - 1
+    reached = contact & (rng.random(n) < reach)
+    reward = 3_000.0 * reached + rng.normal(0, 1_000.0, n)
+    scores = safe.dr_matrix(np.zeros((n, k)), taken, np.full(n, 1.0 / k), reward)
+    logs = pd.DataFrame({"account_id": [f"a{i}" for i in range(n)], "days_past_due": np.full(n, 10.0),
+                         "arrears": np.full(n, 50_000.0), "arrears_instalments": np.ones(n), "action": taken,
+                         "propensity": np.full(n, 1.0 / k), "employment": life.astype(float),
+                         "reached": np.where(contact, reached, np.nan)})
+    return space, scores, logs
+
+
+def test_a_ranking_per_lifestyle_replaces_one_for_everyone_where_reach_differs_and_the_test_says_so():
+    params = load_params()
+    space, scores, logs = _lifestyle_logs(differ=True)
+    n, k = len(logs), len(space.actions)
+    playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], WINDOWS))
+    evidence: dict = {}
+    learned = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool), logs, space, 0.0,
+                                evidence, segment_by="employment")
+    assert learned.playbook is None and learned.segment_by == "employment"
+    firsts = {level: space.actions[order[0]][:2] for level, order in learned.segments}
+    assert firsts == {0.0: ("sms", "weekday_evening"), 1.0: ("phone", "weekday_morning")}
+    test = evidence["by_segment"]
+    assert test["adopted"] and test["vs one ranking"]["improvement"] - 2 * test["vs one ranking"]["se"] > 0
+    assert "for each employment its own order" in evidence["baseline_text"]
+    prefs = learned.preferences_of(logs.iloc[:4], WINDOWS)
+    assert [space.actions[p[0]][:2] == firsts[life] for p, life in zip(prefs, logs["employment"][:4], strict=True)] \
+        == [True] * 4
+    # segment_by off (null in params.yaml): one ranking for everyone, as before
+    one = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool), logs, space, 0.0, {})
+    assert one.playbook is None and not one.segments
+
+
+def test_where_every_lifestyle_is_reached_alike_one_ranking_for_everyone_stays():
+    params = load_params()
+    space, scores, logs = _lifestyle_logs(differ=False)
+    n, k = len(logs), len(space.actions)
+    playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], WINDOWS))
+    evidence: dict = {}
+    learned = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool), logs, space, 0.0,
+                                evidence, segment_by="employment")
+    assert learned.playbook is None and not learned.segments and evidence["by_segment"]["adopted"] is False
+
+
+def test_the_batch_and_the_api_serve_each_lifestyle_its_own_ranking(trained):
+    """A bundle whose baseline has a ranking per lifestyle decides each overdue account by its own: its
+    employment's first action the rules allow (the same `decide` serves the batch and the real-time API)."""
+    import copy
+    import dataclasses
+
+    import joblib
+
+    from models import vocab
+    from models.contract import read_dir
+
+    bundle = copy.deepcopy(joblib.load(trained["bundle_path"]))
+    portfolio = read_dir(trained["data"])
+    as_of = pd.Timestamp("2026-11-01T00:00:00+09:00")
+    space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
+    email = space.actions.index(("email", "weekday_evening", "reminder"))
+    letter = space.actions.index(("letter", "weekday_morning", "reminder"))
+    rows = bundle.score(portfolio, as_of, explore=0.0)
+    employment = portfolio.accounts.set_index("account_id")["employment"]
+    level = employment.loc[rows["account_id"]].value_counts().index[0]  # the most common lifestyle overdue
+    bundle.safe = dataclasses.replace(bundle.safe, playbook=None, baseline=email, ranking=(email, letter),
+                                      margin=np.inf, segment_by="employment",
+                                      segments=((float(vocab.EMPLOYMENT.index(level)), (letter, email)),))
+    rows = bundle.score(portfolio, as_of, explore=0.0)
+    contacted = rows[rows["channel"] != "none"]
+    mine = employment.loc[contacted["account_id"]].to_numpy() == level
+    assert mine.any() and (~mine).any()
+    assert set(contacted["channel"][mine]) == {"letter"}  # a letter is allowed wherever any contact is
+    assert "email" in set(contacted["channel"][~mine])
