@@ -36,33 +36,23 @@ RULES = ("playbook", "bound95", "in-sample", "shares, cross-fitted", "shares, cr
 
 
 def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000, eval_accounts: int = 50_000) -> dict:
-    from nba_presets import _simulate  # this directory, as the script's own
+    from nba_presets import trained  # this directory, as the script's own
 
     from models import safe
-    from models.config import load_params
     from models.contract import read_dir
-    from models.features import FeatureConfig, feature_names
     from models.playbook import Playbook
     from pipelines.evaluate import TrueValues
-    from pipelines.features import build_examples
-    from pipelines.train import _learned_baseline, _logged_values, _prefs, fit, fit_response_model
+    from pipelines.train import _learned_baseline, _logged_values, _prefs
 
-    params = load_params()
-    train_dir = _simulate(workdir, preset, size, share, seed)
-    eval_dir = _simulate(workdir, preset, eval_accounts, share, seed + 1000)
-    portfolio = read_dir(train_dir)
-    examples = build_examples(portfolio, train_dir, params, log=lambda *_: None)
-    bundle = fit(train_dir, params, log=lambda *_: None, examples=examples).bundle
-    config = FeatureConfig.from_params(params)
-    names = feature_names(config)
-    response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, params, config,
-                                                               log=lambda *_: None)
+    cell_ = trained(workdir, preset, size, share, seed, eval_accounts)
+    params, bundle, response, names, config = cell_.params, cell_.bundle, cell_.response, cell_.names, cell_.config
+    portfolio, eval_dir = cell_.portfolio, cell_.eval_dir
     out = {"preset": preset, "share": share, "seed": seed}
     windows = tuple(w.name for w in config.windows)
     playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], windows))
     rules = {"playbook": playbook}
     if response is not None:
-        logs = pd.concat([resp_train, resp_holdout], ignore_index=True)
+        logs = cell_.logs
         value, scores, allowed, _ = _logged_values(response, logs, names, params, portfolio)
         current = playbook.base(value[:, :-1], _prefs(playbook, logs, windows))
         single, means = safe.best_single(scores, allowed, safe.action_design(response.space.actions[:-1]))
@@ -128,9 +118,9 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     out = args.workdir / "baseline_rules.jsonl"
-    done = set()
-    if out.exists():
-        done = {(c["preset"], c["share"], c["seed"]) for c in map(json.loads, out.read_text().splitlines())}
+    from nba_presets import finished  # this directory, as the script's own
+
+    done = finished(out, ("preset", "share", "seed"))
     todo = [c for c in product(args.presets, args.shares, args.seeds) if c not in done]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for result in pool.map(cell, [args.workdir] * len(todo), *zip(*todo, strict=True)) if todo else []:

@@ -52,6 +52,41 @@ def _simulate(workdir: Path, preset: str, accounts: int, share: float, seed: int
     return out
 
 
+def finished(path: Path, keys: tuple[str, ...]) -> set[tuple]:
+    """The cells a results file (one JSON object a line) already holds, as tuples of `keys`: a rerun skips them."""
+    if not path.exists():
+        return set()
+    return {tuple(c[k] for k in keys) for c in map(json.loads, path.read_text().splitlines())}
+
+
+def trained(workdir: Path, preset: str, size: int, share: float, seed: int, eval_accounts: int = 50_000):
+    """One training of a cell as `cureflow train` fits it, and the randomised decisions its response model and
+    learned baseline read: params, the training and evaluation folders, the training portfolio, the bundle,
+    the response model (None without randomised decisions), the logged decisions, the feature names."""
+    from types import SimpleNamespace
+
+    from models.config import load_params
+    from models.contract import read_dir
+    from models.features import FeatureConfig, feature_names
+    from pipelines.features import build_examples
+    from pipelines.train import fit, fit_response_model
+
+    params = load_params()
+    train_dir = _simulate(workdir, preset, size, share, seed)
+    eval_dir = _simulate(workdir, preset, eval_accounts, share, seed + 1000)
+    portfolio = read_dir(train_dir)
+    examples = build_examples(portfolio, train_dir, params, log=lambda *_: None)
+    bundle = fit(train_dir, params, log=lambda *_: None, examples=examples).bundle
+    config = FeatureConfig.from_params(params)
+    names = feature_names(config)
+    response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, params, config,
+                                                               log=lambda *_: None)
+    return SimpleNamespace(params=params, train_dir=train_dir, eval_dir=eval_dir, portfolio=portfolio,
+                           bundle=bundle, response=response, logs=pd.concat([resp_train, resp_holdout],
+                                                                            ignore_index=True),
+                           names=names, config=config)
+
+
 def cell(workdir: Path, preset: str, size: int, share: float, seed: int, eval_accounts: int) -> dict:
     """Train on one portfolio of `preset`, value the policy on another of the same world."""
     from models.config import load_params

@@ -105,31 +105,21 @@ def describe(tree: dict, names: list[str]) -> str:
 
 def cell(workdir: Path, preset: str, size: int, share: float, seed: int, min_leaf: int = 500,
          eval_accounts: int = 50_000) -> dict:
-    from nba_presets import _simulate  # this directory, as the script's own
+    from nba_presets import trained  # this directory, as the script's own
 
     from models import policy as decision_policy
     from models import safe
-    from models.config import load_params
     from models.contract import read_dir
-    from models.features import CATEGORICAL, FeatureConfig, feature_names
+    from models.features import CATEGORICAL
     from pipelines.evaluate import TrueValues
-    from pipelines.features import build_examples
-    from pipelines.train import _logged_values, fit, fit_response_model
+    from pipelines.train import _logged_values
 
-    params = load_params()
-    train_dir = _simulate(workdir, preset, size, share, seed)
-    eval_dir = _simulate(workdir, preset, eval_accounts, share, seed + 1000)
-    portfolio = read_dir(train_dir)
-    examples = build_examples(portfolio, train_dir, params, log=lambda *_: None)
-    bundle = fit(train_dir, params, log=lambda *_: None, examples=examples).bundle
-    config = FeatureConfig.from_params(params)
-    names = feature_names(config)
-    response, resp_train, resp_holdout, _ = fit_response_model(examples.decisions, names, params, config,
-                                                               log=lambda *_: None)
+    cell_ = trained(workdir, preset, size, share, seed, eval_accounts)
+    params, bundle, response, logs, names = cell_.params, cell_.bundle, cell_.response, cell_.logs, cell_.names
+    portfolio, eval_dir = cell_.portfolio, cell_.eval_dir
     out: dict = {"preset": preset, "size": size, "share": share, "seed": seed}
     if response is None:
         return out
-    logs = pd.concat([resp_train, resp_holdout], ignore_index=True)
     _, scores, allowed, _ = _logged_values(response, logs, names, params, portfolio)
     shares = safe.per_unit(scores, logs["arrears"].to_numpy(dtype=np.float64))
     design = safe.action_design(response.space.actions[:-1])
@@ -236,9 +226,9 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     out = args.workdir / "segments.jsonl"
-    done = set()
-    if out.exists():
-        done = {(c["preset"], c["size"], c["seed"]) for c in map(json.loads, out.read_text().splitlines())}
+    from nba_presets import finished  # this directory, as the script's own
+
+    done = finished(out, ("preset", "size", "seed"))
     todo = [c for c in product(args.presets, args.sizes, args.seeds) if c not in done]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(cell, args.workdir, preset, size, args.share, seed, args.min_leaf)

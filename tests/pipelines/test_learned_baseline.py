@@ -194,14 +194,20 @@ def _lifestyle_logs(differ: bool, n: int = 16_000, seed: int = 9):
     return space, scores, logs
 
 
-def test_a_ranking_per_lifestyle_replaces_one_for_everyone_where_reach_differs_and_the_test_says_so():
+def _by_lifestyle(differ: bool, segment_by: str = "employment"):
+    """The learned baseline of `_lifestyle_logs`, against the shipped playbook, by `segment_by`."""
     params = load_params()
-    space, scores, logs = _lifestyle_logs(differ=True)
+    space, scores, logs = _lifestyle_logs(differ=differ)
     n, k = len(logs), len(space.actions)
     playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], WINDOWS))
     evidence: dict = {}
     learned = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool), logs, space, 0.0,
-                                evidence, segment_by="employment")
+                                evidence, segment_by=segment_by)
+    return space, logs, learned, evidence
+
+
+def test_a_ranking_per_lifestyle_replaces_one_for_everyone_where_reach_differs_and_the_test_says_so():
+    space, logs, learned, evidence = _by_lifestyle(differ=True)
     assert learned.playbook is None and learned.segment_by == "employment"
     firsts = {level: space.actions[order[0]][:2] for level, order in learned.segments}
     assert firsts == {0.0: ("sms", "weekday_evening"), 1.0: ("phone", "weekday_morning")}
@@ -211,19 +217,14 @@ def test_a_ranking_per_lifestyle_replaces_one_for_everyone_where_reach_differs_a
     prefs = learned.preferences_of(logs.iloc[:4], WINDOWS)
     assert [space.actions[p[0]][:2] == firsts[life] for p, life in zip(prefs, logs["employment"][:4], strict=True)] \
         == [True] * 4
+    assert test["z_against_one_ranking"] == 1.645  # held to the departures' bound against the one ranking
     # segment_by off (null in params.yaml): one ranking for everyone, as before
-    one = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool), logs, space, 0.0, {})
+    _, _, one, _ = _by_lifestyle(differ=True, segment_by="")
     assert one.playbook is None and not one.segments
 
 
 def test_where_every_lifestyle_is_reached_alike_one_ranking_for_everyone_stays():
-    params = load_params()
-    space, scores, logs = _lifestyle_logs(differ=False)
-    n, k = len(logs), len(space.actions)
-    playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], WINDOWS))
-    evidence: dict = {}
-    learned = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool), logs, space, 0.0,
-                                evidence, segment_by="employment")
+    _, _, learned, evidence = _by_lifestyle(differ=False)
     assert learned.playbook is None and not learned.segments and evidence["by_segment"]["adopted"] is False
 
 
