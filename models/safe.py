@@ -227,10 +227,11 @@ def segment_rankings(means: np.ndarray, levels: np.ndarray, ratios: np.ndarray
 def honest_segments(scores: np.ndarray, allowed: np.ndarray, design: np.ndarray | None, current: np.ndarray,
                     value: np.ndarray, fold: np.ndarray, z: float, taken: np.ndarray, propensity: np.ndarray,
                     segment: np.ndarray, reached: np.ndarray, actions: list[tuple[str, str, str]],
-                    supported: np.ndarray | None = None) -> dict[str, dict]:
+                    supported: np.ndarray | None = None, z_one: float | None = None) -> dict[str, dict]:
     """Cross-fitted, as `honest_improvement`: the improvement of a ranking per segment (`segment_rankings`,
-    learned on the other folds) over `current` ("current") and over the one ranking learned on the same
-    folds ("one ranking"), each with its standard error, lower bound, and observed and effective counts."""
+    learned on the other folds) over `current` ("current", lower bound at `z`) and over the one ranking
+    learned on the same folds ("one ranking", at `z_one`, default `z`), each with its standard error, lower
+    bound, and observed and effective counts."""
     by_segment, one = np.full(len(scores), NO_CONTACT), np.full(len(scores), NO_CONTACT)
     segment = np.asarray(segment, dtype=np.float64)
     folds = np.unique(fold)
@@ -239,11 +240,10 @@ def honest_segments(scores: np.ndarray, allowed: np.ndarray, design: np.ndarray 
         _, means = best_single(scores[~test], allowed[~test], design, None if supported is None else supported[~test])
         levels, ratios = reach_ratios(segment[~test], taken[~test], reached[~test], actions)
         order = ranking(means)
-        one[test] = SafePolicy(ranking=order).base(value[test])
         prefs = segmented(order, segment_rankings(means, levels, ratios), segment[test])
-        by_segment[test] = SafePolicy(ranking=order).base(value[test], prefs)
-    return {name: _judged(scores, by_segment, against, z, taken, propensity, supported, len(folds))
-            for name, against in (("current", current), ("one ranking", one))}
+        one[test], by_segment[test] = (SafePolicy(ranking=order).base(value[test], p) for p in (None, prefs))
+    return {name: _judged(scores, by_segment, against, bound, taken, propensity, supported, len(folds))
+            for name, against, bound in (("current", current, z), ("one ranking", one, z if z_one is None else z_one))}
 
 
 def _judged(scores: np.ndarray, chosen: np.ndarray, current: np.ndarray, z: float, taken: np.ndarray,

@@ -373,17 +373,14 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
                                        supported)
         evidence["best_single_vs_configured"] = {**test, "z": z, "unit": "share of the arrears"}
     by_segment = _by_segment(learned, means, shares, allowed, design, current, value, fold, z, logs, space,
-                             supported, segment_by, evidence, least, segment_z=retire_z)
-    if configured:
-        if by_segment is not None and not _passes(test, least):
-            evidence["challenger"] = "none: the ranking by segment replaces the playbook"
-            evidence.update(_baseline_words(by_segment, space, _segment_source(segment_by, len(logs))))
-            return by_segment
-        if test["lcb"] <= 0 or test["effective"] < least:
+                             supported, segment_by, evidence, least, taken, propensity, segment_z=retire_z)
+    if configured and not _passes(test, least):
+        if by_segment is None:
             lost = test["effective"] >= least and test["improvement"] + retire_z * test["se"] < 0
             evidence["challenger"] = ("retired: it does worse than the playbook" if lost else "in trial"
                                       if learned.ranking else "none: no contact action is estimated to pay")
             return dataclasses.replace(base, contender=() if lost else learned.ranking)
+        evidence["challenger"] = "none: the ranking by segment replaces the playbook"
     if by_segment is not None:
         evidence.update(_baseline_words(by_segment, space, _segment_source(segment_by, len(logs))))
         return by_segment
@@ -405,7 +402,8 @@ def _segment_source(segment_by: str, decisions: int) -> str:
 def _by_segment(learned: safe.SafePolicy, means: np.ndarray, shares: np.ndarray, allowed: np.ndarray,
                 design: np.ndarray, current: np.ndarray, value: np.ndarray, fold: np.ndarray, z: float,
                 logs: pd.DataFrame, space: ActionSpace, supported: np.ndarray | None, segment_by: str,
-                evidence: dict, least: int, segment_z: float = 1.645) -> safe.SafePolicy | None:
+                evidence: dict, least: int, taken: np.ndarray, propensity: np.ndarray, segment_z: float = 1.645
+                ) -> safe.SafePolicy | None:
     """The learned baseline with one ranking per level of `segment_by` where the cross-fitted tests say it
     beats the configured baseline (`current`, its improvement `z` standard errors below the mean above zero)
     and the one ranking (`segment_z` below: a departure from the best single action for everyone, held to the
@@ -421,14 +419,11 @@ def _by_segment(learned: safe.SafePolicy, means: np.ndarray, shares: np.ndarray,
         return None
     segment = logs[segment_by].to_numpy(dtype=np.float64)
     reached = pd.to_numeric(logs["reached"], errors="coerce").to_numpy(dtype=np.float64)
-    taken = logs["action"].to_numpy()
     actions = space.actions[:-1]
-    tests = safe.honest_segments(shares, allowed, design, current, value[:, :-1], fold, z, taken,
-                                 logs["propensity"].to_numpy(dtype=float), segment, reached, actions, supported)
+    tests = safe.honest_segments(shares, allowed, design, current, value[:, :-1], fold, z, taken, propensity,
+                                 segment, reached, actions, supported, z_one=segment_z)
     levels, ratios = safe.reach_ratios(segment, taken, reached, actions)
-    against_one = tests["one ranking"]
-    against_one["lcb"] = against_one["improvement"] - segment_z * against_one["se"]
-    adopted = _passes(tests["current"], least) and _passes(against_one, least)
+    adopted = _passes(tests["current"], least) and _passes(tests["one ranking"], least)
     evidence["by_segment"] = {"segment_by": segment_by, "levels": int(len(levels)), "adopted": bool(adopted),
                               "z": z, "z_against_one_ranking": segment_z,
                               **{f"vs {k}": v for k, v in tests.items()}, "unit": "share of the arrears"}
