@@ -25,7 +25,15 @@ from models import calendar, policy, rules, vocab
 from models.answers import nest
 from models.contract import Portfolio
 from models.estimators import CalibratedLGBM
-from models.features import FeatureConfig, Prepared, feature_matrix, feature_names, features_at, prepare
+from models.features import (
+    FeatureConfig,
+    Prepared,
+    arrears_at,
+    feature_matrix,
+    feature_names,
+    features_at,
+    prepare,
+)
 from models.reasons import action_drivers, action_reason, top_reasons
 from models.response import ARM_OFFERS, ResponseModel
 from models.safe import SafePolicy
@@ -183,19 +191,20 @@ class ScoringBundle:
         return self.decide(prep, as_of, known, explore).frame(keep_features)
 
     def _overdue(self, prep: Prepared, as_of: pd.Timestamp, conf: Configs
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, dict[str, str]]:
-        """The overdue accounts' positions (arrears past the materiality thresholds), their feature columns
-        by name, the model's input matrix, and why each account with smaller arrears was left out."""
+                 ) -> tuple[np.ndarray, Prepared, dict[str, np.ndarray], np.ndarray, dict[str, str]]:
+        """The overdue accounts (arrears past the materiality thresholds): their positions in `prep`, their own
+        part of it (`Prepared.take`: the batch's 3% overdue cost 3% of the features), their feature columns by
+        name and the model's input matrix; and why each account with smaller arrears was left out."""
         names = feature_names(conf.features)
-        matrix = feature_matrix(prep, as_of, conf.features)
-        arrears = matrix[:, names.index("arrears")]
-        keep = policy.material(arrears, matrix[:, names.index("arrears_instalments")], conf.policy)
+        arrears = arrears_at(prep, as_of)
+        keep = policy.material(arrears, arrears / prep.monthly, conf.policy)
         small = np.flatnonzero((arrears > 0) & ~keep)
         left_out = {str(prep.account_id[i]): policy.left_out_reason(float(arrears[i]), conf.policy) for i in small}
         rows = np.flatnonzero(keep)
-        matrix = matrix[rows]
+        part = prep if len(rows) == prep.n else prep.take(rows)
+        matrix = feature_matrix(part, as_of, conf.features)
         cols = {name: matrix[:, j] for j, name in enumerate(names)}
-        return rows, cols, matrix[:, [names.index(n) for n in self.feature_names]], left_out
+        return rows, part, cols, matrix[:, [names.index(n) for n in self.feature_names]], left_out
 
     @property
     def values_trusted(self) -> bool:
@@ -203,17 +212,15 @@ class ScoringBundle:
         its baseline on them (a finite margin; no safe policy at all is a bundle from before it)."""
         return self.response is not None and (self.safe is None or math.isfinite(self.safe.margin))
 
-    def _verdict(self, prep: Prepared, rows: np.ndarray, cols: dict[str, np.ndarray], as_of: pd.Timestamp,
+    def _verdict(self, part: Prepared, cols: dict[str, np.ndarray], as_of: pd.Timestamp,
                  history_known: np.ndarray, conf: Configs) -> tuple[np.ndarray, rules.RuleResult]:
-        """The staged offer and what the rules allow, for the accounts at `rows`."""
+        """The staged offer and what the rules allow, for the overdue accounts (`part`, from `_overdue`)."""
         pconf, rconf = conf.policy, conf.rules
-        flags = {name: values[rows] for name, values in prep.flags.items()}
         broken = cols["promises_made_90d"] - cols["promises_kept_90d"]
         staged = policy.staged_offer(cols["arrears_instalments"], cols["days_past_due"], broken,
-                                     flags["vulnerable"], pconf)
-        facts = rules.prepared_facts(prep, as_of, rconf, history_known)
-        facts = {name: values[rows] for name, values in facts.items()}
-        return staged, rules.evaluate_arrays(flags, facts, as_of, rconf, proposed_offer=staged)
+                                     part.flags["vulnerable"], pconf)
+        facts = rules.prepared_facts(part, as_of, rconf, history_known)
+        return staged, rules.evaluate_arrays(part.flags, facts, as_of, rconf, proposed_offer=staged)
 
     def constraints(self, portfolio: Portfolio, as_of: pd.Timestamp) -> dict[str, np.ndarray]:
         """For every account overdue at `as_of`: its id, arrears, features, and the channels and arms
@@ -222,10 +229,10 @@ class ScoringBundle:
         as_of = pd.Timestamp(as_of).tz_convert("UTC")
         conf = self.configs()
         prep = prepare(portfolio, conf.features)
-        rows, cols, X, _ = self._overdue(prep, as_of, conf)
-        staged, verdict = self._verdict(prep, rows, cols, as_of, np.ones(prep.n, dtype=bool), conf)
+        _, part, cols, X, _ = self._overdue(prep, as_of, conf)
+        staged, verdict = self._verdict(part, cols, as_of, np.ones(part.n, dtype=bool), conf)
         stale = policy.stale(cols["days_past_due"], conf.policy)
-        return {"account_id": prep.account_id[rows], "arrears": cols["arrears"], "X": X,
+        return {"account_id": part.account_id, "arrears": cols["arrears"], "X": X,
                 "channel_ok": _contact_allowed(verdict) & ~stale[:, None],
                 "arm_ok": policy.arm_offers_allowed(staged, verdict.offer_allowed)}
 
@@ -251,22 +258,22 @@ class ScoringBundle:
         known = np.ones(prep.n, dtype=bool) if history_known is None else np.asarray(history_known, dtype=bool)
         conf = self.configs()
         eps = conf.policy.explore if explore is None else policy.explore_rate(explore)
-        rows, cols, X, left_out = self._overdue(prep, as_of, conf)
+        rows, part, cols, X, left_out = self._overdue(prep, as_of, conf)
         if not len(rows):
             return Decisions({name: [] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)}, X, list(self.feature_names),
                              left_out)
         stale = policy.stale(cols["days_past_due"], conf.policy)
         cure_p = np.round(self.cure.predict_proba(X)[:, 1], 6)
         cure_p[stale] = round(float(self.metadata.get("stale_cure_rate", 0.0)), 6)
-        staged, verdict = self._verdict(prep, rows, cols, as_of, known, conf)
-        ids = prep.account_id[rows]
+        staged, verdict = self._verdict(part, cols, as_of, known[rows], conf)
+        ids = part.account_id
         u, v, w = uniforms(ids, as_of, int(self.params["seed"]))
         arm_ok = policy.arm_offers_allowed(staged, verdict.offer_allowed)
         channel_ok = _contact_allowed(verdict) & ~stale[:, None]
         prefs = None if self.safe is None else self.safe.preferences_of(cols, tuple(w.name for w in conf.windows))
         choice = policy.choose(self.gains(X), cols["arrears"], channel_ok, arm_ok, conf.policy, u, v, eps,
                                self.safe, prefs)
-        zones = np.where(prep.tz_valid[rows], prep.zone[rows], None)
+        zones = np.where(part.tz_valid, part.zone, None)
         main = self._action_columns(zones, verdict, staged, conf, choice.channel, choice.window, choice.arm, w)
         alt = self._action_columns(zones, verdict, staged, conf, *choice.alt[:3], w)
         out = self._columns(ids, cols, X, as_of, cure_p, verdict, choice, main, conf)

@@ -127,6 +127,31 @@ class Prepared:
     def n(self) -> int:
         return len(self.account_id)
 
+    def take(self, positions: np.ndarray) -> Prepared:
+        """The accounts at `positions` (ascending) with their own history rows, in the same order: every feature
+        of an account reads its own rows only, so the features of the part are the rows of the whole's. The
+        nightly batch computes arrears for everyone, then the rest for the few overdue (`ScoringBundle.decide`)."""
+        code = np.full(self.n, -1, dtype=np.int64)
+        code[positions] = np.arange(len(positions))
+
+        def rows(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            new = code[acc]
+            kept = np.flatnonzero(new >= 0)
+            return kept, new[kept]
+
+        (i, i_acc), (p, p_acc), (c, c_acc) = rows(self.inst_acc), rows(self.pay_acc), rows(self.con_acc)
+        return Prepared(
+            account_id=self.account_id[positions], opened=self.opened[positions], term=self.term[positions],
+            monthly=self.monthly[positions], birth_year=self.birth_year[positions],
+            employment=self.employment[positions],
+            inst_acc=i_acc, inst_due=self.inst_due[i], inst_end=self.inst_end[i], inst_units=self.inst_units[i],
+            pay_acc=p_acc, pay_at=self.pay_at[p], pay_units=self.pay_units[p], pay_method=self.pay_method[p],
+            con_acc=c_acc, con_at=self.con_at[c], con_channel=self.con_channel[c], con_outcome=self.con_outcome[c],
+            con_outbound=self.con_outbound[c], con_window=self.con_window[c],
+            zone=self.zone[positions], tz_valid=self.tz_valid[positions],
+            flags={name: values[positions] for name, values in self.flags.items()}, scale=self.scale,
+        )
+
 
 def _codes(values: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
     return pd.Categorical(values.astype(object), categories=list(vocabulary)).codes.astype(np.int16)
@@ -327,6 +352,19 @@ def _fifo_paid_at(prep: Prepared, t: int, i_mask: np.ndarray, p_mask: np.ndarray
     return paid_at
 
 
+def _arrears(prep: Prepared, i_mask: np.ndarray, p_mask: np.ndarray) -> np.ndarray:
+    """Per account, what fell due (rows `i_mask`) minus what was paid (rows `p_mask`), at least 0, in currency."""
+    due_sum = _count(prep.inst_acc, i_mask, prep.n, prep.inst_units)
+    paid_sum = _count(prep.pay_acc, p_mask, prep.n, prep.pay_units)
+    return np.maximum(due_sum - paid_sum, 0.0) / prep.scale
+
+
+def arrears_at(prep: Prepared, as_of: pd.Timestamp) -> np.ndarray:
+    """The `arrears` feature of every account at `as_of` alone (two sums: who is overdue, before the rest)."""
+    t = int(pd.Timestamp(as_of).tz_convert("UTC").value)
+    return _arrears(prep, prep.inst_end <= t, prep.pay_at < t)
+
+
 def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str, np.ndarray]:
     """Arrears, days past due, missed and late instalments, days late."""
     n = prep.n
@@ -334,9 +372,7 @@ def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[
     p_mask = prep.pay_at < t
     paid_at = _fifo_paid_at(prep, t, i_mask, p_mask)
     acc, due, due_end = prep.inst_acc[i_mask], prep.inst_due[i_mask], prep.inst_end[i_mask]
-    due_sum = _count(prep.inst_acc, i_mask, n, prep.inst_units)
-    paid_sum = _count(prep.pay_acc, p_mask, n, prep.pay_units)
-    arrears = np.maximum(due_sum - paid_sum, 0.0) / prep.scale
+    arrears = _arrears(prep, i_mask, p_mask)
     unpaid = paid_at == np.iinfo(np.int64).max
     oldest = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(oldest, acc[unpaid], due[unpaid])

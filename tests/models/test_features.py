@@ -136,3 +136,19 @@ def test_rows_at_or_after_as_of_never_change_a_feature(case):
     after = _features(portfolio([account()], inst + later_inst, pays + later_pays, cons + later_cons), t)
     pd.testing.assert_frame_equal(before, after)
     assert np.isfinite(before["arrears"]).all()
+
+
+def test_the_features_of_a_part_of_the_portfolio_are_its_rows_of_the_whole(sim_dir):
+    """`Prepared.take`: the batch computes the features of the overdue accounts only, from their own part."""
+    from models.contract import read_dir
+    from models.features import arrears_at, feature_matrix
+
+    whole = prepare(read_dir(sim_dir), CONFIG)
+    arrears = arrears_at(whole, AS_OF)
+    every = feature_matrix(whole, AS_OF, CONFIG)
+    assert np.array_equal(arrears, every[:, feature_names(CONFIG).index("arrears")])
+    for positions in (np.flatnonzero(arrears > 0), np.arange(0, whole.n, 7), np.array([whole.n - 1])):
+        part = whole.take(positions)
+        assert part.n == len(positions) and list(part.account_id) == list(whole.account_id[positions])
+        assert len(part.con_acc) == np.isin(whole.con_acc, positions).sum()
+        np.testing.assert_array_equal(feature_matrix(part, AS_OF, CONFIG), every[positions])
