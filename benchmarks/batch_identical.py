@@ -11,8 +11,9 @@
 `queue.parquet` (with its summary and report) and `decisions.db`. `compare` asserts, exactly
 (`pandas.testing.assert_frame_equal`, no tolerance), that the two work queues are equal, and that the two
 decision logs hold the same records column by column, except the moment each was written (`created_at`) and the
-hash chain built over it (`prev_hash`, `record_hash`); and that the summaries agree but for their stage times,
-memory and rate.
+hash chain built over it (`prev_hash`, `record_hash`), the JSON columns compared as the values they hold (the
+text's spacing is the writer's); that this tree's `verify` finds both hash chains intact (records written
+before a change still verify after it); and that the summaries agree but for their stage times, memory and rate.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pandas.testing import assert_frame_equal
 
 AS_OF = "2026-11-01T00:00:00+09:00"
 WRITTEN_AT = ("created_at", "prev_hash", "record_hash")
+JSON_COLUMNS = ("features", "answer", "rules_evaluated")
 MEASURED = ("timings", "accounts_per_second", "peak_rss_gib", "wall_s", "report")  # and where it was written
 
 
@@ -46,7 +48,21 @@ def run(data: Path, model: str, out: Path) -> None:
 def records(out: Path) -> pd.DataFrame:
     with sqlite3.connect(out / "decisions.db") as conn:
         frame = pd.read_sql_query("SELECT * FROM decisions ORDER BY record_id", conn)
+    for column in JSON_COLUMNS:
+        frame[column] = [json.loads(text) for text in frame[column]]
     return frame.drop(columns=[c for c in WRITTEN_AT if c in frame.columns])
+
+
+def chain_intact(out: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from models.decision_log import DecisionLog
+
+    log = DecisionLog(f"sqlite:///{out / 'decisions.db'}")
+    try:
+        found = log.verify()
+    finally:
+        log.close()
+    assert found["ok"], f"{out}: the hash chain does not verify: {found}"
 
 
 def summary(out: Path) -> dict:
@@ -60,6 +76,8 @@ def compare(before: Path, after: Path) -> None:
     records_before, records_after = records(before), records(after)
     assert_frame_equal(records_before, records_after, check_exact=True)
     assert summary(before) == summary(after), "the summaries differ"
+    chain_intact(before)
+    chain_intact(after)
     print(f"identical: {len(queue_after):,} queue rows, {len(records_after):,} decision records "
           f"({before} vs {after})")
 

@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from models.contract import SPEC
@@ -57,8 +58,17 @@ def _clean(value: Any) -> Any:
 def answer_from_row(row: dict[str, Any]) -> dict[str, Any]:
     """Nest one flattened batch row (reasons and blocked as JSON text) into the contract's real-time answer."""
     support = row.get("_support")
-    return nest({**row, "reasons": json.loads(row["reasons"]), "blocked": json.loads(row["blocked"]),
-                 "_support": json.loads(support) if isinstance(support, str) else support})
+    return nest({**row, "reasons": _loads(row["reasons"]), "blocked": _loads(row["blocked"]),
+                 "_support": _loads(support) if isinstance(support, str) else support})
+
+
+def _loads(text: str) -> Any:
+    """The batch frame's own JSON text (`Decisions.frame`: texts, rule ids, instants, finite chances) as Python
+    values: orjson (in C), or the json module for what orjson refuses (NaN, infinities)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 RECORD_ONLY = ("support",)  # kept in the decision record, not part of the contract's answer

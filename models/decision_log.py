@@ -51,6 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -258,32 +259,58 @@ def _made_safe(value: Any) -> Any:
 
 
 def _json_safe(value: Any) -> Any:
-    """JSON-ready values: numpy scalars as Python ones, NaN and infinities as null (PostgreSQL rejects them).
-    The exact built-in types come first (a record holds thousands of them; each walk of the batch's records
-    was most of the decision log's time), anything else takes the general path."""
+    """JSON-ready values: numpy scalars and arrays as Python ones, NaN and infinities as null (PostgreSQL
+    rejects them). Values already made (`_Safe`) and plain scalars come back as they are; anything else is
+    written and read back by orjson in C (a record holds a hundred values or more: walking them in Python was
+    most of the decision log's time), and whatever orjson would write differently from `_walk` (keys that are
+    not text, dates, integers past 64 bits) takes `_walk` instead, so the result is `_walk`'s."""
+    kind = type(value)
+    if kind in _PLAIN or kind is _Safe or kind is _SafeList:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    try:
+        return orjson.loads(orjson.dumps(value, default=_as_python, option=orjson.OPT_PASSTHROUGH_DATETIME))
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _walk(value)
+
+
+def _as_python(value: Any) -> Any:
+    """orjson's fallback for the types it does not write itself: numpy scalars and arrays as Python values."""
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
+        return value.tolist()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _walk(value: Any) -> Any:
+    """`_json_safe` in Python, value by value: the exact built-in types first, anything else the general path."""
     kind = type(value)
     if kind in _PLAIN or kind is _Safe or kind is _SafeList:
         return value
     if kind is float:
         return value if math.isfinite(value) else None
     if kind is dict:
-        return {k if type(k) is str else str(k): _json_safe(v) for k, v in value.items()}
+        return {k if type(k) is str else str(k): _walk(v) for k, v in value.items()}
     if kind is list:
-        return [_json_safe(v) for v in value]
+        return [_walk(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): _walk(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [_walk(v) for v in value]
     if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalars and arrays
-        return _json_safe(value.tolist())
+        return _walk(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
 def json_text(value: Any) -> str:
-    """A value as JSON text the way the log stores it: `_json_safe`, non-ASCII kept, never NaN."""
-    return json.dumps(_json_safe(value), ensure_ascii=False, allow_nan=False)
+    """A value as JSON text the way the log stores it: `_json_safe`'s values, non-ASCII kept, never NaN
+    (written by orjson, compact; what it would write differently from `_json_safe` takes the json module)."""
+    try:
+        return orjson.dumps(value, default=_as_python, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+    except TypeError:
+        return json.dumps(_walk(value), ensure_ascii=False, allow_nan=False)
 
 
 def _normalise_url(url: str) -> sa.URL:
@@ -833,10 +860,10 @@ def _partition(row: Mapping[str, Any]) -> str:
 def record_hash(row: Mapping[str, Any]) -> str:
     """SHA-256 of a record's fields (HASHED_COLUMNS, as JSON with sorted keys), partition, sequence and
     prev_hash: what was written is what `verify` recomputes from what it reads back."""
-    fields = {c: row.get(c) for c in HASHED_COLUMNS}
+    fields = {c: _json_safe(row.get(c)) for c in HASHED_COLUMNS}  # field by field: a made one is taken as is
     fields["created_at"] = row["created_at"].astimezone(UTC).isoformat()
     fields["propensity"] = _finite_or_none(row.get("propensity"))
-    chained = [row["chain_partition"], int(row["chain_seq"]), row["prev_hash"], _json_safe(fields)]
+    chained = [row["chain_partition"], int(row["chain_seq"]), row["prev_hash"], fields]
     text = json.dumps(chained, sort_keys=True, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -3,8 +3,7 @@ open contests read from it before scoring (R-CONTESTED)."""
 
 from __future__ import annotations
 
-import json
-
+import orjson
 import pandas as pd
 
 from models.answers import answer_from_row
@@ -24,7 +23,7 @@ def decision_records(rows: pd.DataFrame, loaded, run: str) -> list:
         answer = answer_from_row(row)
         records.append(DecisionRecord.from_answer(
             answer, request_id=run, caller=CALLER, run_id=loaded.run_id or None, policy_version=policy_version,
-            features=json.loads(row["_features"]), rules_evaluated=list(RULE_IDS), source="batch",
+            features=orjson.loads(row["_features"]), rules_evaluated=list(RULE_IDS), source="batch",
             idempotency_key=f"{run}/{answer['account_id']}", profile=loaded.bundle.params["rules"]["profile"]))
     return records
 

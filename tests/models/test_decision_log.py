@@ -139,6 +139,37 @@ def test_non_finite_and_numpy_values_are_stored_as_json(log):
     assert stored["propensity"] is None
 
 
+def test_json_safe_in_c_gives_what_the_python_walk_gives_and_the_same_text():
+    """orjson makes the values JSON-safe; where it would write anything differently (keys that are not text, dates,
+    integers past 64 bits) the Python walk does it, so stored values and the hash never depend on which ran."""
+    import json
+    import math
+    from datetime import date, datetime
+
+    import numpy as np
+
+    from models.decision_log import _json_safe, _walk, json_text
+
+    values = [
+        {"ratio": float("nan"), "n": np.int64(3), "x": np.float32(0.1), "v": np.array([1.5, np.nan]), "s": "é",
+         "t": (1, np.bool_(True)), "z": -0.0, "small": 1.2e-05, "nested": [{"a": float("inf")}, None]},
+        {2: "int key", None: "none key", True: "bool key", 1.5: "float key"}, {"big": 2**70}, {"day": date(2026, 1, 2)},
+        [np.datetime64("2026-01-01")], {"when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}, 7, "text", 1.5,
+        float("nan"), np.float64(2.5),
+    ]
+    for value in values:
+        fast, walked = _json_safe(value), _walk(value)
+        assert fast == walked or (isinstance(walked, float) and math.isnan(walked)), value
+        assert json.dumps(fast, sort_keys=True, default=str) == json.dumps(walked, sort_keys=True, default=str)
+        try:
+            expected = json.loads(json.dumps(walked, ensure_ascii=False, allow_nan=False))
+        except TypeError:  # not JSON at all (a date): json_text refuses it as the json module does
+            with pytest.raises(TypeError):
+                json_text(value)
+        else:
+            assert json.loads(json_text(value)) == expected
+
+
 def test_append_writes_none_of_the_records_when_the_database_rejects_one(log):
     records = [record(1), record(2, account_id=None), record(3)]  # account_id is NOT NULL
     with pytest.raises(DecisionRejected) as raised:
