@@ -263,7 +263,8 @@ class ScoringBundle:
             return Decisions({name: [] for name in (*BATCH_COLUMNS, *ALT_COLUMNS)}, X, list(self.feature_names),
                              left_out)
         stale = policy.stale(cols["days_past_due"], conf.policy)
-        cure_p = np.round(self.cure.predict_proba(X)[:, 1], 6)
+        cure_p, cure_why = self.cure.explain(X)  # one walk of the trees: the chance and its contributions
+        cure_p = np.round(cure_p, 6)
         cure_p[stale] = round(float(self.metadata.get("stale_cure_rate", 0.0)), 6)
         staged, verdict = self._verdict(part, cols, as_of, known[rows], conf)
         ids = part.account_id
@@ -276,7 +277,7 @@ class ScoringBundle:
         zones = np.where(part.tz_valid, part.zone, None)
         main = self._action_columns(zones, verdict, staged, conf, choice.channel, choice.window, choice.arm, w)
         alt = self._action_columns(zones, verdict, staged, conf, *choice.alt[:3], w)
-        out = self._columns(ids, cols, X, as_of, cure_p, verdict, choice, main, conf)
+        out = self._columns(ids, cols, X, as_of, cure_p, cure_why, verdict, choice, main, conf)
         out["as_of"] = [stated.isoformat()] * len(ids)
         self._stale_track(out, stale, cols["days_past_due"], conf.policy)
         for key in ("channel", "window_start", "window_end", "offer", "template"):
@@ -315,14 +316,14 @@ class ScoringBundle:
                 "window_start": [s.isoformat() if s is not None else None for s in starts],
                 "window_end": [e.isoformat() if e is not None else None for e in ends], "_starts": starts}
 
-    def _columns(self, ids, cols, X, as_of, cure_p, verdict, choice, main, conf) -> dict[str, Any]:
+    def _columns(self, ids, cols, X, as_of, cure_p, cure_why, verdict, choice, main, conf) -> dict[str, Any]:
         """The contract's batch columns (decision id added by the caller), reasons and blocked as lists."""
         local_today = np.array([s is not None and s.date() == as_of.tz_convert(s.tzinfo).date()
                                 for s in main["_starts"]], dtype=bool)
         channel = np.array(main["channel"], dtype=object)
         tier = policy.tiers(channel, verdict.held_by, verdict.require_human, verdict.suppress_all, local_today,
                             choice.value, conf.policy)
-        reasons = top_reasons(self.cure.contributions(X), X, self.feature_names, k=3,
+        reasons = top_reasons(cure_why, X, self.feature_names, k=3,
                               usual=self.metadata.get("usual_values"), currency=conf.policy.currency)
         windows = [w.name for w in conf.windows]
         drivers = self._drivers(X, choice)

@@ -80,41 +80,61 @@ class PathContributions:
 
     def __init__(self, booster: lgb.Booster):
         n_features = booster.num_feature()
-        tables, offsets, self.bias = [], [0], 0.0
+        tables, values, offsets, self.bias = [], [], [0], 0.0
         for tree in booster.dump_model()["tree_info"]:
-            table = np.zeros((tree["num_leaves"], n_features))
+            table, value = np.zeros((tree["num_leaves"], n_features)), np.zeros(tree["num_leaves"])
             root = tree["tree_structure"]
             _expected(root)
-            self._walk(root, np.zeros(n_features), table)
+            self._walk(root, np.zeros(n_features), table, value)
             self.bias += root["expected"]
             tables.append(table)
+            values.append(value)
             offsets.append(offsets[-1] + len(table))
-        self.table = np.vstack(tables)
+        self.table = np.vstack(tables) if tables else np.zeros((0, n_features))
+        self.values = np.concatenate(values) if values else np.zeros(0)  # each leaf's output, as the booster's
         self.offsets = np.asarray(offsets[:-1], dtype=np.int64)
         self.booster = booster
 
-    def _walk(self, node: dict, path: np.ndarray, table: np.ndarray) -> None:
-        """Fill the rows of `table` of the leaves below `node`, reached with contributions `path`."""
+    def _walk(self, node: dict, path: np.ndarray, table: np.ndarray, value: np.ndarray) -> None:
+        """Fill the rows of `table` (and `value`: the leaf's output) of the leaves below `node`, reached with
+        contributions `path`."""
         if "leaf_value" in node:
             table[node.get("leaf_index", 0)] = path
+            value[node.get("leaf_index", 0)] = node["leaf_value"]
             return
         for side in ("left_child", "right_child"):
             step = path.copy()
             step[node["split_feature"]] += node[side]["expected"] - node["expected"]
-            self._walk(node[side], step, table)
+            self._walk(node[side], step, table, value)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """(rows, features + 1) contributions, the bias last."""
-        leaves = predict(self.booster, X, pred_leaf=True).astype(np.int64).reshape(len(X), -1) + self.offsets
+        return self._contributions(self._leaves(X))
+
+    def explain(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(raw score, contributions) from one walk of the trees (`pred_leaf`): the raw score is the sum of the
+        leaves' outputs tree after tree, as the booster adds them (the same bits as `raw_score=True`;
+        `tests/models/test_estimators.py`), so a real-time answer walks its 400 trees once, not twice."""
+        leaves = self._leaves(X)
         if not leaves.shape[1]:
-            contrib = np.zeros((len(X), self.table.shape[1]))
+            return predict(self.booster, X, raw_score=True), self._contributions(leaves)
+        return np.cumsum(self.values[leaves], axis=1)[:, -1], self._contributions(leaves)
+
+    def _leaves(self, X: np.ndarray) -> np.ndarray:
+        """(rows, trees) each row's leaf in each tree, as rows of `table`."""
+        return predict(self.booster, X, pred_leaf=True).astype(np.int64).reshape(len(X), -1) + self.offsets
+
+    def _contributions(self, leaves: np.ndarray) -> np.ndarray:
+        """The contributions of rows whose leaves are `leaves` (from `_leaves`), the bias last."""
+        if not leaves.shape[1]:
+            contrib = np.zeros((len(leaves), self.table.shape[1]))
         elif leaves.size * self.table.shape[1] <= GATHER_AT_ONCE:  # a few rows (real time): one gather and sum
             contrib = self.table[leaves].sum(axis=1)
         else:  # tree by tree, in order: the same sums, bit for bit, without the gather's
             contrib = self.table[leaves[:, 0]]  # (rows x trees x features) temporary (400 MB for 3,000 rows)
             for tree in range(1, leaves.shape[1]):
                 contrib += self.table[leaves[:, tree]]
-        return np.hstack([contrib, np.full((len(X), 1), self.bias)])
+        return np.hstack([contrib, np.full((len(leaves), 1), self.bias)])
 
 
 GATHER_AT_ONCE = 1 << 20  # values (rows x trees x features) gathered at once: 8 MB; beyond, tree by tree
@@ -396,16 +416,34 @@ class CalibratedLGBM(ClassifierMixin, BaseEstimator):
         """The model's raw margin (log-odds before calibration): the booster's, weighted with the baseline
         regression's when stacked."""
         a, b = getattr(self, "weights_", (1.0, 0.0))
-        prior = getattr(self, "prior_", None)
         raw = a * predict(self.booster_, X, raw_score=True) if a > 0 else np.zeros(len(X))
+        return self._stacked_raw(raw, X, b)
+
+    def _stacked_raw(self, raw: np.ndarray, X, b: float) -> np.ndarray:
+        prior = getattr(self, "prior_", None)
         if prior is not None and b > 0:
             raw = raw + b * prior.logit(_prior_inputs(X, prior.columns))
         return raw
 
     def predict_proba(self, X) -> np.ndarray:
-        bands = self._band_values(X) if getattr(self, "band_edges_", None) is not None else None
-        p = self.calibrate(self.predict_raw(X), bands)
+        p = self._calibrated(self.predict_raw(X), X)
         return np.column_stack([1.0 - p, p])
+
+    def _calibrated(self, raw: np.ndarray, X) -> np.ndarray:
+        bands = self._band_values(X) if getattr(self, "band_edges_", None) is not None else None
+        return self.calibrate(raw, bands)
+
+    def explain(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """`(predict_proba(X)[:, 1], contributions(X))`, the same numbers, from one walk of the booster's trees
+        (`PathContributions.explain`): what scoring asks of the cure model for every overdue account."""
+        X = np.asarray(X, dtype=np.float64)
+        a, b = getattr(self, "weights_", (1.0, 0.0))
+        if a > 0:
+            raw, contrib = path_contributions(self.booster_).explain(X)
+            raw, contrib = a * raw, a * contrib
+        else:
+            raw, contrib = np.zeros(len(X)), np.zeros((len(X), X.shape[1] + 1))
+        return self._calibrated(self._stacked_raw(raw, X, b), X), self._stacked_terms(contrib, X, b)
 
     def predict(self, X) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
@@ -417,6 +455,9 @@ class CalibratedLGBM(ClassifierMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float64)
         a, b = getattr(self, "weights_", (1.0, 0.0))
         out = a * path_contributions(self.booster_)(X) if a > 0 else np.zeros((len(X), X.shape[1] + 1))
+        return self._stacked_terms(out, X, b)
+
+    def _stacked_terms(self, out: np.ndarray, X: np.ndarray, b: float) -> np.ndarray:
         prior = getattr(self, "prior_", None)
         if prior is not None and b > 0:
             terms, bias = prior.terms(_prior_inputs(X, prior.columns))

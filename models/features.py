@@ -433,7 +433,7 @@ def _contact_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str
     """Attempts and reach by channel and by time window, promises made and kept, contact recency."""
     n, acc, at = prep.n, prep.con_acc, prep.con_at
     before = (at < t) & prep.con_outbound & (prep.con_channel != vocab.CHANNELS.index("none"))
-    reached = np.isin(prep.con_outcome, [vocab.OUTCOMES.index(o) for o in vocab.REACHED_OUTCOMES])
+    reached = vocab.is_one_of(prep.con_outcome, vocab.REACHED_OUTCOMES, vocab.OUTCOMES)
     days = config.contact_lookback_days
     recent = before & (at >= t - days * DAY_NS)
     out: dict[str, np.ndarray] = {}
@@ -441,7 +441,7 @@ def _contact_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str
         on = recent & (prep.con_channel == code)
         out[f"{ch}_attempts_{days}d"] = _count(acc, on, n)
         out[f"{ch}_reached_{days}d"] = _count(acc, on & reached, n)
-    timed = np.isin(prep.con_channel, [vocab.CHANNELS.index(c) for c in TIMED_CHANNELS])
+    timed = vocab.is_one_of(prep.con_channel, TIMED_CHANNELS, vocab.CHANNELS)
     lookback = before & timed & (at >= t - config.window_lookback_days * DAY_NS)
     for code, win in enumerate(config.windows):
         on = lookback & (prep.con_window == code)

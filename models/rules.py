@@ -63,6 +63,7 @@ from models.vocab import (
     FLAG_COLUMNS,
     OFFERS,
     OUTCOMES,
+    is_one_of,
 )
 
 RULE_IDS: tuple[str, ...] = (
@@ -373,12 +374,12 @@ def prepared_facts(prep, as_of: pd.Timestamp, config: RulesConfig, history_known
     channel, outcome = prep.con_channel[keep], prep.con_outcome[keep]
     codes = {name: CHANNELS.index(name) for name in CHANNELS}
     attempt = prep.con_outbound[keep] & (channel != codes["none"])
-    calls = np.isin(channel, [codes[c] for c in CALL_CHANNELS])
+    calls = is_one_of(channel, CALL_CHANNELS, CHANNELS)
     history = _History(
         code=prep.con_acc[keep], at=prep.con_at[keep], attempt=attempt, call=attempt & calls,
         sms=attempt & (channel == codes["sms"]),
-        message=attempt & np.isin(channel, [codes[c] for c in MESSAGE_CHANNELS]),
-        conversation=calls & np.isin(outcome, [OUTCOMES.index(o) for o in CONVERSATION_OUTCOMES]),
+        message=attempt & is_one_of(channel, MESSAGE_CHANNELS, CHANNELS),
+        conversation=calls & is_one_of(outcome, CONVERSATION_OUTCOMES, OUTCOMES),
         promise=outcome == OUTCOMES.index("promise_to_pay"),
     )
     values = _history_facts(history, n, now_ns, day_start, config)

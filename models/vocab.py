@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numpy as np
+
 TABLES = ("accounts", "installments", "payments", "contacts")
 CHILD_TABLES = TABLES[1:]  # the tables whose rows belong to an account
 
@@ -38,3 +42,12 @@ TIERS = (CALL_TODAY, CALL_THIS_WEEK, DIGITAL_REMINDER, LETTER, NO_CONTACT, HOLD_
 CALL_TIERS = (CALL_TODAY, CALL_THIS_WEEK)
 # the stale track's tiers (`policy.stale_tier`): listed after the others, by name
 RECOVERY_REVIEW, WRITE_OFF_REVIEW = "recovery review", "write-off review"
+
+
+def is_one_of(codes: np.ndarray, names: Iterable[str], vocabulary: tuple[str, ...]) -> np.ndarray:
+    """`np.isin(codes, [vocabulary.index(n) for n in names])` by a lookup table (a code outside the vocabulary,
+    such as -1 for a missing value, is in none): one gather instead of a sort, on every contact row."""
+    table = np.zeros(len(vocabulary) + 1, dtype=bool)
+    table[[vocabulary.index(name) for name in names]] = True
+    codes = np.asarray(codes)
+    return table[np.where((codes >= 0) & (codes < len(vocabulary)), codes, len(vocabulary))]

@@ -300,3 +300,25 @@ def test_ece_by_chance_is_large_on_few_cases_and_small_on_many():
     many = ece_by_chance(rng.uniform(0.2, 0.8, 20000), draws=50)
     assert few.mean() > 0.05 and (few > 0.05).mean() > 0.5  # a perfectly calibrated model, 200 cases
     assert many.mean() < 0.015 and (many < 0.05).all()
+
+
+def test_one_walk_of_the_trees_gives_the_chance_and_the_contributions_bit_for_bit():
+    """`explain` (what scoring asks for every overdue account) gives exactly `predict_proba` and `contributions`:
+    the raw score summed from the leaves tree after tree is the booster's own, for a booster alone, a booster
+    with the baseline stacked in, the baseline alone and a model calibrated by band; few rows and many."""
+    X, y = _data(3000, 5)
+    X3, y3 = _three_features(3000, 2)
+    params = {"n_estimators": 150, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 20, "verbose": -1}
+    models = [(_model().fit(X, y), X), (_banded().fit(X, y), X),
+              (CalibratedLGBM(params, n_folds=3, monotone={"days_past_due": -1}).fit(X3, y3), X3)]
+    stacked = CalibratedLGBM(params, n_folds=3, monotone={"days_past_due": -1}).fit(X3, y3)
+    stacked.weights_ = (0.7, 0.4)  # both parts weighted, whatever the folds chose
+    stacked.prior_ = stacked.prior_ or CalibratedLGBM(params, n_folds=3, stack_baseline=True).fit(
+        X3, (X3["days_past_due"] < 40).astype(int).to_numpy()).prior_
+    assert stacked.prior_ is not None
+    models.append((stacked, X3))
+    for model, frame in models:
+        for rows in (frame.to_numpy()[:1], frame.to_numpy()[:7], frame.to_numpy()):
+            p, contrib = model.explain(rows)
+            np.testing.assert_array_equal(p, model.predict_proba(rows)[:, 1])
+            np.testing.assert_array_equal(contrib, model.contributions(rows))

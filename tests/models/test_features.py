@@ -152,3 +152,12 @@ def test_the_features_of_a_part_of_the_portfolio_are_its_rows_of_the_whole(sim_d
         assert part.n == len(positions) and list(part.account_id) == list(whole.account_id[positions])
         assert len(part.con_acc) == np.isin(whole.con_acc, positions).sum()
         np.testing.assert_array_equal(feature_matrix(part, AS_OF, CONFIG), every[positions])
+
+
+def test_membership_by_lookup_table_is_isin_and_a_missing_code_is_in_nothing():
+    from models import vocab
+
+    codes = np.random.default_rng(0).integers(-1, len(vocab.OUTCOMES) + 2, 5000).astype(np.int16)
+    for names in (vocab.REACHED_OUTCOMES, ("promise_to_pay",), ()):
+        expected = np.isin(codes, [vocab.OUTCOMES.index(name) for name in names])
+        np.testing.assert_array_equal(vocab.is_one_of(codes, names, vocab.OUTCOMES), expected)
