@@ -104,12 +104,11 @@ def end_to_end(data: Path, model: str, work: Path) -> dict:
 def stages(data: Path, model: str, work: Path) -> dict:
     """The batch's stages in this process, one after another (no background thread), with the functions
     `cureflow score` runs: model load, reading, the contract check and fingerprints, preparing the arrays,
-    features (every account), the decision of the overdue ones (models, rules, policy, reasons, answers), the
-    rows, capacity, the decision log, the work queue, summary and report."""
+    the decision (arrears of every account, then the features, models, rules, policy, reasons and answers of
+    the overdue ones), the rows, capacity, the decision log, the work queue, summary and report."""
     import pandas as pd
 
     from models.bundle import BATCH_COLUMNS
-    from models.features import feature_matrix
     from models.queue import capacity_step, in_priority_order
     from models.registry import load_bundle
     from serving import sources
@@ -133,9 +132,8 @@ def stages(data: Path, model: str, work: Path) -> dict:
     chunks, parts = sources.chunks(tables, 100_000), []
     while (chunk := timed("check the contract + fingerprint", next, chunks, None)) is not None:
         prep = timed("prepare (arrays, local times, order)", chunk.prepare, config)
-        timed("features (every account)", feature_matrix, prep, as_of, config)
-        decisions = timed("decide (the features again, then models, rules, policy, reasons)",
-                          bundle.decide, prep, as_of, None, None)
+        decisions = timed("decide (arrears of every account; features, models, rules, policy, reasons of the "
+                          "overdue)", bundle.decide, prep, as_of, None, None)
         parts.append(timed("rows (frame, features as JSON)", lambda d=decisions: with_feature_text(d.frame(True))))
     rows = timed("capacity", lambda: capacity_step(in_priority_order(parts, ("_features",)),
                                                    bundle.policy_config.phone_capacity,

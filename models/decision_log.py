@@ -253,6 +253,13 @@ def _row(record: DecisionRecord, created_at: datetime, position: int) -> dict[st
     return row
 
 
+def parsed_json(text: str | bytes) -> Any:
+    """JSON text (the log's own, `json_text`) as the values a record holds, already JSON-safe (parsed JSON holds
+    no NaN and no numpy value), so a record built from it is not walked again."""
+    value = orjson.loads(text)
+    return _Safe(value) if type(value) is dict else _SafeList(value) if type(value) is list else value
+
+
 def _made_safe(value: Any) -> Any:
     safe = _json_safe(value)
     return _Safe(safe) if type(safe) is dict else _SafeList(safe) if type(safe) is list else safe

@@ -3,11 +3,10 @@ open contests read from it before scoring (R-CONTESTED)."""
 
 from __future__ import annotations
 
-import orjson
 import pandas as pd
 
 from models.answers import answer_from_row
-from models.decision_log import DecisionLog, DecisionRecord
+from models.decision_log import DecisionLog, DecisionRecord, parsed_json
 from models.rules import RULE_IDS
 from serving.settings import load_settings
 
@@ -23,7 +22,7 @@ def decision_records(rows: pd.DataFrame, loaded, run: str) -> list:
         answer = answer_from_row(row)
         records.append(DecisionRecord.from_answer(
             answer, request_id=run, caller=CALLER, run_id=loaded.run_id or None, policy_version=policy_version,
-            features=orjson.loads(row["_features"]), rules_evaluated=list(RULE_IDS), source="batch",
+            features=parsed_json(row["_features"]), rules_evaluated=list(RULE_IDS), source="batch",
             idempotency_key=f"{run}/{answer['account_id']}", profile=loaded.bundle.params["rules"]["profile"]))
     return records
 
