@@ -185,14 +185,14 @@ def next_window(
     hi = min(window.end, hours[1])
     if lo >= hi:
         return None
-    day = earliest_local.normalize()
+    day, first = earliest_local.normalize(), earliest_local.ceil("min")
+    opens, closes = timedelta(hours=lo.hour, minutes=lo.minute), timedelta(hours=hi.hour, minutes=hi.minute)
+    weekday = day.day_of_week
     for offset in range(horizon_days + 1):
-        current = day + timedelta(days=offset)
-        if (current.day_of_week >= 5) != window.weekend:
+        if ((weekday + offset) % 7 >= 5) != window.weekend:
             continue
-        start = current + timedelta(hours=lo.hour, minutes=lo.minute)
-        end = current + timedelta(hours=hi.hour, minutes=hi.minute)
-        start = max(start, earliest_local.ceil("min"))
+        current = day + timedelta(days=offset)
+        start, end = max(current + opens, first), current + closes
         if start >= end:
             continue
         return start, end
