@@ -326,8 +326,22 @@ def table(cells: pd.DataFrame) -> pd.DataFrame:
                      "policy - best single (JPY)": interval(g["gain_jpy"]),
                      "departures": interval(g["departures"].astype(float)) if "departures" in g else "-",
                      "learned baseline": f"{sum(_learned(s) for s in g['safe'])} of {len(g)}" if "safe" in g else "-",
+                     "per lifestyle": _per_lifestyle(g["safe"]) if "safe" in g else "-",
                      "violations": int(g["violations"].sum()), "cure gap": interval(g["cure_gap"])})
     return pd.DataFrame(rows)
+
+
+def _per_lifestyle(evidence: pd.Series) -> str:
+    """How many cells served a ranking per lifestyle, and each cell's test against the one ranking (improvement
+    and its se, share of the arrears), or why there was none (the cell's `safe.by_segment` evidence)."""
+    tests = [e.get("by_segment") if isinstance(e, dict) else None for e in evidence]
+    said = []
+    for test in tests:
+        one = (test or {}).get("vs one ranking") or {}
+        said.append(f"{one['improvement']:+.3f} ({one['se']:.3f})" if "improvement" in one and "se" in one
+                    else (test or {}).get("why", "not tested"))
+    adopted = sum(bool((t or {}).get("adopted")) for t in tests)
+    return f"{adopted} of {len(tests)}: " + "; ".join(said)
 
 
 def _learned(evidence) -> bool:

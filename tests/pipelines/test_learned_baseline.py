@@ -228,6 +228,23 @@ def test_where_every_lifestyle_is_reached_alike_one_ranking_for_everyone_stays()
     assert learned.playbook is None and not learned.segments and evidence["by_segment"]["adopted"] is False
 
 
+def test_logs_that_do_not_say_whether_a_contact_reached_keep_one_ranking_and_say_why():
+    """A first export often has no `reached` (or no lifestyle): no ranking per lifestyle is guessed, the one
+    ranking stays, and the evidence says what the logs lack."""
+    params = load_params()
+    space, scores, logs = _lifestyle_logs(differ=True)
+    n, k = len(logs), len(space.actions)
+    for missing in ("reached", "employment"):
+        playbook = safe.SafePolicy(playbook=Playbook.from_params(params["policy"]["playbook"], WINDOWS))
+        evidence: dict = {}
+        learned = _learned_baseline(playbook, np.zeros((n, k)), scores, np.ones((n, k), dtype=bool),
+                                    logs.drop(columns=missing), space, 0.0, evidence, segment_by="employment")
+        assert learned.playbook is None and not learned.segments  # the one ranking, learned as before
+        assert evidence["by_segment"] == {"segment_by": "employment",
+                                          "why": "the logs have no employment or reach"}
+        assert "its own order" not in evidence["baseline_text"]
+
+
 def test_the_batch_and_the_api_serve_each_lifestyle_its_own_ranking(trained):
     """A bundle whose baseline has a ranking per lifestyle decides each overdue account by its own: its
     employment's first action the rules allow (the same `decide` serves the batch and the real-time API)."""
