@@ -113,9 +113,11 @@ def instant_ns(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND * 1000
 
 
+@lru_cache(maxsize=1 << 16)
 def local_midnight_ns(day: date, name: str) -> int:
     """When `day` begins in zone `name`, as UTC nanoseconds: a repeated midnight at its first occurrence,
-    a skipped one at the first instant after the gap (the scalar `local_midnight_utc`)."""
+    a skipped one at the first instant after the gap (the scalar `local_midnight_utc`). Remembered: the
+    requests' instalments fall due on the same few days in the same few zones."""
     return instant_ns(datetime.combine(day, time(0), tzinfo=zone(name)))  # fold=0 does both
 
 
