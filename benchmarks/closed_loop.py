@@ -78,7 +78,16 @@ def _retrain_counts(result) -> dict:
             "retrain_response_model": bundle.response is not None,
             "observed_departures": max((t.get("observed", 0) for t in evidence.get("trials", [])), default=0),
             "retrain_margin": (float(bundle.safe.margin) if bundle.safe is not None and np.isfinite(bundle.safe.margin)
-                               else None)}
+                               else None), **_by_segment(evidence)}
+
+
+def _by_segment(evidence: dict) -> dict:
+    """Whether the retrain's learned baseline has a ranking per lifestyle, and its test against the one ranking
+    (improvement and se, in shares of the arrears; None where it was not tested)."""
+    test = evidence.get("by_segment") or {}
+    one = test.get("vs one ranking") or {}
+    return {"per_lifestyle": bool(test.get("adopted", False)), "per_lifestyle_vs_one": one.get("improvement"),
+            "per_lifestyle_se": one.get("se")}
 
 
 def _record(rows: pd.DataFrame, bundle, week: int, workdir: Path) -> None:
