@@ -196,8 +196,8 @@ class ScoringBundle:
         part of it (`Prepared.take`: the batch's 3% overdue cost 3% of the features), their feature columns by
         name and the model's input matrix; and why each account with smaller arrears was left out."""
         names = feature_names(conf.features)
-        arrears = arrears_at(prep, as_of)
-        keep = policy.material(arrears, arrears / prep.monthly, conf.policy)
+        arrears, in_instalments = arrears_at(prep, as_of)
+        keep = policy.material(arrears, in_instalments, conf.policy)
         small = np.flatnonzero((arrears > 0) & ~keep)
         left_out = {str(prep.account_id[i]): policy.left_out_reason(float(arrears[i]), conf.policy) for i in small}
         rows = np.flatnonzero(keep)

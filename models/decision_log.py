@@ -244,6 +244,9 @@ class _SafeList(list):
     """A list `_json_safe` made already (see `_Safe`)."""
 
 
+_SCALAR_OR_MADE = _PLAIN | {float, _Safe, _SafeList}  # what `_walk` settles in its first lines, without a walk
+
+
 def _row(record: DecisionRecord, created_at: datetime, position: int) -> dict[str, Any]:
     """A record as the row inserted: its JSON fields made safe once, its instant and its place in the request."""
     row = {c: getattr(record, c) for c in RECORD_COLUMNS}
@@ -256,26 +259,26 @@ def _row(record: DecisionRecord, created_at: datetime, position: int) -> dict[st
 def parsed_json(text: str | bytes) -> Any:
     """JSON text (the log's own, `json_text`) as the values a record holds, already JSON-safe (parsed JSON holds
     no NaN and no numpy value), so a record built from it is not walked again."""
-    value = orjson.loads(text)
-    return _Safe(value) if type(value) is dict else _SafeList(value) if type(value) is list else value
+    return _marked(orjson.loads(text))
 
 
 def _made_safe(value: Any) -> Any:
-    safe = _json_safe(value)
+    return _marked(_json_safe(value))
+
+
+def _marked(safe: Any) -> Any:
+    """JSON-safe values marked as made (`_Safe`, `_SafeList`), so the hash and the columns take them as they are."""
     return _Safe(safe) if type(safe) is dict else _SafeList(safe) if type(safe) is list else safe
 
 
 def _json_safe(value: Any) -> Any:
     """JSON-ready values: numpy scalars and arrays as Python ones, NaN and infinities as null (PostgreSQL
-    rejects them). Values already made (`_Safe`) and plain scalars come back as they are; anything else is
+    rejects them). Values already made (`_Safe`) and plain scalars take `_walk`'s first lines; anything else is
     written and read back by orjson in C (a record holds a hundred values or more: walking them in Python was
     most of the decision log's time), and whatever orjson would write differently from `_walk` (keys that are
     not text, dates, integers past 64 bits) takes `_walk` instead, so the result is `_walk`'s."""
-    kind = type(value)
-    if kind in _PLAIN or kind is _Safe or kind is _SafeList:
-        return value
-    if kind is float:
-        return value if math.isfinite(value) else None
+    if type(value) in _SCALAR_OR_MADE:
+        return _walk(value)
     try:
         return orjson.loads(orjson.dumps(value, default=_as_python, option=orjson.OPT_PASSTHROUGH_DATETIME))
     except TypeError:  # orjson.JSONEncodeError is a TypeError

@@ -359,10 +359,17 @@ def _arrears(prep: Prepared, i_mask: np.ndarray, p_mask: np.ndarray) -> np.ndarr
     return np.maximum(due_sum - paid_sum, 0.0) / prep.scale
 
 
-def arrears_at(prep: Prepared, as_of: pd.Timestamp) -> np.ndarray:
-    """The `arrears` feature of every account at `as_of` alone (two sums: who is overdue, before the rest)."""
+def arrears_at(prep: Prepared, as_of: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    """The `arrears` and `arrears_instalments` features of every account at `as_of` alone (two sums: who is
+    overdue, before the rest)."""
     t = int(pd.Timestamp(as_of).tz_convert("UTC").value)
-    return _arrears(prep, prep.inst_end <= t, prep.pay_at < t)
+    arrears = _arrears(prep, prep.inst_end <= t, prep.pay_at < t)
+    return arrears, _in_instalments(arrears, prep)
+
+
+def _in_instalments(arrears: np.ndarray, prep: Prepared) -> np.ndarray:
+    """Arrears counted in monthly instalments (the `arrears_instalments` feature)."""
+    return arrears / prep.monthly
 
 
 def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str, np.ndarray]:
@@ -466,7 +473,7 @@ def _feature_columns(prep: Prepared, as_of: pd.Timestamp, config: FeatureConfig)
     cols = _instalment_features(prep, t, config)
     cols.update(_payment_features(prep, t, config))
     cols.update(_contact_features(prep, t, config))
-    cols["arrears_instalments"] = cols["arrears"] / prep.monthly
+    cols["arrears_instalments"] = _in_instalments(cols["arrears"], prep)
     cols["monthly_amount"] = prep.monthly
     tenure = (t - prep.opened) / DAY_NS / 30.4375
     cols["tenure_months"] = tenure

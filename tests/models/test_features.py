@@ -144,9 +144,10 @@ def test_the_features_of_a_part_of_the_portfolio_are_its_rows_of_the_whole(sim_d
     from models.features import arrears_at, feature_matrix
 
     whole = prepare(read_dir(sim_dir), CONFIG)
-    arrears = arrears_at(whole, AS_OF)
+    arrears, in_instalments = arrears_at(whole, AS_OF)
     every = feature_matrix(whole, AS_OF, CONFIG)
     assert np.array_equal(arrears, every[:, feature_names(CONFIG).index("arrears")])
+    assert np.array_equal(in_instalments, every[:, feature_names(CONFIG).index("arrears_instalments")])
     for positions in (np.flatnonzero(arrears > 0), np.arange(0, whole.n, 7), np.array([whole.n - 1])):
         part = whole.take(positions)
         assert part.n == len(positions) and list(part.account_id) == list(whole.account_id[positions])
