@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from concurrent.futures import ProcessPoolExecutor
 from itertools import product
 from pathlib import Path
 
@@ -118,15 +117,12 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     out = args.workdir / "baseline_rules.jsonl"
-    from nba_presets import finished  # this directory, as the script's own
+    from nba_presets import finished, run_cells  # this directory, as the script's own
 
     done = finished(out, ("preset", "share", "seed"))
-    todo = [c for c in product(args.presets, args.shares, args.seeds) if c not in done]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for result in pool.map(cell, [args.workdir] * len(todo), *zip(*todo, strict=True)) if todo else []:
-            with out.open("a") as f:
-                f.write(json.dumps(result, default=str) + "\n")
-            print(json.dumps({k: v for k, v in result.items() if k != "cross_fitted"}, default=str), flush=True)
+    todo = [(args.workdir, *c) for c in product(args.presets, args.shares, args.seeds) if c not in done]
+    run_cells(out, cell, todo, args.jobs, lambda result: {k: v for k, v in result.items() if k != "cross_fitted"},
+              default=str)
     cells = pd.DataFrame(map(json.loads, out.read_text().splitlines()))
     keep = cells["preset"].isin(args.presets) & cells["share"].isin(args.shares) & cells["seed"].isin(args.seeds)
     cells = cells[keep]

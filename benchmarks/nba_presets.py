@@ -59,6 +59,21 @@ def finished(path: Path, keys: tuple[str, ...]) -> set[tuple]:
     return {tuple(c[k] for k in keys) for c in map(json.loads, path.read_text().splitlines())}
 
 
+def run_cells(path: Path, cell, todo: list[tuple], jobs: int, shown=lambda result: result, default=float
+              ) -> list[dict]:
+    """`cell(*args)` for each of `todo`, `jobs` at a time, in order: each result appended to `path` (one JSON
+    object a line, as `finished` reads it back; `default` writes what JSON does not) and printed (`shown` picks
+    what); returns the results."""
+    results = []
+    with ProcessPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        for result in pool.map(cell, *zip(*todo, strict=True)) if todo else []:
+            with path.open("a") as fh:
+                fh.write(json.dumps(result, default=default) + "\n")
+            print(json.dumps(shown(result), default=default), flush=True)
+            results.append(result)
+    return results
+
+
 def trained(workdir: Path, preset: str, size: int, share: float, seed: int, eval_accounts: int = 50_000):
     """One training of a cell as `cureflow train` fits it, and the randomised decisions its response model and
     learned baseline read: params, the training and evaluation folders, the training portfolio, the bundle,
@@ -399,13 +414,8 @@ def main() -> None:
     todo = [(mode, args.workdir, p, n, s, seed, args.eval_accounts)
             for p, n, s, seed in product(args.presets, args.sizes, args.shares, args.seeds)
             if (p, n, s, seed) not in seen and not args.report_only]
-    with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-        for result in pool.map(_run, todo):
-            print(json.dumps({k: v for k, v in result.items() if k not in ("safe", "log", "evidence")}, default=float),
-                  flush=True)
-            with path.open("a") as fh:
-                fh.write(json.dumps(result, default=float) + "\n")
-            done.append(result)
+    done += run_cells(path, _run, [(cell_args,) for cell_args in todo], args.jobs,
+                      lambda result: {k: v for k, v in result.items() if k not in ("safe", "log", "evidence")})
     cells = pd.DataFrame(done)
     wanted = cells["preset"].isin(args.presets) & cells["size"].isin(args.sizes) & cells["share"].isin(args.shares)
     cells = cells[wanted]

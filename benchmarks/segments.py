@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from concurrent.futures import ProcessPoolExecutor
 from itertools import product
 from pathlib import Path
 
@@ -226,18 +225,12 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     out = args.workdir / "segments.jsonl"
-    from nba_presets import finished  # this directory, as the script's own
+    from nba_presets import finished, run_cells  # this directory, as the script's own
 
     done = finished(out, ("preset", "size", "seed"))
-    todo = [c for c in product(args.presets, args.sizes, args.seeds) if c not in done]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(cell, args.workdir, preset, size, args.share, seed, args.min_leaf)
-                   for preset, size, seed in todo]
-        for future in futures:
-            result = future.result()
-            with out.open("a") as f:
-                f.write(json.dumps(result, default=str) + "\n")
-            print(json.dumps(result, default=str), flush=True)
+    todo = [(args.workdir, preset, size, args.share, seed, args.min_leaf)
+            for preset, size, seed in product(args.presets, args.sizes, args.seeds) if (preset, size, seed) not in done]
+    run_cells(out, cell, todo, args.jobs, default=str)
     cells = pd.DataFrame(map(json.loads, out.read_text().splitlines()))
     cells = cells[cells["preset"].isin(args.presets) & cells["size"].isin(args.sizes) & cells["seed"].isin(args.seeds)]
     print("value / the best single action in hindsight (share of the oracle's gain), mean over seeds")
