@@ -10,8 +10,9 @@ end of its history, the mean |model's cure chance - the true one| (issue 15 asks
   accounts (in-sample: more than any calibration could do);
 - **the features' ceiling**: a LightGBM regression of the *true* chance on the model's own features,
   cross-validated (5 folds): what these features could reach with the truth as the label;
-- the same with **cure-history features** the model does not have (over 24 months: instalments late, paid within
-  30 days of falling due, paid later, arrears spells), and with the simulator's latent traits (payer type,
+- the same with **cure-history features** (over 24 months: instalments late, paid within 30 days of falling due,
+  paid later, arrears spells; the product's own since `features.cure_history_months`, so for a bundle trained
+  with them this line adds only the first and the third), and with the simulator's latent traits (payer type,
   shock, spell, a payment already on its way), which no export holds.
 """
 
@@ -27,8 +28,9 @@ AS_OF = "2026-11-01T00:00:00+09:00"
 
 
 def cure_history(prep, t: int, positions: np.ndarray) -> pd.DataFrame:
-    """Per account at `positions`: instalments due in the last 24 months that were late, paid within 30 days of
-    falling due, paid later, and the arrears spells they form (a late instalment after one that was not)."""
+    """Per account at `positions`: instalments due in the last 24 months that were late, paid later than 30 days
+    after falling due, and the product's own cure-history features (`models.features._cure_history`: paid within
+    30 days, their share, arrears spells), for a bundle trained without them."""
     from models import features as F
 
     i_mask, p_mask = prep.inst_end <= t, prep.pay_at < t
@@ -36,15 +38,12 @@ def cure_history(prep, t: int, positions: np.ndarray) -> pd.DataFrame:
     acc, due, due_end = prep.inst_acc[i_mask], prep.inst_due[i_mask], prep.inst_end[i_mask]
     late, unpaid = paid_at >= due_end, paid_at == np.iinfo(np.int64).max
     recent = due >= t - 730 * F.DAY_NS
-    days_late = (np.minimum(paid_at, t) - due) / F.DAY_NS
-    after_late = np.r_[False, late[:-1]] & np.r_[False, acc[1:] == acc[:-1]]
+    days_late = np.floor(np.maximum(np.minimum(paid_at, t) - due, 0) / F.DAY_NS)
     count = lambda mask: np.bincount(acc[mask], minlength=prep.n)[positions]  # noqa: E731
-    late_n = count(recent & late)
-    quick = count(recent & late & ~unpaid & (days_late <= 30))
-    return pd.DataFrame({"late_24m": late_n, "paid_within_30d_24m": quick,
+    own = F._cure_history(acc, due, late, unpaid, days_late, t, 24, prep.n)
+    return pd.DataFrame({"late_24m": count(recent & late),
                          "paid_after_30d_24m": count(recent & late & ~unpaid & (days_late > 30)),
-                         "spells_24m": count(recent & late & ~after_late),
-                         "paid_within_30d_share": np.where(late_n > 0, quick / np.maximum(late_n, 1), np.nan)})
+                         **{name: values[positions] for name, values in own.items()}})
 
 
 def main() -> None:
@@ -94,7 +93,8 @@ def main() -> None:
     print(f"  + cure history over 24 months: {ceiling(history.to_numpy(dtype=float)):.4f}")
     for name, values in traits.items():
         print(f"  + the simulator's latent {name} (no export holds it): {ceiling(values):.4f}")
-    print("cure history by payer type (means):")
+    print("cure history by payer type (means; the bundle has these features: "
+          f"{set(history.columns) <= set(bundle.feature_names)}):")
     print(history.groupby(latent["payer_type"].to_numpy()).mean().round(2).to_string())
 
 

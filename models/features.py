@@ -45,6 +45,7 @@ class FeatureConfig:
     partial_payment_ratio: float
     windows: tuple[calendar.Window, ...]
     money_decimals: int = 3
+    cure_history_months: int = 0   # 0: no cure-history features (bundles trained before they existed)
 
     @classmethod
     def from_params(cls, params: dict) -> FeatureConfig:
@@ -56,6 +57,7 @@ class FeatureConfig:
             float(feat["partial_payment_ratio"]),
             calendar.parse_windows(params["calendar"]),
             money_decimals(feat.get("money_decimals", 3)),
+            cure_history_months(feat.get("cure_history_months", 0)),
         )
 
     @property
@@ -72,6 +74,14 @@ def money_decimals(value) -> int:
     return value
 
 
+def cure_history_months(value) -> int:
+    """params features.cure_history_months: how far back the cure-history features look, in whole months
+    (0 turns them off)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 120:
+        raise ValueError(f"params features.cure_history_months must be a whole number in 0..120, not {value!r}")
+    return value
+
+
 def to_units(amounts, scale: int) -> np.ndarray:
     """Amounts as int64 units of 1 / scale of the currency, rounded once per row (sums stay exact)."""
     return np.rint(np.asarray(amounts, dtype=np.float64) * scale).astype(np.int64)
@@ -83,6 +93,9 @@ def feature_names(config: FeatureConfig) -> list[str]:
              "remaining_term_months", "age", "employment"]
     for m in config.lookback_months:
         names += [f"missed_{m}m", f"paid_late_{m}m"]
+    if config.cure_history_months:
+        h = config.cure_history_months
+        names += [f"late_cured_30d_{h}m", f"late_cured_30d_share_{h}m", f"arrears_spells_{h}m"]
     names += ["days_late_mean_12m", "days_late_max_12m", "partial_payments_6m", "manual_payments_12m",
               "paid_90d_instalments", "days_since_last_payment", "last_payment_method"]
     for ch in vocab.CONTACT_CHANNELS:
@@ -391,6 +404,8 @@ def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[
         recent = due >= t - int(round(m * 30.4375)) * DAY_NS
         out[f"missed_{m}m"] = np.bincount(acc[recent & late], minlength=n).astype(np.float64)
         out[f"paid_late_{m}m"] = np.bincount(acc[recent & late & ~unpaid], minlength=n).astype(np.float64)
+    if config.cure_history_months:
+        out.update(_cure_history(acc, due, late, unpaid, days_late, t, config.cure_history_months, n))
     year = due >= t - 365 * DAY_NS
     count = np.bincount(acc[year], minlength=n)
     total = np.bincount(acc[year], weights=days_late[year], minlength=n)
@@ -399,6 +414,22 @@ def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[
     np.maximum.at(worst, acc[year], days_late[year])
     out["days_late_max_12m"] = np.where(count > 0, worst, np.nan)
     return out
+
+
+def _cure_history(acc: np.ndarray, due: np.ndarray, late: np.ndarray, unpaid: np.ndarray, days_late: np.ndarray,
+                  t: int, months: int, n: int) -> dict[str, np.ndarray]:
+    """How the account came back from arrears before: of its instalments due in the last `months` that were paid
+    late, how many were paid within 30 days of falling due (and their share of the late ones), and how many
+    spells of arrears it had (a late instalment after one paid on time, or its first). A payer who forgets
+    and pays within days and one who falls behind for months miss the same debits; this tells them apart."""
+    recent = due >= t - int(round(months * 30.4375)) * DAY_NS
+    late_n = np.bincount(acc[recent & late], minlength=n)
+    quick = np.bincount(acc[recent & late & ~unpaid & (days_late <= 30)], minlength=n)
+    after_late = np.r_[False, late[:-1]] & np.r_[False, acc[1:] == acc[:-1]]
+    return {f"late_cured_30d_{months}m": quick.astype(np.float64),
+            f"late_cured_30d_share_{months}m": np.where(late_n > 0, quick / np.maximum(late_n, 1), np.nan),
+            f"arrears_spells_{months}m": np.bincount(acc[recent & late & ~after_late], minlength=n)
+            .astype(np.float64)}
 
 
 def _payment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[str, np.ndarray]:

@@ -22,6 +22,7 @@ DIRECTION = {
     "days_late_max_12m": -1, "partial_payments_6m": -1, "days_since_last_payment": -1,
     "paid_90d_instalments": 1, "promises_kept_90d": 1,
     **{f"{kind}_{m}m": -1 for kind in ("missed", "paid_late") for m in (1, 3, 6, 12, 24)},
+    **{f"late_cured_30d_share_{m}m": 1 for m in (6, 12, 24, 36)},
 }
 _COUNTS = {  # feature: (singular, plural) in a sentence "{n} {noun}"
     "partial_payments_6m": ("partial payment in 6 months", "partial payments in 6 months"),
@@ -52,7 +53,7 @@ _MISSING = {
 
 def may_be_missing(name: str) -> bool:
     """Whether the feature builder can leave this feature missing (and a reason must say so in words)."""
-    return name in _MISSING or name.endswith("_reach_rate")
+    return name in _MISSING or name.endswith("_reach_rate") or name.startswith("late_cured_30d_share_")
 
 
 def _plural(n: float, one: str, many: str) -> str:
@@ -95,13 +96,20 @@ def describe(name: str, value: float, currency: str = "JPY") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         if name.endswith("_reach_rate") and name not in _MISSING:
             return f"no call or message on {name[:-11].replace('_', ' ')}s in 180 days"
+        if name.startswith("late_cured_30d_share_"):
+            return f"no instalment paid late in {name.split('_')[-1][:-1]} months"
         return _MISSING.get(name) or f"{_label(name)} not known"
     if name == "employment":
         return f"employment: {vocab.EMPLOYMENT[int(value)].replace('_', ' ')}"
     if name == "last_payment_method":
         return f"last paid by {vocab.PAYMENT_METHODS[int(value)].replace('_', ' ')}"
+    if name.startswith("late_cured_30d_share_"):
+        return f"paid {value:.0%} of late instalments within 30 days over {name.split('_')[-1][:-1]} months"
     for prefix, one, many in (("missed_", "missed debit", "missed debits"),
-                              ("paid_late_", "instalment paid late", "instalments paid late")):
+                              ("paid_late_", "instalment paid late", "instalments paid late"),
+                              ("late_cured_30d_", "late instalment paid within 30 days",
+                               "late instalments paid within 30 days"),
+                              ("arrears_spells_", "spell in arrears", "spells in arrears")):
         if name.startswith(prefix):
             return f"{_plural(value, one, many)} in {name[len(prefix):-1]} months"
     if name in _DAYS:
@@ -138,6 +146,8 @@ def _usual(name: str, value: float, usual: float, currency: str) -> str:
         amount = _money(usual, currency)
     elif name in ("arrears_instalments", "paid_90d_instalments"):
         amount = f"{usual:.1f}"
+    elif name.startswith("late_cured_30d_share_"):
+        amount = f"{usual:.0%}"
     else:
         amount = f"{usual:,.0f}"
     return f", {'more' if more else 'less'} than the usual {amount}"

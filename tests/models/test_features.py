@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
@@ -52,6 +54,30 @@ def test_a_late_payment_counts_as_missed_and_paid_late():
     assert row["arrears"] == 0
     assert row["missed_3m"] == 1 and row["paid_late_3m"] == 1
     assert row["days_late_max_12m"] == 6
+
+
+def test_cure_history_tells_a_quick_cure_from_a_long_spell():
+    months = [f"2025-{m}" for m in (11, 12)] + [f"2026-{m:02d}" for m in range(1, 11)]
+    on_time = [_pay("A1", f"{m}-27T10:00:00+09:00") for m in months if m not in
+               ("2025-12", "2026-02", "2026-03", "2026-10")]
+    pays = on_time + [_pay("A1", "2026-01-05T10:00:00+09:00"),           # December's, 9 days late
+                      _pay("A1", "2026-04-10T10:00:00+09:00", 80000.0)]  # February's 42 days late, March's 14
+    row = _features(portfolio([account()], monthly_schedule("A1", months), pays)).iloc[0]
+    assert CONFIG.cure_history_months == 24
+    assert row["missed_24m"] == 4 and row["paid_late_24m"] == 3         # October's is still unpaid
+    assert row["late_cured_30d_24m"] == 2 and row["late_cured_30d_share_24m"] == 0.5
+    assert row["arrears_spells_24m"] == 3                               # December; February and March; October
+
+
+def test_cure_history_is_missing_without_a_late_instalment_and_absent_when_off():
+    months = ["2026-08", "2026-09", "2026-10"]
+    p = portfolio([account()], monthly_schedule("A1", months), [_pay("A1", f"{m}-27T10:00:00+09:00") for m in months])
+    row = _features(p).iloc[0]
+    assert row["late_cured_30d_24m"] == 0 and np.isnan(row["late_cured_30d_share_24m"])
+    assert row["arrears_spells_24m"] == 0
+    off = dataclasses.replace(CONFIG, cure_history_months=0)
+    assert not any(name.startswith(("late_cured", "arrears_spells")) for name in feature_names(off))
+    assert list(features_at(prepare(p, off), AS_OF, off).columns) == ["account_id", *feature_names(off)]
 
 
 def test_instalment_counts_only_once_its_due_day_has_ended_in_local_time():

@@ -61,7 +61,8 @@ def test_every_feature_reads_in_plain_words_and_gives_its_value_back(name):
 def test_the_features_the_builder_can_leave_missing_are_said_in_words():
     missing = [n for n in NAMES if may_be_missing(n)]
     assert {"age", "days_since_last_payment", "days_late_mean_12m", "timed_reach_rate"} <= set(missing)
-    assert len(missing) == 8 + len(load_params()["calendar"]["windows"])
+    cure_history = 1 if load_params()["features"].get("cure_history_months") else 0  # its share of late ones
+    assert len(missing) == 8 + len(load_params()["calendar"]["windows"]) + cure_history
     for name in missing:
         assert "not known" not in describe(name, math.nan) or name == "age", name
 
