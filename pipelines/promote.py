@@ -176,7 +176,21 @@ def compare_policy(contenders: list[Contender], portfolio: Portfolio, end: pd.Ti
            "values": {role: _mean_interval(paired[role].to_numpy()) for role in terms}}
     out["difference"] = (_mean_interval((paired["challenger"] - paired["champion"]).to_numpy())
                          if len(terms) == 2 else None)
+    roles = {c.role: c.bundle for c in contenders}
+    if len(terms) == 2 and _serves_playbook(roles.get("challenger")) and _learned(roles.get("champion")):
+        out["back_to_playbook"] = True
     return out
+
+
+def _serves_playbook(bundle: ScoringBundle | None) -> bool:
+    """Whether the bundle's policy departs from the team's playbook (its baseline is the playbook)."""
+    return bundle is not None and bundle.safe is not None and bundle.safe.playbook is not None
+
+
+def _learned(bundle: ScoringBundle | None) -> bool:
+    """Whether the bundle's baseline is one the data chose in place of the playbook (a learned ranking)."""
+    return bundle is not None and bundle.safe is not None and bundle.safe.playbook is None and \
+        bool(bundle.safe.ranking)
 
 
 def decide(cure: dict, policy: dict, margins: dict, gate_passed: bool = True,
@@ -201,10 +215,16 @@ def decide(cure: dict, policy: dict, margins: dict, gate_passed: bool = True,
     if policy.get("values"):
         vc, vp = policy["values"]["challenger"]["value"], policy["values"]["champion"]["value"]
         d = policy["difference"]
-        checks.append({"name": "policy_value", "ok": vc >= vp - float(margins["max_policy_value_drop"]),
-                       "text": f"policy payment rate {vc:.4f} vs champion {vp:.4f}, paired difference "
-                               f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
-                               f"(may drop {margins['max_policy_value_drop']})"})
+        ok = vc >= vp - float(margins["max_policy_value_drop"])
+        text = (f"policy payment rate {vc:.4f} vs champion {vp:.4f}, paired difference {d['value']:+.4f} "
+                f"[{d['low']:+.4f}, {d['high']:+.4f}] (may drop {margins['max_policy_value_drop']}")
+        if policy.get("back_to_playbook"):
+            # The burden of proof is on leaving the team's playbook, in both directions: a champion serving a
+            # learned baseline is kept against a challenger that returns to the playbook only where the
+            # champion is shown better (the paired interval wholly below zero).
+            ok = ok or d["high"] >= 0
+            text += "; back to the playbook: kept from it only where the champion is shown better"
+        checks.append({"name": "policy_value", "ok": ok, "text": text + ")"})
     elif policy.get("unsupported"):
         checks.append({"name": "policy_value", "ok": False,
                        "text": f"none of the {policy['unsupported']:,} held-out decisions gave both policies' actions "

@@ -45,6 +45,32 @@ def test_challenger_is_promoted_only_when_not_worse_by_the_margins(auc, ece, val
     assert [c["ok"] for c in checks] == sorted(c["ok"] for c in checks), "failures come first"
 
 
+def test_a_return_to_the_playbook_needs_no_proof_only_the_learned_baseline_it_leaves_does():
+    cure = _cure({"roc_auc": 0.77, "ece": 0.02}, {"roc_auc": 0.77, "ece": 0.02})
+    unclear = {**_policy(0.26, 0.30), "difference": {"value": -0.04, "low": -0.12, "high": 0.04}}
+    assert not decide(cure, unclear, MARGINS)[0]                              # a learned challenger: kept out
+    ok, checks = decide(cure, {**unclear, "back_to_playbook": True}, MARGINS)
+    assert ok and "back to the playbook" in checks[-1]["text"]                # back to the playbook: promoted
+    shown = {**_policy(0.26, 0.30), "difference": {"value": -0.04, "low": -0.07, "high": -0.01},
+             "back_to_playbook": True}
+    assert not decide(cure, shown, MARGINS)[0]                                # the champion shown better: kept
+
+
+def test_which_bundles_serve_the_playbook_and_which_a_learned_baseline():
+    from types import SimpleNamespace
+
+    from models.safe import SafePolicy
+    from pipelines.promote import _learned, _serves_playbook
+
+    playbook = SimpleNamespace(safe=SafePolicy(playbook=object()))
+    learned = SimpleNamespace(safe=SafePolicy(baseline=3, ranking=(3, 5, 1)))
+    fixed = SimpleNamespace(safe=SafePolicy(baseline=3))          # a team's own fixed action: not learned
+    assert _serves_playbook(playbook) and not _learned(playbook)
+    assert _learned(learned) and not _serves_playbook(learned)
+    assert not _learned(fixed) and not _serves_playbook(fixed)
+    assert not _serves_playbook(SimpleNamespace(safe=None)) and not _learned(None)
+
+
 def test_a_challenger_that_failed_its_quality_gate_is_never_promoted():
     ok, checks = decide(_cure({"roc_auc": 0.9, "ece": 0.01}, {"roc_auc": 0.7, "ece": 0.05}), _policy(0.4, 0.3),
                         MARGINS, gate_passed=False)
