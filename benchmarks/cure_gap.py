@@ -37,7 +37,7 @@ def cure_history(prep, t: int, positions: np.ndarray) -> pd.DataFrame:
     paid_at = F._fifo_paid_at(prep, t, i_mask, p_mask)
     acc, due, due_end = prep.inst_acc[i_mask], prep.inst_due[i_mask], prep.inst_end[i_mask]
     late, unpaid = paid_at >= due_end, paid_at == np.iinfo(np.int64).max
-    recent = due >= t - 730 * F.DAY_NS
+    recent = due >= F.months_before(t, 24)
     days_late = np.floor(np.maximum(np.minimum(paid_at, t) - due, 0) / F.DAY_NS)
     count = lambda mask: np.bincount(acc[mask], minlength=prep.n)[positions]  # noqa: E731
     own = F._cure_history(acc, due, late, unpaid, days_late, t, 24, prep.n)

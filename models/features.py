@@ -380,6 +380,12 @@ def arrears_at(prep: Prepared, as_of: pd.Timestamp) -> tuple[np.ndarray, np.ndar
     return arrears, _in_instalments(arrears, prep)
 
 
+def months_before(t: int, months: int) -> int:
+    """The instant `months` average months (30.4375 days, rounded to whole days) before `t`: where every
+    "in the last N months" window of the instalment features begins."""
+    return t - int(round(months * 30.4375)) * DAY_NS
+
+
 def _in_instalments(arrears: np.ndarray, prep: Prepared) -> np.ndarray:
     """Arrears counted in monthly instalments (the `arrears_instalments` feature)."""
     return arrears / prep.monthly
@@ -401,7 +407,7 @@ def _instalment_features(prep: Prepared, t: int, config: FeatureConfig) -> dict[
     days_late = np.floor(np.maximum(np.minimum(paid_at, t) - due, 0) / DAY_NS)
     out = {"arrears": arrears, "days_past_due": np.floor(dpd)}
     for m in config.lookback_months:
-        recent = due >= t - int(round(m * 30.4375)) * DAY_NS
+        recent = due >= months_before(t, m)
         out[f"missed_{m}m"] = np.bincount(acc[recent & late], minlength=n).astype(np.float64)
         out[f"paid_late_{m}m"] = np.bincount(acc[recent & late & ~unpaid], minlength=n).astype(np.float64)
     if config.cure_history_months:
@@ -422,7 +428,7 @@ def _cure_history(acc: np.ndarray, due: np.ndarray, late: np.ndarray, unpaid: np
     late, how many were paid within 30 days of falling due (and their share of the late ones), and how many
     spells of arrears it had (a late instalment after one paid on time, or its first). A payer who forgets
     and pays within days and one who falls behind for months miss the same debits; this tells them apart."""
-    recent = due >= t - int(round(months * 30.4375)) * DAY_NS
+    recent = due >= months_before(t, months)  # the window of `missed_{months}m`: the share's denominator is it
     late_n = np.bincount(acc[recent & late], minlength=n)
     quick = np.bincount(acc[recent & late & ~unpaid & (days_late <= 30)], minlength=n)
     after_late = np.r_[False, late[:-1]] & np.r_[False, acc[1:] == acc[:-1]]

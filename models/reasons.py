@@ -16,13 +16,14 @@ import numpy as np
 
 from models import vocab
 
+_CURED_SHARE = "late_cured_30d_share_"  # the cure-history share (`features._cure_history`): a rate, may be missing
 # +1: a higher value is a better sign for cure; -1: a worse one; absent: no direction a collector would assume
 DIRECTION = {
     "arrears": -1, "arrears_instalments": -1, "days_past_due": -1, "days_late_mean_12m": -1,
     "days_late_max_12m": -1, "partial_payments_6m": -1, "days_since_last_payment": -1,
     "paid_90d_instalments": 1, "promises_kept_90d": 1,
     **{f"{kind}_{m}m": -1 for kind in ("missed", "paid_late") for m in (1, 3, 6, 12, 24)},
-    **{f"late_cured_30d_share_{m}m": 1 for m in (6, 12, 24, 36)},
+    **{f"{_CURED_SHARE}{m}m": 1 for m in (6, 12, 24, 36)},
 }
 _COUNTS = {  # feature: (singular, plural) in a sentence "{n} {noun}"
     "partial_payments_6m": ("partial payment in 6 months", "partial payments in 6 months"),
@@ -53,7 +54,7 @@ _MISSING = {
 
 def may_be_missing(name: str) -> bool:
     """Whether the feature builder can leave this feature missing (and a reason must say so in words)."""
-    return name in _MISSING or name.endswith("_reach_rate") or name.startswith("late_cured_30d_share_")
+    return name in _MISSING or name.endswith("_reach_rate") or name.startswith(_CURED_SHARE)
 
 
 def _plural(n: float, one: str, many: str) -> str:
@@ -87,6 +88,11 @@ def _channel_text(name: str, value: float) -> str | None:
     return None
 
 
+def _months(name: str) -> str:
+    """The months of a feature named `..._{N}m`: N."""
+    return name.rsplit("_", 1)[-1][:-1]
+
+
 def _days(value: float) -> str:
     return _plural(value, "day", "days")
 
@@ -96,15 +102,15 @@ def describe(name: str, value: float, currency: str = "JPY") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         if name.endswith("_reach_rate") and name not in _MISSING:
             return f"no call or message on {name[:-11].replace('_', ' ')}s in 180 days"
-        if name.startswith("late_cured_30d_share_"):
-            return f"no instalment paid late in {name.split('_')[-1][:-1]} months"
+        if name.startswith(_CURED_SHARE):
+            return f"no instalment paid late in {_months(name)} months"
         return _MISSING.get(name) or f"{_label(name)} not known"
     if name == "employment":
         return f"employment: {vocab.EMPLOYMENT[int(value)].replace('_', ' ')}"
     if name == "last_payment_method":
         return f"last paid by {vocab.PAYMENT_METHODS[int(value)].replace('_', ' ')}"
-    if name.startswith("late_cured_30d_share_"):
-        return f"paid {value:.0%} of late instalments within 30 days over {name.split('_')[-1][:-1]} months"
+    if name.startswith(_CURED_SHARE):
+        return f"paid {value:.0%} of late instalments within 30 days over {_months(name)} months"
     for prefix, one, many in (("missed_", "missed debit", "missed debits"),
                               ("paid_late_", "instalment paid late", "instalments paid late"),
                               ("late_cured_30d_", "late instalment paid within 30 days",
@@ -146,7 +152,7 @@ def _usual(name: str, value: float, usual: float, currency: str) -> str:
         amount = _money(usual, currency)
     elif name in ("arrears_instalments", "paid_90d_instalments"):
         amount = f"{usual:.1f}"
-    elif name.startswith("late_cured_30d_share_"):
+    elif name.startswith(_CURED_SHARE):
         amount = f"{usual:.0%}"
     else:
         amount = f"{usual:,.0f}"
