@@ -52,7 +52,7 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
     rules = {"playbook": playbook}
     if response is not None:
         logs = cell_.logs
-        value, scores, allowed, _ = _logged_values(response, logs, names, params, portfolio)
+        value, scores, allowed = _logged_values(response, logs, names, params, portfolio)[:3]
         current = playbook.base(value[:, :-1], _prefs(playbook, logs, windows))
         single, means = safe.best_single(scores, allowed, safe.action_design(response.space.actions[:-1]))
         money = safe.SafePolicy(single, ranking=safe.ranking(means))

@@ -119,7 +119,7 @@ def cell(workdir: Path, preset: str, size: int, share: float, seed: int, min_lea
     out: dict = {"preset": preset, "size": size, "share": share, "seed": seed}
     if response is None:
         return out
-    _, scores, allowed, _ = _logged_values(response, logs, names, params, portfolio)
+    _, scores, allowed = _logged_values(response, logs, names, params, portfolio)[:3]
     shares = safe.per_unit(scores, logs["arrears"].to_numpy(dtype=np.float64))
     design = safe.action_design(response.space.actions[:-1])
     none = shares[:, -1:]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -203,13 +204,23 @@ def _bau_line(summary: dict) -> str:
             f"{dropped}" + (f"; out-of-fold calibration error {errors}" if errors else ""))
 
 
+class LoggedValues(NamedTuple):
+    """`_logged_values`: what the safe policy's tests read of the logged decisions."""
+
+    value: np.ndarray      # (n, actions + 1) the model's money against no contact, -inf where forbidden
+    scores: np.ndarray     # the doubly robust scores (safe.dr_matrix)
+    allowed: np.ndarray    # what each decision allowed
+    outcomes: np.ndarray   # the outcome-only scores (safe.ipw_matrix)
+    residual: np.ndarray   # (n,) the outcome less the model's chance of it for the action taken
+
+
 def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str], params: dict,
-                   portfolio: Portfolio, blocked: pd.Series = feedback.NO_BLOCKS
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   portfolio: Portfolio, blocked: pd.Series = feedback.NO_BLOCKS) -> LoggedValues:
     """For logged decisions: (n, actions + 1) the model's money of each action against no contact (-inf
     where the consent and legal flags forbade it, or the decision's own recorded rules blocked it: `blocked`,
-    `pipelines.feedback.Joined`; no contact last, 0), the doubly robust scores, the allowed mask, and the
-    outcome-only scores (`safe.ipw_matrix`: what a candidate's side of a test is read on).
+    `pipelines.feedback.Joined`; no contact last, 0), the doubly robust scores, the allowed mask, the
+    outcome-only scores (`safe.ipw_matrix`: what a candidate's side of a test is read on) and each decision's
+    residual (paid or not, less the model's chance of payment with the action taken: a share of the arrears).
 
     Why the recorded blocks: a decision whose call the day's capacity held back could not have been a call,
     so neither the playbook nor a candidate is judged by a call there. Judged by it, the learned baseline
@@ -223,7 +234,9 @@ def _logged_values(response: ResponseModel, logs: pd.DataFrame, names: list[str]
     reward = logs["label"].to_numpy(dtype=float) * stake - action_costs(costs, response.space)[taken] - q[:, -1] * stake
     propensity = logs["propensity"].to_numpy(dtype=float)
     scores = safe.dr_matrix(value, taken, propensity, reward)
-    return np.where(allowed, value, -np.inf), scores, allowed, safe.ipw_matrix(value, taken, propensity, reward)
+    residual = logs["label"].to_numpy(dtype=float) - q[np.arange(len(logs)), taken]
+    return LoggedValues(np.where(allowed, value, -np.inf), scores, allowed,
+                        safe.ipw_matrix(value, taken, propensity, reward), residual)
 
 
 def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, resp_holdout: pd.DataFrame,
@@ -257,13 +270,15 @@ def fit_safe_policy(response: ResponseModel | None, resp_train: pd.DataFrame, re
         log(f"safe policy: no response model; the policy is its baseline ({evidence['baseline_text']})")
         return dataclasses.replace(base, evidence=evidence)
     logs = pd.concat([resp_train, resp_holdout], ignore_index=True)
-    value, scores, allowed, outcomes = _logged_values(response, logs, names, params, portfolio, blocked)
+    logged = _logged_values(response, logs, names, params, portfolio, blocked)
+    value, scores, allowed, outcomes = logged.value, logged.scores, logged.allowed, logged.outcomes
     least = int(conf.get("min_departures", 30))
     if chosen == "auto":
         supported = feedback.supported_actions(support, logs["contact_id"], space.actions)
         base = _learned_baseline(base, value, scores, allowed, logs, space, float(conf.get("baseline_z", 0.0)),
                                  evidence, least, int(conf.get("baseline_folds", 2)), retire_z=z,
-                                 supported=supported, segment_by=str(conf.get("segment_by") or ""))
+                                 supported=supported, segment_by=str(conf.get("segment_by") or ""),
+                                 pooled=_pooled(logged, logs, space, conf.get("baseline_test", "channel")))
     held = slice(len(logs) - len(resp_holdout), None)  # the held-out decisions are the last rows of `logs`
     margin, trials = math.inf, []
     if len(resp_holdout):
@@ -310,6 +325,24 @@ def _fixed_baseline(chosen, space: ActionSpace, windows: tuple[str, ...]) -> int
     return space.actions.index(key)
 
 
+BASELINE_TESTS = ("channel", "decision")
+
+
+def _pooled(logged: LoggedValues, logs: pd.DataFrame, space: ActionSpace, test: str) -> safe.Pooled | None:
+    """params policy.safe.baseline_test as what the learned baseline's test reads: `channel` (the model's
+    difference on every decision, its error corrected by each channel's mean residual: `safe.pooled_bound`) or
+    `decision` (each decision's own doubly robust scores: None)."""
+    if test not in BASELINE_TESTS:
+        raise ValueError(f"params policy.safe.baseline_test must be one of {BASELINE_TESTS}, not {test!r}")
+    if test == "decision":
+        return None
+    channels = sorted({a[0] for a in space.actions})
+    group = np.array([channels.index(a[0]) for a in space.actions], dtype=np.int64)
+    stake = np.maximum(logs["arrears"].to_numpy(dtype=np.float64), 1e-9)
+    value = np.where(np.isfinite(logged.value), logged.value, 0.0) / stake[:, None]
+    return safe.Pooled(value, logged.residual, logs["action"].to_numpy(), group)
+
+
 def _prefs(base: safe.SafePolicy, logs: pd.DataFrame, windows: tuple[str, ...]) -> np.ndarray:
     """The baseline's actions in order of preference for logged decisions (their days past due, arrears)."""
     return base.preferences_of(logs, windows)
@@ -318,16 +351,18 @@ def _prefs(base: safe.SafePolicy, logs: pd.DataFrame, windows: tuple[str, ...]) 
 def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarray, allowed: np.ndarray,
                       logs: pd.DataFrame, space: ActionSpace, z: float, evidence: dict, least: int = 30,
                       folds: int = 2, retire_z: float = 1.645, supported: np.ndarray | None = None,
-                      segment_by: str = "") -> safe.SafePolicy:
+                      segment_by: str = "", pooled: safe.Pooled | None = None) -> safe.SafePolicy:
     """The best single action for everyone (with the ranking of the others, what stands in where the rules
     forbid it), where it beats the configured baseline (the playbook) on the randomised decisions; else the
     configured baseline.
 
     Both the pick and the test read the doubly robust scores as shares of each decision's arrears
     (`safe.per_unit`), and the test is cross-fitted (`safe.honest_improvement`: each fold of accounts judged
-    by the ranking learned on the others, `folds` of them). It replaces the playbook where that improvement
-    `z` standard errors below its mean (params policy.safe.baseline_z, default 0) is above zero, with at
-    least `least` decisions, counted by weight, that took the ranking's action where the two differ
+    by the ranking learned on the others, `folds` of them). With `pooled` (params policy.safe.baseline_test:
+    channel, the default) the test reads the model's difference on every decision, corrected by each channel's
+    mean residual (`safe.pooled_bound`), instead of each decision's own scores. It replaces the playbook where
+    that improvement `z` standard errors below its mean (params policy.safe.baseline_z, default 0) is above
+    zero, with at least `least` decisions, counted by weight, that took the ranking's action where the two differ
     (models.safe.observed and effective: else the estimate is the model's opinion, or a few rare draws' luck).
     Both the pick and the test read only decisions whose logging policy gave the action a chance (`supported`,
     from the decision log's distributions; everywhere for decisions recorded without one). Until then the
@@ -370,7 +405,7 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
         learned.base(value[:, :-1])
     if configured:
         test = safe.honest_improvement(shares, allowed, design, current, value[:, :-1], fold, z, taken, propensity,
-                                       supported)
+                                       supported, pooled)
         evidence["best_single_vs_configured"] = {**test, "z": z, "unit": "share of the arrears"}
     by_segment = _by_segment(learned, means, shares, allowed, design, current, value, fold, z, logs, space,
                              supported, segment_by, evidence, least, taken, propensity, segment_z=retire_z)

@@ -276,3 +276,58 @@ def test_each_level_gets_its_own_ranking_and_any_other_level_the_one_for_everyon
     assert policy.base(value, prefs).tolist() == [0, safe.NO_CONTACT, 0, 1]  # the first its rules allow
     # without the segment's column (an older caller) everyone gets the one ranking
     assert policy.preferences(np.ones(2), np.ones(2), ("am", "pm")).tolist() == [[0, 1, 2], [0, 1, 2]]
+
+
+def _channel_logs(n: int, seed: int):
+    """Uniformly randomised decisions over two channels of four actions each (+ no contact, column 8): every
+    action of channel A pays 0.30 of the arrears, of channel B 0.20, no contact 0.10; the model has channel B
+    and no contact right but thinks A's actions pay 0.20 too (its error is the same across A's actions)."""
+    rng = np.random.default_rng(seed)
+    k = 9
+    taken = rng.integers(0, k, n)
+    truth = np.array([0.30] * 4 + [0.20] * 4 + [0.10])
+    paid = (rng.random(n) < truth[taken]).astype(float)
+    model = np.tile(np.array([0.20] * 4 + [0.20] * 4 + [0.10]), (n, 1))
+    value = model - model[:, -1:]                       # the model's shares against no contact
+    reward = paid - model[:, -1]                        # as dr_matrix reads it: net of the no-contact chance
+    scores = safe.dr_matrix(value, taken, np.full(n, 1.0 / k), reward)
+    residual = paid - model[np.arange(n), taken]
+    group = np.array([0] * 4 + [1] * 4 + [2])
+    return value, scores, taken, safe.Pooled(value, residual, taken, group)
+
+
+def test_the_pooled_test_reads_a_channels_error_on_every_decision_that_took_the_channel():
+    """Channel A beats the team's action (B's first) by 0.10 of the arrears; the model does not see it. Read
+    decision by decision, the test rests on the ~1 in 9 decisions that drew exactly A's first action; pooled,
+    on the model's difference plus A's and B's mean residuals, read on every decision of either channel."""
+    n = 3_000
+    value, scores, taken, pooled = _channel_logs(n, seed=11)
+    chosen, current = np.zeros(n, dtype=np.int64), np.full(n, 4, dtype=np.int64)
+    fold = np.arange(n) % 2
+    keep = np.ones(n, dtype=bool)
+    by_pool = safe.pooled_bound(pooled, chosen, current, fold, keep, 1.645)
+    assert by_pool["improvement"] == pytest.approx(0.10, abs=0.03)
+    assert by_pool["lcb"] > 0
+    by_decision = safe.lower_bound(scores, chosen, current, 1.645)
+    assert by_pool["se"] < by_decision["se"] / 2         # four actions' decisions instead of one's
+    # through honest_improvement: the same pick and counts, the pooled reading, the other kept beside it
+    allowed = np.ones((n, 9), dtype=bool)
+    out = safe.honest_improvement(scores, allowed, None, current, value[:, :-1], fold, 0.0, taken,
+                                  np.full(n, 1 / 9), None, pooled)
+    assert out["read"] == "pooled" and out["decision_by_decision"]["se"] > out["se"]
+    assert out["observed"] == safe.honest_improvement(scores, allowed, None, current, value[:, :-1], fold, 0.0,
+                                                      taken, np.full(n, 1 / 9))["observed"]
+
+
+def test_the_pooled_test_never_certifies_a_channel_no_decision_took():
+    """Where no decision took an action of the chosen channel, nothing corrects the model there: the standard
+    error is infinite and the bound says nothing, whatever the model thinks of the channel."""
+    n = 2_000
+    value, _, taken, pooled = _channel_logs(n, seed=12)
+    taken = np.where(taken < 4, 8, taken)                # channel A never drawn
+    optimistic = value.copy()
+    optimistic[:, :4] += 0.5                             # and the model thinks it pays far more
+    pooled = safe.Pooled(optimistic, pooled.residual, taken, pooled.group)
+    out = safe.pooled_bound(pooled, np.zeros(n, dtype=np.int64), np.full(n, 4, dtype=np.int64),
+                            np.arange(n) % 2, np.ones(n, dtype=bool), 0.0)
+    assert math.isinf(out["se"]) and out["lcb"] == -math.inf

@@ -3,6 +3,7 @@ ranking of the others, replaces the playbook where the randomised decisions esti
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from models import safe
 from models.config import load_params
@@ -274,3 +275,23 @@ def test_the_batch_and_the_api_serve_each_lifestyle_its_own_ranking(trained):
     assert mine.any() and (~mine).any()
     assert set(contacted["channel"][mine]) == {"letter"}  # a letter is allowed wherever any contact is
     assert "email" in set(contacted["channel"][~mine])
+
+
+def test_the_learned_baseline_test_reads_pooled_residuals_by_channel_unless_told_decision_by_decision():
+    from pipelines.train import LoggedValues, _pooled
+
+    space = ActionSpace(WINDOWS)
+    n, k = 40, len(space.actions)
+    logs = pd.DataFrame({"arrears": np.full(n, 20_000.0), "action": np.arange(n) % k})
+    value = np.full((n, k), 2_000.0)
+    value[:, 0] = -np.inf                                  # forbidden: read as worth nothing
+    value[:, -1] = 0.0
+    logged = LoggedValues(value, value, np.isfinite(value), value, np.full(n, 0.25))
+    pooled = _pooled(logged, logs, space, "channel")
+    assert pooled.value[0, 0] == 0.0 and pooled.value[0, 1] == pytest.approx(0.1)
+    channels = [a[0] for a in space.actions]
+    assert all((pooled.group == pooled.group[i]).sum() == channels.count(c) for i, c in enumerate(channels))
+    assert pooled.group[-1] != pooled.group[0]             # no contact is a group of its own
+    assert _pooled(logged, logs, space, "decision") is None
+    with pytest.raises(ValueError, match="policy.safe.baseline_test"):
+        _pooled(logged, logs, space, "pooled")

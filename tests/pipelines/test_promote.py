@@ -168,7 +168,9 @@ def test_worse_challenger_is_rejected_on_the_same_holdout_and_the_reason_is_reco
 def test_the_policy_is_compared_on_a_crm_exports_decisions_with_their_propensities_from_the_log(
         registry, tmp_path, monkeypatch):
     """A week whose contacts name their decisions and carry no propensity (what a CRM exports): promote
-    joins the decision log as training does, so those decisions count in the policy comparison."""
+    joins the decision log as training does, so those decisions count in the policy comparison: compared, or
+    counted as unsupported where either contender's action had no chance under the decision's experiment (the
+    two contenders here may learn different baselines, and the batch's experiments are built around one)."""
     from pipelines.promote import run
     from pipelines.simulate import play
     from serving.batch import BatchOptions, score_source
@@ -184,7 +186,8 @@ def test_the_policy_is_compared_on_a_crm_exports_decisions_with_their_propensiti
     ask = {"dry_run": True, "out": None, "log": lambda *_: None}
     alone = run(week, "models:/cureflow@challenger", "models:/cureflow@champion", params, **ask)
     joined = run(week, "models:/cureflow@challenger", "models:/cureflow@champion", params, decision_log=url, **ask)
-    assert joined["policy"]["decisions"] > alone["policy"]["decisions"]
+    judged = [p["policy"]["decisions"] + p["policy"].get("unsupported", 0) for p in (joined, alone)]
+    assert judged[0] > judged[1]
     assert joined["cure"] == alone["cure"]  # the cure comparison does not read propensities
 
 

@@ -571,7 +571,9 @@ def test_several_workers_are_forked_after_one_load_of_the_model_and_serve_behind
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base, proc)
-        workers = psutil.Process(proc.pid).children()
+        deadline = time.monotonic() + 30  # ready once one worker answers; the other may still be forking
+        while len(workers := psutil.Process(proc.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         answers = [httpx.post(f"{base}/v1/score", json=example_request(), headers=HEADERS, timeout=30)
                    for _ in range(6)]
         assert all(a.status_code == 200 for a in answers)
