@@ -9,10 +9,15 @@ portfolio (50,000 accounts, seed + 1000) as a ratio to the best single action in
 - `bound95`: the best single action by money, replacing the playbook only where its in-sample improvement
   has a one-sided 95% lower bound above zero (the rule before 4 Dec);
 - `in-sample`: the same pick where its in-sample estimate is above zero;
-- `shares, cross-fitted`: the pick on shares of the arrears, tested fold by fold (`policy.safe`: what
-  training does now, `pipelines.train._learned_baseline`, at `policy.safe.baseline_z`);
+- `shares, cross-fitted`: the pick on shares of the arrears, tested fold by fold, each decision read on its
+  own doubly robust scores (`policy.safe.baseline_test: decision`, the rule from 4 to 5 Dec;
+  `pipelines.train._learned_baseline` at `policy.safe.baseline_z`);
 - `shares, cross-fitted, 95%`: the same test, the pick kept only where its cross-fitted improvement has a
-  one-sided 95% lower bound above zero (baseline_z 1.645).
+  one-sided 95% lower bound above zero (baseline_z 1.645);
+- `pooled by channel`: the same pick and folds, the test read as the model's difference on every decision
+  corrected by each channel's mean residual (`models.safe.pooled_bound`; `policy.safe.baseline_test:
+  channel`, what training does now);
+- `pooled by channel x offer`: the same with one correction per channel and offer.
 
 Every rule is valued as the policy it implies with no departure (the baseline for every overdue account;
 the day's call capacity is not applied), so the columns differ only by the rule.
@@ -31,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RULES = ("playbook", "bound95", "in-sample", "shares, cross-fitted", "shares, cross-fitted, 95%")
+RULES = ("playbook", "bound95", "in-sample", "shares, cross-fitted", "shares, cross-fitted, 95%", "pooled by channel",
+         "pooled by channel x offer")
 
 
 def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000, eval_accounts: int = 50_000) -> dict:
@@ -41,7 +47,7 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
     from models.contract import read_dir
     from models.playbook import Playbook
     from pipelines.evaluate import TrueValues
-    from pipelines.train import _learned_baseline, _logged_values, _prefs
+    from pipelines.train import _learned_baseline, _logged_values, _pooled, _prefs
 
     cell_ = trained(workdir, preset, size, share, seed, eval_accounts)
     params, bundle, response, names, config = cell_.params, cell_.bundle, cell_.response, cell_.names, cell_.config
@@ -52,7 +58,8 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
     rules = {"playbook": playbook}
     if response is not None:
         logs = cell_.logs
-        value, scores, allowed = _logged_values(response, logs, names, params, portfolio)[:3]
+        logged = _logged_values(response, logs, names, params, portfolio)
+        value, scores, allowed = logged.value, logged.scores, logged.allowed
         current = playbook.base(value[:, :-1], _prefs(playbook, logs, windows))
         single, means = safe.best_single(scores, allowed, safe.action_design(response.space.actions[:-1]))
         money = safe.SafePolicy(single, ranking=safe.ranking(means))
@@ -69,6 +76,13 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
         sure = (crossed is not None and crossed["observed"] >= least
                 and crossed["improvement"] - 1.645 * crossed["se"] > 0)
         rules["shares, cross-fitted, 95%"] = rules["shares, cross-fitted"] if sure else playbook
+        for rule, pooled in (("pooled by channel", _pooled(logged, logs, response.space, "channel")),
+                             ("pooled by channel x offer", _pooled(logged, logs, response.space, "channel_offer"))):
+            evidence = {}
+            rules[rule] = _learned_baseline(
+                playbook, value, scores, allowed, logs, response.space, float(params["policy"]["safe"]["baseline_z"]),
+                evidence, least, int(params["policy"]["safe"]["baseline_folds"]), pooled=pooled)
+            out[f"{rule} test"] = evidence.get("best_single_vs_configured")
         out.update(in_sample_t=test["improvement"] / test["se"] if test["se"] else None,
                    cross_fitted=evidence.get("best_single_vs_configured"), randomised=len(logs))
     else:
@@ -103,6 +117,7 @@ def table(cells: pd.DataFrame) -> pd.DataFrame:
                                    for v, learned in zip(g[rule], g[f"{rule} learned"], strict=True))
         for rule in RULES[3:]:
             row[f"below the playbook ({rule})"] = int((g[rule] < g["playbook"] - 1e-9).sum())
+            row[f"mean ({rule})"] = round(float(g[rule].mean()), 3)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -121,7 +136,8 @@ def main() -> None:
 
     done = finished(out, ("preset", "share", "seed"))
     todo = [(args.workdir, *c) for c in product(args.presets, args.shares, args.seeds) if c not in done]
-    run_cells(out, cell, todo, args.jobs, lambda result: {k: v for k, v in result.items() if k != "cross_fitted"},
+    run_cells(out, cell, todo, args.jobs,
+              lambda result: {k: v for k, v in result.items() if k != "cross_fitted" and not k.endswith(" test")},
               default=str)
     cells = pd.DataFrame(map(json.loads, out.read_text().splitlines()))
     keep = cells["preset"].isin(args.presets) & cells["share"].isin(args.shares) & cells["seed"].isin(args.seeds)

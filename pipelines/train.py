@@ -325,19 +325,21 @@ def _fixed_baseline(chosen, space: ActionSpace, windows: tuple[str, ...]) -> int
     return space.actions.index(key)
 
 
-BASELINE_TESTS = ("channel", "decision")
+BASELINE_TESTS = ("channel", "channel_offer", "decision")
 
 
 def _pooled(logged: LoggedValues, logs: pd.DataFrame, space: ActionSpace, test: str) -> safe.Pooled | None:
     """params policy.safe.baseline_test as what the learned baseline's test reads: `channel` (the model's
-    difference on every decision, its error corrected by each channel's mean residual: `safe.pooled_bound`) or
-    `decision` (each decision's own doubly robust scores: None)."""
+    difference on every decision, its error corrected by each channel's mean residual: `safe.pooled_bound`),
+    `channel_offer` (by each channel and offer's) or `decision` (each decision's own doubly robust scores:
+    None)."""
     if test not in BASELINE_TESTS:
         raise ValueError(f"params policy.safe.baseline_test must be one of {BASELINE_TESTS}, not {test!r}")
     if test == "decision":
         return None
-    channels = sorted({a[0] for a in space.actions})
-    group = np.array([channels.index(a[0]) for a in space.actions], dtype=np.int64)
+    key = (lambda a: a[0]) if test == "channel" else (lambda a: (a[0], a[2]))
+    keys = sorted({key(a) for a in space.actions})
+    group = np.array([keys.index(key(a)) for a in space.actions], dtype=np.int64)
     stake = np.maximum(logs["arrears"].to_numpy(dtype=np.float64), 1e-9)
     value = np.where(np.isfinite(logged.value), logged.value, 0.0) / stake[:, None]
     return safe.Pooled(value, logged.residual, logs["action"].to_numpy(), group)

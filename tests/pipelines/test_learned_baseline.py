@@ -292,6 +292,9 @@ def test_the_learned_baseline_test_reads_pooled_residuals_by_channel_unless_told
     channels = [a[0] for a in space.actions]
     assert all((pooled.group == pooled.group[i]).sum() == channels.count(c) for i, c in enumerate(channels))
     assert pooled.group[-1] != pooled.group[0]             # no contact is a group of its own
+    by_offer = _pooled(logged, logs, space, "channel_offer")
+    pairs = [(a[0], a[2]) for a in space.actions]
+    assert all((by_offer.group == by_offer.group[i]).sum() == pairs.count(p) for i, p in enumerate(pairs))
     assert _pooled(logged, logs, space, "decision") is None
     with pytest.raises(ValueError, match="policy.safe.baseline_test"):
         _pooled(logged, logs, space, "pooled")
