@@ -250,10 +250,7 @@ def _judged(scores: np.ndarray, chosen: np.ndarray, current: np.ndarray, z: floa
             propensity: np.ndarray | None, supported: np.ndarray | None, folds: int) -> dict:
     """The cross-fitted improvement of `chosen` over `current` on the decisions where both had a chance."""
     d = _improvement(scores, chosen, current)
-    keep = np.ones(len(scores), dtype=bool)
-    if supported is not None:
-        rows = np.arange(len(scores))
-        keep = supported[rows, _column(chosen, scores)] & supported[rows, _column(current, scores)]
+    keep = _both_supported(scores, chosen, current, supported)
     out = _bound(d[keep], z)
     if folds < 2:  # no decision was judged out of fold: nothing is known of the improvement's spread
         out.update(se=math.inf, lcb=out["improvement"] - z * math.inf)
@@ -263,6 +260,15 @@ def _judged(scores: np.ndarray, chosen: np.ndarray, current: np.ndarray, z: floa
         out["effective"] = round(effective(scores[keep], chosen[keep], current[keep], taken[keep],
                                            propensity[keep]), 1)
     return out
+
+
+def _both_supported(scores: np.ndarray, chosen: np.ndarray, current: np.ndarray,
+                    supported: np.ndarray | None) -> np.ndarray:
+    """The decisions where the log gave both `chosen`'s and `current`'s action a chance (all without `supported`)."""
+    if supported is None:
+        return np.ones(len(scores), dtype=bool)
+    rows = np.arange(len(scores))
+    return supported[rows, _column(chosen, scores)] & supported[rows, _column(current, scores)]
 
 
 def best_single(scores: np.ndarray, allowed: np.ndarray, design: np.ndarray | None = None,
@@ -312,7 +318,7 @@ class Pooled:
     Why: a test that reads each decision's own residual, weighted by 1 / propensity, rests on the few decisions
     whose experiment drew exactly the two actions compared (about 1 in 40 each): at 5% randomised decisions and
     20,000 accounts its standard error (0.06 to 0.08 of the arrears) is larger than the difference between a
-    good and a bad baseline, and it chose wrongly in 6 of 12 cells measured with the truth (docs/models.md).
+    good and a bad baseline, and it chose wrongly in 5 of 12 cells measured with the truth (docs/models.md).
     The pooled test reads the model's difference on every decision, corrected by the mean residual of each
     group of actions (what every decision that took an action of the group says of the model's error there)."""
 
@@ -386,10 +392,7 @@ def honest_improvement(scores: np.ndarray, allowed: np.ndarray, design: np.ndarr
         chosen[test] = SafePolicy(ranking=ranking(means)).base(value[test])
     out = _judged(scores, chosen, current, z, taken, propensity, supported, len(folds))
     if pooled is not None:
-        keep = np.ones(len(scores), dtype=bool)
-        if supported is not None:
-            rows = np.arange(len(scores))
-            keep = supported[rows, _column(chosen, scores)] & supported[rows, _column(current, scores)]
+        keep = _both_supported(scores, chosen, current, supported)
         out["decision_by_decision"] = {k: out[k] for k in ("improvement", "se", "lcb")}
         out.update(pooled_bound(pooled, chosen, current, fold, keep, z), read="pooled")
         if len(folds) < 2:
