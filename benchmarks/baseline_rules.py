@@ -78,11 +78,11 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
         rules["shares, cross-fitted, 95%"] = rules["shares, cross-fitted"] if sure else playbook
         for rule, pooled in (("pooled by channel", _pooled(logged, logs, response.space, "channel")),
                              ("pooled by channel x offer", _pooled(logged, logs, response.space, "channel_offer"))):
-            evidence = {}
+            read: dict = {}  # its own evidence: `evidence` stays the decision-by-decision test's (cross_fitted)
             rules[rule] = _learned_baseline(
                 playbook, value, scores, allowed, logs, response.space, float(params["policy"]["safe"]["baseline_z"]),
-                evidence, least, int(params["policy"]["safe"]["baseline_folds"]), pooled=pooled)
-            out[f"{rule} test"] = evidence.get("best_single_vs_configured")
+                read, least, int(params["policy"]["safe"]["baseline_folds"]), pooled=pooled)
+            out[f"{rule} test"] = read.get("best_single_vs_configured")
         out.update(in_sample_t=test["improvement"] / test["se"] if test["se"] else None,
                    cross_fitted=evidence.get("best_single_vs_configured"), randomised=len(logs))
     else:

@@ -348,9 +348,9 @@ def pooled_bound(pooled: Pooled, chosen: np.ndarray, current: np.ndarray, fold: 
         est, var = float(diff.mean()), float(diff.var(ddof=1)) / n
         weight = (np.bincount(pooled.group[c], minlength=groups)
                   - np.bincount(pooled.group[b], minlength=groups)) / n
-        took = pooled.group[pooled.taken[rows]]
+        took, residuals = pooled.group[pooled.taken[rows]], pooled.residual[rows]
         for g in np.flatnonzero(weight):
-            residual = pooled.residual[rows][took == g]
+            residual = residuals[took == g]
             if len(residual) < 2:
                 var = math.inf
                 continue

@@ -340,8 +340,7 @@ def _pooled(logged: LoggedValues, logs: pd.DataFrame, space: ActionSpace, test: 
     key = (lambda a: a[0]) if test == "channel" else (lambda a: (a[0], a[2]))
     keys = sorted({key(a) for a in space.actions})
     group = np.array([keys.index(key(a)) for a in space.actions], dtype=np.int64)
-    stake = np.maximum(logs["arrears"].to_numpy(dtype=np.float64), 1e-9)
-    value = np.where(np.isfinite(logged.value), logged.value, 0.0) / stake[:, None]
+    value = safe.per_unit(np.where(np.isfinite(logged.value), logged.value, 0.0), logs["arrears"].to_numpy())
     return safe.Pooled(value, logged.residual, logs["action"].to_numpy(), group)
 
 
