@@ -35,6 +35,7 @@ class PolicyConfig:
     try_channels: tuple[str, ...] = ("sms", "email", "letter", "ivr")  # channels an experiment may try instead
     holdout: bool = True  # experiments keep a no-contact arm (the hold-out every lift is measured against)
     challenger: float = 0.0  # share of the other decisions served the challenger (the learned ranking not yet adopted)
+    contenders: float | None = None  # share of experiment draws for the contender arms (None: all arms alike)
     templates: tuple[tuple[str, tuple[str, ...]], ...] = ()  # wording variants per channel (default: v1)
     currency: str = "JPY"
     min_arrears: float = 0.0              # materiality: less than this (in the currency) is not overdue ...
@@ -103,6 +104,11 @@ def _experiment_config(raw: dict) -> dict:
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= float(share) < 1.0:
             raise ValueError(f"params.yaml policy.experiments.challenger must be a share in [0, 1), not {share!r}")
         out["challenger"] = float(share)
+    if raw.get("contenders") is not None:
+        share = raw["contenders"]
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= float(share) < 1.0:
+            raise ValueError(f"params.yaml policy.experiments.contenders must be a share in [0, 1), not {share!r}")
+        out["contenders"] = float(share)
     return out
 
 
@@ -303,8 +309,9 @@ def designed_arms(served: np.ndarray, value: np.ndarray, config: PolicyConfig,
     `config.try_channels` at the same window and offer, another window, the other offer), the `contenders`
     (n, m) the rules allow that are not already arms (what could replace the served action: the learned
     best single action the evidence has not yet adopted, the response model's own best action; a call only
-    where the served action is a call) and, with `config.holdout`, no contact. An account served no contact
-    has no experiment (its only arm is itself)."""
+    where the served action is a call) and, with `config.holdout`, no contact, in this order of columns (one
+    column per contender, -2 where it is not an arm). An account served no contact has no experiment (its
+    only arm is itself)."""
     n, n_arm = len(served), 2
     n_win = value.shape[1] // (len(vocab.CONTACT_CHANNELS) * n_arm) if value.shape[1] else 0
     channel, rest = np.divmod(np.maximum(served, 0), max(n_win, 1) * n_arm)
@@ -332,9 +339,28 @@ def designed_arms(served: np.ndarray, value: np.ndarray, config: PolicyConfig,
     return np.column_stack(arms)
 
 
+def arm_chances(arms: np.ndarray, contender: np.ndarray | None = None, share: float | None = None) -> np.ndarray:
+    """(n, k) each experiment arm's chance of being drawn, given an experiment: every arm alike, or, with a
+    `share`, that share split evenly among the account's arms in `contender` columns ((k,) True for the
+    contenders' columns of `designed_arms`) and the rest evenly among its other arms (every arm alike where
+    an account has no contender arm, or nothing else). Why: at a 5% experiment over about twelve arms each
+    arm is drawn for 1 decision in 240, and the comparison the safe policy waits for (the contender against
+    the served action, models.safe.observed) gathered at most 28 decisions in 26 weeks of the closed loop."""
+    valid = arms != -2
+    even = valid / np.maximum(valid.sum(axis=1, keepdims=True), 1)
+    if contender is None or share is None or not contender.any():
+        return even
+    mine, rest = valid & contender[None, :], valid & ~contender[None, :]
+    n_mine, n_rest = mine.sum(axis=1, keepdims=True), rest.sum(axis=1, keepdims=True)
+    both = (n_mine > 0) & (n_rest > 0)
+    split = share * mine / np.maximum(n_mine, 1) + (1.0 - share) * rest / np.maximum(n_rest, 1)
+    return np.where(both, split, even)
+
+
 def _explore(served: np.ndarray, arms: np.ndarray, u: np.ndarray, v: np.ndarray, eps: float,
-             challenger: np.ndarray | None = None, share: float = 0.0):
-    """With probability `eps` one of the account's experiment arms drawn uniformly (`designed_arms`); else,
+             challenger: np.ndarray | None = None, share: float = 0.0, chances: np.ndarray | None = None):
+    """With probability `eps` one of the account's experiment arms (`designed_arms`), drawn by `v` with the
+    arms' `chances` (`arm_chances`; default every arm alike); else,
     with probability `share`, the account's `challenger` action where it has one other than the served action
     (champion/challenger: the strategy the evidence has not yet adopted, served to a random share of the
     accounts so the comparison gets data fast); else the served action. Returns the flat index, the
@@ -342,18 +368,18 @@ def _explore(served: np.ndarray, arms: np.ndarray, u: np.ndarray, v: np.ndarray,
     the challenger's, and the whole distribution: (n, m) flat actions (-2 pads) and the chance of each (an
     action may appear more than once: its chance is the sum)."""
     valid = arms != -2
-    k = valid.sum(axis=1)
-    pick = np.minimum((v * k).astype(np.int64), k - 1)
-    drawn = arms[np.arange(len(arms)), (np.cumsum(valid, axis=1) > pick[:, None]).argmax(axis=1)]
+    q = arm_chances(arms) if chances is None else chances
+    edge = np.cumsum(q, axis=1)
+    drawn = arms[np.arange(len(arms)), (edge > (v * edge[:, -1])[:, None]).argmax(axis=1)]
     explored = u < eps
     rival = served if challenger is None else challenger
     c = np.where((rival >= 0) & (rival != served), share, 0.0)  # no challenger, or the same action: 0
     challenged = ~explored & (u < eps + (1.0 - eps) * c)
     chosen = np.where(explored, drawn, np.where(challenged, rival, served))
-    in_arms = (valid & (arms == chosen[:, None])).any(axis=1)
-    propensity = eps / k * in_arms + (1.0 - eps) * ((1.0 - c) * (chosen == served) + c * (chosen == rival))
+    in_arms = np.where(valid & (arms == chosen[:, None]), q, 0.0).sum(axis=1)
+    propensity = eps * in_arms + (1.0 - eps) * ((1.0 - c) * (chosen == served) + c * (chosen == rival))
     support = (np.column_stack([np.where(valid, arms, -2), served, rival]),
-               np.column_stack([np.where(valid, eps / k[:, None], 0.0), (1.0 - eps) * (1.0 - c), (1.0 - eps) * c]))
+               np.column_stack([np.where(valid, eps * q, 0.0), (1.0 - eps) * (1.0 - c), (1.0 - eps) * c]))
     return chosen, propensity, explored, challenged, support
 
 
@@ -370,8 +396,15 @@ def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm
     contenders = _contenders(value, safe) if eps > 0 else None
     arms = designed_arms(greedy, value, config, contenders) if contenders is not None else greedy[:, None]
     challenger = contenders[:, 0] if contenders is not None and config.challenger > 0 else None
+    chances = None
+    if contenders is not None and config.contenders is not None:
+        mine = np.zeros(arms.shape[1], dtype=bool)  # designed_arms' columns: ..., the contenders, the hold-out
+        end = arms.shape[1] - int(config.holdout)
+        if end - contenders.shape[1] > 1:  # served and its variants come first (none when no action exists)
+            mine[end - contenders.shape[1]:end] = True
+        chances = arm_chances(arms, mine, config.contenders)
     flat, propensity, explored, challenged, support = _explore(greedy, arms, u, v, eps, challenger,
-                                                               config.challenger)
+                                                               config.challenger, chances)
     no_phone = channel_allowed.copy()
     no_phone[:, vocab.CONTACT_CHANNELS.index("phone")] = False
     alt_value = action_values(gain, stake, no_phone, arm_allowed, config)

@@ -292,3 +292,61 @@ def test_a_call_the_capacity_moves_gives_every_call_chance_to_the_action_done_in
     assert chance_of(moved, alt, 4)[0] == pytest.approx(0.98)
     assert chance_of(moved, (np.array([0]), np.array([2]), np.array([0])), 4)[0] == 0.0   # no call is left
     assert chance_of(moved, (np.array([-1]), np.array([-1]), np.array([-1])), 4)[0] == pytest.approx(0.02)
+
+
+def test_arm_chances_give_the_contenders_their_share_and_every_arm_alike_without_one():
+    from models.policy import arm_chances
+
+    arms = np.array([[4, 8, 12, 20, -2, -1],     # served, two variants, one contender (the other is no arm), hold-out
+                     [4, 8, 12, -2, -2, -1],     # no contender arm: every arm alike
+                     [-1, -2, -2, -2, -2, -2]])  # served no contact: no experiment
+    contender = np.array([False, False, False, True, True, False])
+    q = arm_chances(arms, contender, 0.5)
+    assert q.sum(axis=1) == pytest.approx(np.ones(3))
+    assert q[0].tolist() == pytest.approx([0.125, 0.125, 0.125, 0.5, 0.0, 0.125])
+    assert q[1].tolist() == pytest.approx([0.25, 0.25, 0.25, 0.0, 0.0, 0.25])
+    assert q[2].tolist() == [1.0, 0, 0, 0, 0, 0]
+    assert (arm_chances(arms, contender, None) == arm_chances(arms)).all()
+    assert arm_chances(arms)[0].tolist() == pytest.approx([0.2, 0.2, 0.2, 0.2, 0.0, 0.2])
+
+
+@pytest.mark.parametrize("share", [None, 0.5, 0.8])
+def test_an_experiment_draws_its_contenders_at_their_share_and_records_that_chance(share):
+    """Every account in one state, challenger off: among the experiments the learned pick not yet adopted is
+    drawn as often as `policy.experiments.contenders` says (every arm alike when null), and the propensity
+    the decision log keeps for it is how often it was taken."""
+    import dataclasses
+
+    from models.policy import action_values, designed_arms
+    from models.safe import SafePolicy
+
+    rng = np.random.default_rng(5)
+    n, eps = 40_000, 0.3
+    flat = lambda c, w, a: (c * 4 + w) * 2 + a  # noqa: E731
+    base, rival = flat(1, 0, 1), flat(2, 3, 1)
+    config = dataclasses.replace(CONFIG, challenger=0.0, contenders=share)
+    gain = _gain(n)
+    c = choose(gain, np.full(n, 40000.0), np.ones((n, 5), bool), np.ones((n, 2), bool), config, rng.random(n),
+               rng.random(n), eps, SafePolicy(base, ranking=(base,), contender=(rival,)))
+    taken = np.where(c.channel < 0, -1, (c.channel * 4 + c.window) * 2 + c.arm)
+    value = action_values(gain[:1], np.full(1, 40000.0), np.ones((1, 5), bool), np.ones((1, 2), bool), config)
+    greedy_pick = int(value.argmax())
+    arms = designed_arms(np.array([base]), value, config, np.array([[rival, greedy_pick]]))[0]
+    k, mine = int((arms != -2).sum()), arms[-3:-1]    # the contenders' columns, before the hold-out
+    assert rival in mine.tolist()
+    expected = 1 / k if share is None else share / int((mine != -2).sum())
+    drawn = (taken[c.explored] == rival).mean()
+    assert drawn == pytest.approx(expected, abs=0.015)
+    assert c.propensity[taken == rival][0] == pytest.approx((taken == rival).mean(), abs=0.005)
+    assert c.propensity[taken == rival][0] == pytest.approx(eps * expected, rel=1e-6)
+
+
+def test_the_contenders_share_is_checked_naming_the_option():
+    for bad in (1.0, -0.1, "half", True):
+        params = load_params()["policy"]
+        params["experiments"] = {**params["experiments"], "contenders": bad}
+        with pytest.raises(ValueError, match="policy.experiments.contenders"):
+            PolicyConfig.from_params(params)
+    params = load_params()["policy"]
+    params["experiments"] = {**params["experiments"], "contenders": None}
+    assert PolicyConfig.from_params(params).contenders is None
