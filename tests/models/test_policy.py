@@ -239,11 +239,12 @@ def test_no_challenger_without_experiments_or_with_a_share_of_zero():
         assert (taken[~c.explored] == base).all()
 
 
-def test_the_challenger_share_is_checked_naming_the_option():
+@pytest.mark.parametrize("option", ["challenger", "contenders"])
+def test_an_experiment_share_is_checked_naming_the_option(option):
     for bad in (1.0, -0.1, "a fifth", True):
         params = load_params()["policy"]
-        params["experiments"] = {**params["experiments"], "challenger": bad}
-        with pytest.raises(ValueError, match="policy.experiments.challenger"):
+        params["experiments"] = {**params["experiments"], option: bad}
+        with pytest.raises(ValueError, match=f"policy.experiments.{option}"):
             PolicyConfig.from_params(params)
 
 
@@ -341,12 +342,7 @@ def test_an_experiment_draws_its_contenders_at_their_share_and_records_that_chan
     assert c.propensity[taken == rival][0] == pytest.approx(eps * expected, rel=1e-6)
 
 
-def test_the_contenders_share_is_checked_naming_the_option():
-    for bad in (1.0, -0.1, "half", True):
-        params = load_params()["policy"]
-        params["experiments"] = {**params["experiments"], "contenders": bad}
-        with pytest.raises(ValueError, match="policy.experiments.contenders"):
-            PolicyConfig.from_params(params)
+def test_contenders_null_draws_every_arm_alike():
     params = load_params()["policy"]
     params["experiments"] = {**params["experiments"], "contenders": None}
     assert PolicyConfig.from_params(params).contenders is None
