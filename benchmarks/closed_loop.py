@@ -205,6 +205,7 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path,
     here = workdir / f"{preset}_{seed}"
     (here / "decisions.db").unlink(missing_ok=True)  # a world run again starts with an empty decision log
     (here / "train.log").unlink(missing_ok=True)
+    (here / "progress.log").unlink(missing_ok=True)
     day_one = bundle = _fit(live, params, here).bundle
     space = ActionSpace(tuple(w.name for w in bundle.feature_config.windows))
     rng = np.random.default_rng(seed)
@@ -243,6 +244,9 @@ def run_world(preset: str, seed: int, accounts: int, weeks: int, workdir: Path,
                   "departures_possible": bool(bundle.safe is not None and np.isfinite(bundle.safe.margin)),
                   "seconds": round(time.perf_counter() - started, 1), **diagnosis}
         out += [{**common, "team": team, "value": value} for team, value in values.items()]
+        with (here / "progress.log").open("a") as f:  # to follow a long run: one line a week
+            f.write(f"week {week}: promoted {promoted} ({why or gate}); " + ", ".join(
+                f"{team} {value:,.0f}" for team, value in values.items()) + f", oracle {common['oracle']:,.0f}\n")
         _record(rows, bundle, week, here)
         live.play(decisions)
     return out
