@@ -309,9 +309,8 @@ def designed_arms(served: np.ndarray, value: np.ndarray, config: PolicyConfig,
     `config.try_channels` at the same window and offer, another window, the other offer), the `contenders`
     (n, m) the rules allow that are not already arms (what could replace the served action: the learned
     best single action the evidence has not yet adopted, the response model's own best action; a call only
-    where the served action is a call) and, with `config.holdout`, no contact, in this order of columns (one
-    column per contender, -2 where it is not an arm). An account served no contact has no experiment (its
-    only arm is itself)."""
+    where the served action is a call) and, with `config.holdout`, no contact. An account served no contact
+    has no experiment (its only arm is itself)."""
     n, n_arm = len(served), 2
     n_win = value.shape[1] // (len(vocab.CONTACT_CHANNELS) * n_arm) if value.shape[1] else 0
     channel, rest = np.divmod(np.maximum(served, 0), max(n_win, 1) * n_arm)
@@ -341,20 +340,30 @@ def designed_arms(served: np.ndarray, value: np.ndarray, config: PolicyConfig,
 
 def arm_chances(arms: np.ndarray, contender: np.ndarray | None = None, share: float | None = None) -> np.ndarray:
     """(n, k) each experiment arm's chance of being drawn, given an experiment: every arm alike, or, with a
-    `share`, that share split evenly among the account's arms in `contender` columns ((k,) True for the
-    contenders' columns of `designed_arms`) and the rest evenly among its other arms (every arm alike where
-    an account has no contender arm, or nothing else). Why: at a 5% experiment over about twelve arms each
-    arm is drawn for 1 decision in 240, and the comparison the safe policy waits for (the contender against
-    the served action, models.safe.observed) gathered at most 28 decisions in 26 weeks of the closed loop."""
+    `share`, that share split evenly among the account's arms marked in `contender` ((n, k) True where an arm
+    is a contender's action, a one-factor variant or an arm of its own) and the rest evenly among its other
+    arms (every arm alike where an account has no contender arm, or nothing else). Why: at a 5% experiment
+    over about twelve arms each arm is drawn for 1 decision in 240, and the comparison the safe policy waits
+    for (the contender against the served action, models.safe.observed) gathered at most 28 decisions in 26
+    weeks of the closed loop."""
     valid = arms != -2
     even = valid / np.maximum(valid.sum(axis=1, keepdims=True), 1)
-    if contender is None or share is None or not contender.any():
+    if contender is None or share is None:
         return even
-    mine, rest = valid & contender[None, :], valid & ~contender[None, :]
+    mine, rest = valid & contender, valid & ~contender
     n_mine, n_rest = mine.sum(axis=1, keepdims=True), rest.sum(axis=1, keepdims=True)
     both = (n_mine > 0) & (n_rest > 0)
     split = share * mine / np.maximum(n_mine, 1) + (1.0 - share) * rest / np.maximum(n_rest, 1)
     return np.where(both, split, even)
+
+
+def contender_arms(arms: np.ndarray, contenders: np.ndarray) -> np.ndarray:
+    """(n, k) True where an experiment arm other than the served action (column 0) is one of the account's
+    `contenders` (n, m) actions: an arm `designed_arms` added for it, or the variant it already was."""
+    mine = np.zeros(arms.shape, dtype=bool)
+    for col in np.asarray(contenders, dtype=np.int64).T:
+        mine[:, 1:] |= (arms[:, 1:] == col[:, None]) & (col[:, None] >= 0)
+    return mine & (arms != arms[:, :1])
 
 
 def _explore(served: np.ndarray, arms: np.ndarray, u: np.ndarray, v: np.ndarray, eps: float,
@@ -396,13 +405,8 @@ def choose(gain: np.ndarray, stake: np.ndarray, channel_allowed: np.ndarray, arm
     contenders = _contenders(value, safe) if eps > 0 else None
     arms = designed_arms(greedy, value, config, contenders) if contenders is not None else greedy[:, None]
     challenger = contenders[:, 0] if contenders is not None and config.challenger > 0 else None
-    chances = None
-    if contenders is not None and config.contenders is not None:
-        mine = np.zeros(arms.shape[1], dtype=bool)  # designed_arms' columns: ..., the contenders, the hold-out
-        end = arms.shape[1] - int(config.holdout)
-        if end - contenders.shape[1] > 1:  # served and its variants come first (none when no action exists)
-            mine[end - contenders.shape[1]:end] = True
-        chances = arm_chances(arms, mine, config.contenders)
+    chances = None if contenders is None or config.contenders is None else arm_chances(
+        arms, contender_arms(arms, contenders), config.contenders)
     flat, propensity, explored, challenged, support = _explore(greedy, arms, u, v, eps, challenger,
                                                                config.challenger, chances)
     no_phone = channel_allowed.copy()

@@ -301,7 +301,7 @@ def test_arm_chances_give_the_contenders_their_share_and_every_arm_alike_without
     arms = np.array([[4, 8, 12, 20, -2, -1],     # served, two variants, one contender (the other is no arm), hold-out
                      [4, 8, 12, -2, -2, -1],     # no contender arm: every arm alike
                      [-1, -2, -2, -2, -2, -2]])  # served no contact: no experiment
-    contender = np.array([False, False, False, True, True, False])
+    contender = np.tile([False, False, False, True, True, False], (3, 1))
     q = arm_chances(arms, contender, 0.5)
     assert q.sum(axis=1) == pytest.approx(np.ones(3))
     assert q[0].tolist() == pytest.approx([0.125, 0.125, 0.125, 0.5, 0.0, 0.125])
@@ -312,19 +312,21 @@ def test_arm_chances_give_the_contenders_their_share_and_every_arm_alike_without
 
 
 @pytest.mark.parametrize("share", [None, 0.5, 0.8])
-def test_an_experiment_draws_its_contenders_at_their_share_and_records_that_chance(share):
+@pytest.mark.parametrize("window", [3, 0])  # the pick is an arm of its own, or already a one-factor variant
+def test_an_experiment_draws_its_contenders_at_their_share_and_records_that_chance(share, window):
     """Every account in one state, challenger off: among the experiments the learned pick not yet adopted is
-    drawn as often as `policy.experiments.contenders` says (every arm alike when null), and the propensity
-    the decision log keeps for it is how often it was taken."""
+    drawn as often as `policy.experiments.contenders` says (every arm alike when null), whether it is an arm
+    of its own or a variant of the served action already, and the propensity the decision log keeps for it is
+    how often it was taken."""
     import dataclasses
 
-    from models.policy import action_values, designed_arms
+    from models.policy import action_values, contender_arms, designed_arms
     from models.safe import SafePolicy
 
     rng = np.random.default_rng(5)
     n, eps = 40_000, 0.3
     flat = lambda c, w, a: (c * 4 + w) * 2 + a  # noqa: E731
-    base, rival = flat(1, 0, 1), flat(2, 3, 1)
+    base, rival = flat(1, 0, 1), flat(2, window, 1)
     config = dataclasses.replace(CONFIG, challenger=0.0, contenders=share)
     gain = _gain(n)
     c = choose(gain, np.full(n, 40000.0), np.ones((n, 5), bool), np.ones((n, 2), bool), config, rng.random(n),
@@ -333,9 +335,9 @@ def test_an_experiment_draws_its_contenders_at_their_share_and_records_that_chan
     value = action_values(gain[:1], np.full(1, 40000.0), np.ones((1, 5), bool), np.ones((1, 2), bool), config)
     greedy_pick = int(value.argmax())
     arms = designed_arms(np.array([base]), value, config, np.array([[rival, greedy_pick]]))[0]
-    k, mine = int((arms != -2).sum()), arms[-3:-1]    # the contenders' columns, before the hold-out
-    assert rival in mine.tolist()
-    expected = 1 / k if share is None else share / int((mine != -2).sum())
+    mine = contender_arms(arms[None, :], np.array([[rival, greedy_pick]]))[0]
+    assert arms[mine].tolist() == [rival]                # the call the model would make is no arm
+    expected = 1 / int((arms != -2).sum()) if share is None else share
     drawn = (taken[c.explored] == rival).mean()
     assert drawn == pytest.approx(expected, abs=0.015)
     assert c.propensity[taken == rival][0] == pytest.approx((taken == rival).mean(), abs=0.005)
@@ -346,3 +348,12 @@ def test_contenders_null_draws_every_arm_alike():
     params = load_params()["policy"]
     params["experiments"] = {**params["experiments"], "contenders": None}
     assert PolicyConfig.from_params(params).contenders is None
+
+
+def test_contender_arms_mark_the_contenders_actions_but_never_the_served_one_or_the_hold_out():
+    from models.policy import contender_arms
+
+    arms = np.array([[4, 8, 12, 20, -1],       # served 4; 12 is a variant, 20 an arm of its own, then the hold-out
+                     [4, 8, 12, -2, -1]])
+    contenders = np.array([[20, 12], [4, -1]])  # the second account's contender is what it is served; no pick
+    assert contender_arms(arms, contenders).tolist() == [[False, False, True, True, False], [False] * 5]
