@@ -14,10 +14,12 @@ portfolio (50,000 accounts, seed + 1000) as a ratio to the best single action in
   `pipelines.train._learned_baseline` at `policy.safe.baseline_z`);
 - `shares, cross-fitted, 95%`: the same test, the pick kept only where its cross-fitted improvement has a
   one-sided 95% lower bound above zero (baseline_z 1.645);
-- `pooled by channel`: the same pick and folds, the test read as the model's difference on every decision
-  corrected by each channel's mean residual (`models.safe.pooled_bound`; `policy.safe.baseline_test:
-  channel`, what training does now);
-- `pooled by channel x offer`: the same with one correction per channel and offer.
+- `pooled by channel`: the same folds, the test read as the model's difference on every decision corrected
+  by each channel's mean residual (`models.safe.pooled_bound`; `policy.safe.baseline_test: channel`, what
+  training does now), and the pick read the same way (`models.safe.pooled_scores`, from the fifteenth session);
+- `pooled test, doubly robust pick`: the pooled test with the pick on the doubly robust shares (the
+  fourteenth session's rule);
+- `pooled by channel x offer`: the pooled pick and test with one correction per channel and offer.
 
 Every rule is valued as the policy it implies with no departure (the baseline for every overdue account;
 the day's call capacity is not applied), so the columns differ only by the rule.
@@ -29,6 +31,7 @@ the day's call capacity is not applied), so the columns differ only by the rule.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from itertools import product
 from pathlib import Path
@@ -37,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 RULES = ("playbook", "bound95", "in-sample", "shares, cross-fitted", "shares, cross-fitted, 95%", "pooled by channel",
-         "pooled by channel x offer")
+         "pooled test, doubly robust pick", "pooled by channel x offer")
 
 
 def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000, eval_accounts: int = 50_000) -> dict:
@@ -76,7 +79,9 @@ def cell(workdir: Path, preset: str, share: float, seed: int, size: int = 20_000
         sure = (crossed is not None and crossed["observed"] >= least
                 and crossed["improvement"] - 1.645 * crossed["se"] > 0)
         rules["shares, cross-fitted, 95%"] = rules["shares, cross-fitted"] if sure else playbook
-        for rule, pooled in (("pooled by channel", _pooled(logged, logs, response.space, "channel")),
+        by_channel = _pooled(logged, logs, response.space, "channel")
+        for rule, pooled in (("pooled by channel", by_channel),
+                             ("pooled test, doubly robust pick", dataclasses.replace(by_channel, pick=False)),
                              ("pooled by channel x offer", _pooled(logged, logs, response.space, "channel_offer"))):
             read: dict = {}  # its own evidence: `evidence` stays the decision-by-decision test's (cross_fitted)
             rules[rule] = _learned_baseline(

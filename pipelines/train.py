@@ -361,7 +361,8 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
     (`safe.per_unit`), and the test is cross-fitted (`safe.honest_improvement`: each fold of accounts judged
     by the ranking learned on the others, `folds` of them). With `pooled` (params policy.safe.baseline_test:
     channel, the default) the test reads the model's difference on every decision, corrected by each channel's
-    mean residual (`safe.pooled_bound`), instead of each decision's own scores. It replaces the playbook where
+    mean residual (`safe.pooled_bound`), instead of each decision's own scores, and so does the pick
+    (`safe.pooled_scores`, unless `pooled.pick` is off). It replaces the playbook where
     that improvement `z` standard errors below its mean (params policy.safe.baseline_z, default 0) is above
     zero, with at least `least` decisions, counted by weight, that took the ranking's action where the two differ
     (models.safe.observed and effective: else the estimate is the model's opinion, or a few rare draws' luck).
@@ -390,7 +391,8 @@ def _learned_baseline(base: safe.SafePolicy, value: np.ndarray, scores: np.ndarr
     baseline where it passes both."""
     design = safe.action_design(space.actions[:-1])
     shares = safe.per_unit(scores, logs["arrears"].to_numpy(dtype=np.float64))
-    single, means = safe.best_single(shares, allowed, design, supported)
+    basis = shares if pooled is None or not pooled.pick else safe.pooled_scores(pooled, np.ones(len(logs), bool))
+    single, means = safe.best_single(basis, allowed, design, supported)
     learned = safe.SafePolicy(single, ranking=safe.ranking(means))
     evidence["best_single_text"] = _action_text(space, single)
     evidence["best_single_share"] = float(means[single]) if single >= 0 else 0.0  # of the arrears, net of cost

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -315,8 +316,28 @@ def test_the_pooled_test_reads_a_channels_error_on_every_decision_that_took_the_
     out = safe.honest_improvement(scores, allowed, None, current, value[:, :-1], fold, 0.0, taken,
                                   np.full(n, 1 / 9), None, pooled)
     assert out["read"] == "pooled" and out["decision_by_decision"]["se"] > out["se"]
-    assert out["observed"] == safe.honest_improvement(scores, allowed, None, current, value[:, :-1], fold, 0.0,
-                                                      taken, np.full(n, 1 / 9))["observed"]
+    same_pick = dataclasses.replace(pooled, pick=False)  # the counts are the decision-by-decision test's
+    assert safe.honest_improvement(scores, allowed, None, current, value[:, :-1], fold, 0.0, taken,
+                                   np.full(n, 1 / 9), None, same_pick)["observed"] == safe.honest_improvement(
+        scores, allowed, None, current, value[:, :-1], fold, 0.0, taken, np.full(n, 1 / 9))["observed"]
+
+
+def test_the_pooled_pick_reads_each_channels_residual_and_finds_the_channel_the_model_misjudges():
+    """The model thinks channels A and B pay alike; A's residuals say it pays 0.10 more. The pooled scores'
+    means are the truth against no contact (A 0.20, B 0.10), and the pick is in channel A on every seed, each
+    fold's pick read on the other fold's residuals."""
+    value, scores, taken, pooled = _channel_logs(20_000, seed=3)
+    means = safe.pooled_scores(pooled, np.ones(20_000, dtype=bool)).mean(axis=0)
+    assert means[:4] == pytest.approx([0.20] * 4, abs=0.015) and means[4:8] == pytest.approx([0.10] * 4, abs=0.015)
+    assert means[8] == pytest.approx(0.0, abs=0.01)
+    n, allowed = 600, np.ones((600, 9), dtype=bool)
+    for seed in range(20):
+        value, scores, taken, pooled = _channel_logs(n, seed=100 + seed)
+        single, _ = safe.best_single(safe.pooled_scores(pooled, np.ones(n, dtype=bool)), allowed)
+        assert single < 4
+        out = safe.honest_improvement(scores, allowed, None, np.full(n, 4), value[:, :-1], np.arange(n) % 2, 0.0,
+                                      taken, np.full(n, 1 / 9), None, pooled)
+        assert out["improvement"] > 0
 
 
 def test_the_pooled_test_never_certifies_a_channel_no_decision_took():
