@@ -99,16 +99,13 @@ def _experiment_config(raw: dict) -> dict:
         out["try_channels"] = tuple(raw["try_channels"])
     if "holdout" in raw:
         out["holdout"] = bool(raw["holdout"])
-    if "challenger" in raw:
-        share = raw["challenger"]
+    for key in ("challenger", "contenders"):  # shares in [0, 1); contenders may be null (every arm alike)
+        if key not in raw or (key == "contenders" and raw[key] is None):
+            continue
+        share = raw[key]
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= float(share) < 1.0:
-            raise ValueError(f"params.yaml policy.experiments.challenger must be a share in [0, 1), not {share!r}")
-        out["challenger"] = float(share)
-    if raw.get("contenders") is not None:
-        share = raw["contenders"]
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= float(share) < 1.0:
-            raise ValueError(f"params.yaml policy.experiments.contenders must be a share in [0, 1), not {share!r}")
-        out["contenders"] = float(share)
+            raise ValueError(f"params.yaml policy.experiments.{key} must be a share in [0, 1), not {share!r}")
+        out[key] = float(share)
     return out
 
 
